@@ -1,0 +1,397 @@
+//! The checks every compiler shares: durations, cron, PromQL, label selectors, templates and
+//! conditions, each reporting at the exact place in the file and carrying on, so one pass finds
+//! every problem.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use promql_parser::parser::Expr;
+
+use crate::condition::{self, Condition};
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::schema::field_path;
+use crate::template::{Template, Variable};
+use crate::yaml::SpanIndex;
+
+/// Collects the diagnostics of one document.
+pub struct Checker<'a> {
+    file: &'a Path,
+    spans: &'a SpanIndex,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// The labels a trigger's signals carry, for checking `${labels.x}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Labels {
+    /// Unknown statically (a raw PromQL expression, an alert): any label name is accepted.
+    Any,
+    /// Exactly these.
+    Known(BTreeSet<String>),
+    /// None at all (a schedule).
+    Nothing,
+}
+
+/// What a template may reference.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The labels of the trigger's signals.
+    pub labels: Labels,
+    /// Whether `target.*` is resolved already (not inside the target itself).
+    pub target: bool,
+}
+
+const ROOTS: &[(&str, &[&str])] = &[
+    ("labels", &[]),
+    ("owner", &["kind", "name", "namespace"]),
+    ("target", &["kind", "name", "namespace"]),
+    ("playbook", &["name"]),
+    ("incident", &["id", "fingerprint"]),
+    ("signal", &["kind", "value"]),
+];
+
+impl<'a> Checker<'a> {
+    /// A checker for one document of `file`.
+    pub fn new(file: &'a Path, spans: &'a SpanIndex) -> Self {
+        Checker {
+            file,
+            spans,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// The file being checked.
+    pub fn file(&self) -> &Path {
+        self.file
+    }
+
+    /// An error about the value at `pointer`, to finish with the builder methods and
+    /// [`Checker::push`].
+    pub fn at(&self, pointer: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(self.file, self.spans.value_pos(pointer), message)
+            .field(field_path(pointer))
+    }
+
+    /// An error about the key of the entry at `pointer` (a duplicate name, say).
+    pub fn at_key(&self, pointer: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(self.file, self.spans.key_pos(pointer), message)
+            .field(field_path(pointer))
+    }
+
+    /// Records a diagnostic.
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// Records a plain error at `pointer`.
+    pub fn error(&mut self, pointer: &str, message: impl Into<String>) {
+        let d = self.at(pointer, message);
+        self.push(d);
+    }
+
+    /// Whether any error was recorded.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Everything recorded.
+    pub fn into_diagnostics(self) -> Vec<Diagnostic> {
+        self.diagnostics
+    }
+
+    /// A Prometheus-style duration (`30s`, `5m`, `1h30m`).
+    pub fn duration(&mut self, pointer: &str, text: &str) -> Option<Duration> {
+        match promql_parser::util::parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                let d = self
+                    .at(pointer, format!("`{text}` is not a duration"))
+                    .expected(
+                        "a duration such as 30s, 5m, 1h30m or 2d (units ms, s, m, h, d, w, y)",
+                    );
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    /// An optional duration with a default; `positive` refuses zero.
+    pub fn duration_or(
+        &mut self,
+        pointer: &str,
+        text: Option<&String>,
+        default: Duration,
+        positive: bool,
+    ) -> Duration {
+        let Some(text) = text else {
+            return default;
+        };
+        let parsed = self.duration(pointer, text).unwrap_or(default);
+        if positive && parsed.is_zero() {
+            let d = self
+                .at(pointer, "must be longer than zero")
+                .expected("a positive duration");
+            self.push(d);
+        }
+        parsed
+    }
+
+    /// A cron expression: 5 fields as in a CronJob, or 6-7 with seconds first.
+    pub fn cron(&mut self, pointer: &str, text: &str) -> Option<cron::Schedule> {
+        let fields = text.split_whitespace().count();
+        let normalized = if fields == 5 {
+            format!("0 {text}")
+        } else {
+            text.to_string()
+        };
+        match cron::Schedule::from_str(&normalized) {
+            Ok(schedule) => Some(schedule),
+            Err(e) => {
+                let d = self
+                    .at(pointer, format!("`{text}` is not a cron schedule: {e}"))
+                    .expected(
+                        "5 fields `min hour day month weekday`, or 6-7 fields with seconds first \
+                         and an optional year",
+                    );
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    /// A PromQL expression.
+    pub fn promql(&mut self, pointer: &str, text: &str) -> Option<Expr> {
+        match promql_parser::parser::parse(text) {
+            Ok(expr) => Some(expr),
+            Err(e) => {
+                let reason = e.trim().trim_end_matches('.').to_string();
+                let d = self.at(pointer, format!("invalid PromQL: {reason}"));
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    /// PromQL with `${...}` templates: the templates are checked against `scope`, and the
+    /// expression's syntax with each template replaced by a placeholder name.
+    pub fn templated_promql(
+        &mut self,
+        pointer: &str,
+        text: &str,
+        scope: &Scope,
+    ) -> Option<Template> {
+        let template = self.template(pointer, text, scope)?;
+        self.promql(pointer, &template.with_placeholders("salve_template"))?;
+        Some(template)
+    }
+
+    /// Label matchers such as `{namespace="prod", pod=~"api-.*"}`; returns the labels matched
+    /// with `=` (which the signals will carry with that value).
+    pub fn selector(&mut self, pointer: &str, text: &str) -> Option<BTreeSet<String>> {
+        let wrapped = format!("salve_selector{text}");
+        let parsed = promql_parser::parser::parse(&wrapped);
+        match parsed {
+            Ok(Expr::VectorSelector(vs)) if text.trim_start().starts_with('{') => Some(
+                vs.matchers
+                    .matchers
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect(),
+            ),
+            _ => {
+                let d = self
+                    .at(pointer, format!("`{text}` is not a label selector"))
+                    .expected(r#"label matchers such as {namespace="prod", pod=~"api-.*"}"#);
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    /// A string with `${...}` templates, every reference checked against `scope`.
+    pub fn template(&mut self, pointer: &str, text: &str, scope: &Scope) -> Option<Template> {
+        let template = match Template::parse(text) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(pointer, format!("bad template: {e}"));
+                return None;
+            }
+        };
+        let before = self.diagnostics.len();
+        for variable in template.variables() {
+            self.variable(pointer, variable, scope);
+        }
+        (self.diagnostics.len() == before).then_some(template)
+    }
+
+    fn variable(&mut self, pointer: &str, variable: &Variable, scope: &Scope) {
+        let path: Vec<&str> = variable.path.iter().map(String::as_str).collect();
+        let unknown = |this: &Self, help: Option<String>, why: String| {
+            this.at(
+                pointer,
+                format!("unknown template variable `${{{variable}}}`: {why}"),
+            )
+            .help(help)
+        };
+        let Some((root, fields)) = ROOTS.iter().find(|(r, _)| *r == path[0]) else {
+            let d = unknown(
+                self,
+                did_you_mean(path[0], ROOTS.iter().map(|(r, _)| *r)),
+                format!(
+                    "templates may use {}",
+                    ROOTS
+                        .iter()
+                        .map(|(r, _)| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return self.push(d);
+        };
+        if *root == "labels" {
+            let [_, name] = path[..] else {
+                let d = unknown(self, None, "expected `labels.<name>`".into());
+                return self.push(d);
+            };
+            match &scope.labels {
+                Labels::Any => {}
+                Labels::Nothing => {
+                    let d = unknown(self, None, "this trigger's signals carry no labels".into());
+                    self.push(d);
+                }
+                Labels::Known(known) if !known.contains(name) => {
+                    let list: Vec<String> = known.iter().map(|l| format!("`{l}`")).collect();
+                    let d = unknown(
+                        self,
+                        did_you_mean(name, known.iter().map(String::as_str)),
+                        format!("this trigger's signals carry only {}", list.join(", ")),
+                    );
+                    self.push(d);
+                }
+                Labels::Known(_) => {}
+            }
+            return;
+        }
+        if *root == "target" && !scope.target {
+            let d = unknown(self, None, "the target cannot refer to itself".into());
+            return self.push(d);
+        }
+        let known = match path[1..] {
+            [field] => fields.contains(&field),
+            _ => false,
+        };
+        if !known {
+            let help = path
+                .get(1)
+                .and_then(|f| did_you_mean(f, fields.iter().copied()));
+            let list: Vec<String> = fields.iter().map(|f| format!("`{root}.{f}`")).collect();
+            let d = unknown(self, help, format!("expected one of {}", list.join(", ")));
+            self.push(d);
+        }
+    }
+
+    /// A CEL condition, checked against the step context.
+    pub fn condition(&mut self, pointer: &str, text: &str) -> Option<Condition> {
+        match Condition::compile(text) {
+            Ok(c) => Some(c),
+            Err(errors) => {
+                for error in errors {
+                    let help = match &error {
+                        condition::Error::UnknownName { help, .. } => help.clone(),
+                        condition::Error::Syntax(_) => None,
+                    };
+                    let d = self.at(pointer, error.to_string()).help(help);
+                    self.push(d);
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_checker<T>(f: impl FnOnce(&mut Checker<'_>) -> T) -> (T, Vec<String>) {
+        let spans = SpanIndex::default();
+        let mut checker = Checker::new(Path::new("t.yaml"), &spans);
+        let out = f(&mut checker);
+        let messages = checker
+            .into_diagnostics()
+            .into_iter()
+            .map(|d| d.message)
+            .collect();
+        (out, messages)
+    }
+
+    #[test]
+    fn durations_use_prometheus_units() {
+        let (d, errors) = with_checker(|c| c.duration("/x", "1h30m"));
+        assert_eq!(d, Some(Duration::from_secs(5400)));
+        assert!(errors.is_empty());
+        let (d, errors) = with_checker(|c| c.duration("/x", "10 minutes"));
+        assert_eq!(d, None);
+        assert_eq!(errors, ["`10 minutes` is not a duration"]);
+    }
+
+    #[test]
+    fn cron_accepts_five_and_six_fields() {
+        let (five, e1) = with_checker(|c| c.cron("/x", "*/5 * * * *"));
+        let (six, e2) = with_checker(|c| c.cron("/x", "0 0 17 * * FRI"));
+        assert!(five.is_some() && six.is_some(), "{e1:?} {e2:?}");
+        let (bad, errors) = with_checker(|c| c.cron("/x", "61 * * * *"));
+        assert!(bad.is_none());
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn selectors_return_their_equality_labels() {
+        let (labels, errors) =
+            with_checker(|c| c.selector("/x", r#"{namespace="prod", pod=~"a.*"}"#));
+        assert!(errors.is_empty(), "{errors:?}");
+        let labels: Vec<String> = labels.expect("parses").into_iter().collect();
+        assert_eq!(labels, ["namespace", "pod"]);
+        let (none, _) = with_checker(|c| c.selector("/x", "namespace=prod"));
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn templates_are_checked_against_the_trigger_labels() {
+        let scope = Scope {
+            labels: Labels::Known(["namespace".to_string(), "pod".to_string()].into()),
+            target: false,
+        };
+        let (_, errors) = with_checker(|c| {
+            c.template(
+                "/x",
+                "${labels.namespace}/${labels.nodee}/${target.name}/${ownr.name}",
+                &scope,
+            )
+        });
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].contains("`${labels.nodee}`"));
+        assert!(errors[1].contains("cannot refer to itself"));
+        assert!(errors[2].contains("`${ownr.name}`"));
+    }
+
+    #[test]
+    fn templated_promql_is_parsed_with_placeholders() {
+        let scope = Scope {
+            labels: Labels::Any,
+            target: true,
+        };
+        let (ok, errors) = with_checker(|c| {
+            c.templated_promql(
+                "/x",
+                r#"deriv(mem{pod=~"${target.name}-.*"}[10m]) <= 0"#,
+                &scope,
+            )
+        });
+        assert!(ok.is_some(), "{errors:?}");
+        let (bad, errors) = with_checker(|c| c.templated_promql("/x", "rate(x[5m]", &scope));
+        assert!(bad.is_none());
+        assert!(errors[0].starts_with("invalid PromQL"), "{errors:?}");
+    }
+}

@@ -1,0 +1,313 @@
+//! The `salve` command line.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::diagnostic::Severity;
+use crate::playbook::load::{Loaded, load_paths};
+use crate::playbook::watch::{self, Reloader, WatchOptions};
+use crate::playbook::{Playbook, PlaybookSet, StepRun, TriggerKind};
+use crate::schema::DocumentKind;
+use crate::telemetry::LogFormat;
+
+/// Salve: a declarative self-healing engine for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "salve", version, about, long_about = None)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SALVE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Salve's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check playbooks and policies; report every problem with file:line:column.
+    Validate {
+        /// Files or directories (searched recursively for *.yaml and *.yml).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+        /// Also describe each playbook and policy that loaded.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Print or write the JSON Schema of Salve's documents.
+    Schema {
+        /// The document kind to print.
+        #[arg(long, value_enum, default_value_t = SchemaKind::Playbook)]
+        kind: SchemaKind,
+        /// Write every kind's schema into this directory instead of printing one.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Load playbooks and policies, then hot-reload them on every change until interrupted.
+    Watch {
+        /// Files or directories to load and watch.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Wait this many milliseconds after the last change before reloading.
+        #[arg(long, default_value_t = 50)]
+        debounce_ms: u64,
+    },
+}
+
+/// How `validate` prints its findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people: one `file:line:col: error: ...` per problem and a summary.
+    Human,
+    /// For machines: one JSON object.
+    Json,
+}
+
+/// The kinds `salve schema` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// `kind: Playbook`.
+    Playbook,
+    /// `kind: AutonomyPolicy`.
+    AutonomyPolicy,
+}
+
+/// Why a command failed (beyond finding problems in the files it checked).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing output or a schema file failed.
+    #[error("cannot write {path}")]
+    Write {
+        /// What was being written.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The watcher could not start.
+    #[error(transparent)]
+    Watch(#[from] watch::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime")]
+    Runtime(#[source] io::Error),
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs a parsed command line; the exit code is 1 when the files checked have errors.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate {
+            paths,
+            format,
+            verbose,
+        } => validate(&paths, format, verbose),
+        Command::Schema { kind, out } => schema(kind, out.as_deref()),
+        Command::Watch { paths, debounce_ms } => watch_paths(paths, debounce_ms),
+    }
+}
+
+fn stdout_error(source: io::Error) -> Error {
+    Error::Write {
+        path: PathBuf::from("<stdout>"),
+        source,
+    }
+}
+
+fn validate(paths: &[PathBuf], format: OutputFormat, verbose: bool) -> Result<ExitCode> {
+    let loaded = load_paths(paths);
+    let mut out = io::stdout().lock();
+    match format {
+        OutputFormat::Human => print_human(&mut out, &loaded, verbose).map_err(stdout_error)?,
+        OutputFormat::Json => {
+            let report = json_report(&loaded);
+            serde_json::to_writer_pretty(&mut out, &report).map_err(|e| stdout_error(e.into()))?;
+            writeln!(out).map_err(stdout_error)?;
+        }
+    }
+    Ok(if loaded.has_errors() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_human(out: &mut impl Write, loaded: &Loaded, verbose: bool) -> io::Result<()> {
+    for diagnostic in &loaded.diagnostics {
+        writeln!(out, "{diagnostic}")?;
+    }
+    if verbose {
+        for playbook in &loaded.playbooks {
+            describe_playbook(out, playbook)?;
+        }
+        for policy in &loaded.policies {
+            writeln!(
+                out,
+                "policy {}: ceiling {}, dry-run {}, {} override(s), {} freeze window(s), approval timeout {:?}",
+                policy.name,
+                policy.max_autonomous_risk,
+                if policy.dry_run { "on" } else { "off" },
+                policy.overrides.len(),
+                policy.freeze.len(),
+                policy.approval_timeout
+            )?;
+        }
+    }
+    let errors = loaded.error_count();
+    let warnings = loaded.diagnostics.len() - errors;
+    writeln!(
+        out,
+        "{}: {} file(s), {} document(s): {} playbook(s), {} policy(ies) valid; {errors} error(s), {warnings} warning(s)",
+        if errors == 0 { "ok" } else { "FAILED" },
+        loaded.files,
+        loaded.documents,
+        loaded.playbooks.len(),
+        loaded.policies.len(),
+    )
+}
+
+fn describe_playbook(out: &mut impl Write, playbook: &Playbook) -> io::Result<()> {
+    writeln!(
+        out,
+        "playbook {} ({}): trigger {}, target {}, {} step(s) up to risk {}",
+        playbook.name,
+        playbook.source.file.display(),
+        playbook.trigger.kind.name(),
+        playbook.target.kind,
+        playbook.steps.len(),
+        playbook.max_step_risk(),
+    )?;
+    if let TriggerKind::Schedule { schedule, .. } = &playbook.trigger.kind {
+        let next: Vec<String> = schedule
+            .upcoming(chrono::Utc)
+            .take(3)
+            .map(|t| t.to_rfc3339())
+            .collect();
+        writeln!(out, "  next fires (UTC): {}", next.join(", "))?;
+    }
+    for step in &playbook.steps {
+        let run = match &step.run {
+            StepRun::Action(action) => action.to_string(),
+            StepRun::Wasm { module, .. } => format!("wasm {}", module.display()),
+        };
+        let when = step
+            .when
+            .as_ref()
+            .map(|w| format!(" when {}", w.source()))
+            .unwrap_or_default();
+        writeln!(out, "  step {}: {run}, risk {}{when}", step.name, step.risk)?;
+    }
+    Ok(())
+}
+
+fn json_report(loaded: &Loaded) -> serde_json::Value {
+    let errors = loaded.error_count();
+    json!({
+        "ok": errors == 0,
+        "files": loaded.files,
+        "documents": loaded.documents,
+        "errors": errors,
+        "warnings": loaded.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count(),
+        "playbooks": loaded.playbooks.iter().map(|p| json!({
+            "name": p.name,
+            "file": p.source.file,
+            "document": p.source.document,
+            "digest": p.digest,
+            "trigger": p.trigger.kind.name(),
+            "steps": p.steps.iter().map(|s| json!({"name": s.name, "risk": s.risk})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "policies": loaded.policies.iter().map(|p| json!({
+            "name": p.name,
+            "file": p.source.file,
+            "digest": p.digest,
+            "maxAutonomousRisk": p.max_autonomous_risk,
+            "dryRun": p.dry_run,
+        })).collect::<Vec<_>>(),
+        "diagnostics": loaded.diagnostics,
+    })
+}
+
+fn schema(kind: SchemaKind, out: Option<&Path>) -> Result<ExitCode> {
+    let render = |kind: DocumentKind| {
+        let mut text = serde_json::to_string_pretty(kind.schema()).unwrap_or_default();
+        text.push('\n');
+        text
+    };
+    match out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            for kind in DocumentKind::ALL {
+                let path = dir.join(kind.schema_file());
+                std::fs::write(&path, render(kind))
+                    .map_err(|source| Error::Write { path, source })?;
+            }
+        }
+        None => {
+            let kind = match kind {
+                SchemaKind::Playbook => DocumentKind::Playbook,
+                SchemaKind::AutonomyPolicy => DocumentKind::AutonomyPolicy,
+            };
+            io::stdout()
+                .write_all(render(kind).as_bytes())
+                .map_err(stdout_error)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
+    let loaded = load_paths(&paths);
+    let set = match PlaybookSet::from_loaded(loaded) {
+        Ok(set) => set,
+        Err(diagnostics) => {
+            for diagnostic in diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!("refusing to start: the playbook set is invalid");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    tracing::info!(
+        playbooks = set.playbooks().len(),
+        policies = set.policies().len(),
+        "playbook set loaded; watching for changes (Ctrl-C to stop)"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async move {
+        let reloader = Arc::new(Reloader::new(paths, set));
+        let cancel = CancellationToken::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let options = WatchOptions {
+            debounce: std::time::Duration::from_millis(debounce_ms),
+            ..WatchOptions::default()
+        };
+        let task = tokio::spawn(watch::watch(reloader, options, cancel.clone(), tx));
+        // Outcomes are logged by the watcher; drain them so the channel never fills.
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+        let result = task.await;
+        drain.abort();
+        match result {
+            Ok(result) => result.map(|()| ExitCode::SUCCESS).map_err(Error::from),
+            Err(_) => Ok(ExitCode::FAILURE),
+        }
+    })
+}

@@ -1,0 +1,21 @@
+//! Salve: a declarative self-healing engine for Kubernetes.
+//!
+//! Playbooks (YAML, kept in Git) say what to watch for and how to heal it; an autonomy policy
+//! says how far Salve may act without a human. This crate loads and validates both
+//! ([`playbook::load`]), keeps the active set hot-reloaded ([`playbook::watch`]), and will grow
+//! the rest of the pipeline described in the design notes: signals, incidents, plans, the risk
+//! gate, executors and the journal.
+
+pub mod action;
+pub mod check;
+pub mod cli;
+pub mod condition;
+pub mod diagnostic;
+pub mod playbook;
+pub mod policy;
+pub mod risk;
+pub mod schema;
+pub mod series;
+pub mod telemetry;
+pub mod template;
+pub mod yaml;

@@ -1,0 +1,24 @@
+//! The `salve` binary: parse arguments, set up logging, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use salve::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    salve::telemetry::init(cli.log_format);
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            let mut message = format!("salve: {error}");
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Hot reload: watch the playbook directories, recompile the whole set on any change, and swap
+//! it in atomically only when it is valid.
+//!
+//! The watcher only says "something changed"; [`Reloader::reload`] does the rest, so every kind
+//! of change looks the same to it: a plain edit, a create or delete, an editor's write-and-rename,
+//! a Kubernetes ConfigMap mount's `..data` symlink swap, or git-sync's flip of its `current`
+//! symlink. For the symlink cases the parent of every symlink on the way to a watched path is
+//! watched too, and the watches are re-aimed when a path resolves somewhere new. A periodic
+//! resync catches anything the kernel's notifications missed (an overflowed queue, a network
+//! file system).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::load::load_paths;
+use super::set::{PlaybookSet, SetDiff};
+use crate::diagnostic::Diagnostic;
+
+/// Why watching could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file-system watcher could not be created or could not watch a path.
+    #[error("cannot watch {path}")]
+    Watch {
+        /// The path.
+        path: PathBuf,
+        /// The watcher's error.
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What one reload did.
+#[derive(Debug, Clone)]
+pub enum ReloadOutcome {
+    /// A new valid set is active.
+    Applied {
+        /// Its generation.
+        generation: u64,
+        /// What changed.
+        diff: SetDiff,
+        /// Warnings found while loading it.
+        warnings: Vec<Diagnostic>,
+        /// How long loading and swapping took.
+        took: Duration,
+    },
+    /// The files compiled to the same set; nothing was swapped.
+    Unchanged {
+        /// How long loading took.
+        took: Duration,
+    },
+    /// The new files are invalid; the previous set stays active.
+    Rejected {
+        /// Every problem found.
+        diagnostics: Vec<Diagnostic>,
+        /// How long loading took.
+        took: Duration,
+    },
+}
+
+/// Recompiles the set from its paths and swaps it in when valid.
+#[derive(Debug)]
+pub struct Reloader {
+    paths: Vec<PathBuf>,
+    active: Arc<ArcSwap<PlaybookSet>>,
+}
+
+impl Reloader {
+    /// A reloader for `paths`, starting from `initial`.
+    pub fn new(paths: Vec<PathBuf>, initial: PlaybookSet) -> Self {
+        Reloader {
+            paths,
+            active: Arc::new(ArcSwap::from_pointee(initial)),
+        }
+    }
+
+    /// The active set; readers call `load()` on it and never block a reload.
+    pub fn active(&self) -> &Arc<ArcSwap<PlaybookSet>> {
+        &self.active
+    }
+
+    /// The watched paths.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Loads the paths again and swaps the result in if it is valid and differs.
+    pub fn reload(&self) -> ReloadOutcome {
+        let started = Instant::now();
+        let loaded = load_paths(&self.paths);
+        let warnings: Vec<Diagnostic> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| !d.is_error())
+            .cloned()
+            .collect();
+        let mut next = match PlaybookSet::from_loaded(loaded) {
+            Ok(set) => set,
+            Err(diagnostics) => {
+                return ReloadOutcome::Rejected {
+                    diagnostics,
+                    took: started.elapsed(),
+                };
+            }
+        };
+        let current = self.active.load();
+        let diff = next.succeed(&current);
+        if diff.is_empty() {
+            return ReloadOutcome::Unchanged {
+                took: started.elapsed(),
+            };
+        }
+        let generation = next.generation();
+        self.active.store(Arc::new(next));
+        ReloadOutcome::Applied {
+            generation,
+            diff,
+            warnings,
+            took: started.elapsed(),
+        }
+    }
+}
+
+/// How the watcher behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    /// Wait this long after the last file event before reloading, so a burst of events (an
+    /// editor's save, a git checkout) becomes one reload.
+    pub debounce: Duration,
+    /// Reload this often even without events.
+    pub resync: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            debounce: Duration::from_millis(50),
+            resync: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Watches the reloader's paths until `cancel` fires, reloading on every change and sending
+/// each outcome to `outcomes` (a full or closed channel drops outcomes, never blocks reloads).
+pub async fn watch(
+    reloader: Arc<Reloader>,
+    options: WatchOptions,
+    cancel: CancellationToken,
+    outcomes: mpsc::Sender<ReloadOutcome>,
+) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut debouncer = new_debouncer(
+        options.debounce,
+        None,
+        move |result: DebounceEventResult| match result {
+            Ok(events) if events.is_empty() => {}
+            Ok(_) => {
+                let _ = tx.send(());
+            }
+            Err(errors) => {
+                for error in errors {
+                    tracing::warn!(%error, "file watcher error; reloading to be safe");
+                }
+                let _ = tx.send(());
+            }
+        },
+    )
+    .map_err(|source| Error::Watch {
+        path: PathBuf::new(),
+        source,
+    })?;
+
+    let mut watched = Vec::new();
+    rewatch(&mut debouncer, reloader.paths(), &mut watched)?;
+    let mut resync = tokio::time::interval(options.resync);
+    resync.tick().await;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            event = rx.recv() => {
+                if event.is_none() {
+                    break;
+                }
+                while rx.try_recv().is_ok() {}
+            }
+            _ = resync.tick() => {}
+        }
+        let worker = Arc::clone(&reloader);
+        let outcome = match tokio::task::spawn_blocking(move || worker.reload()).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(%error, "reload task failed; the previous set stays active");
+                continue;
+            }
+        };
+        log_outcome(&outcome);
+        if let Err(error) = rewatch(&mut debouncer, reloader.paths(), &mut watched) {
+            tracing::warn!(%error, "cannot re-aim the file watcher; relying on the periodic resync");
+        }
+        let _ = outcomes.try_send(outcome);
+    }
+    Ok(())
+}
+
+/// Logs a reload outcome the way an operator wants to read it.
+pub fn log_outcome(outcome: &ReloadOutcome) {
+    match outcome {
+        ReloadOutcome::Applied {
+            generation,
+            diff,
+            warnings,
+            took,
+        } => {
+            tracing::info!(
+                generation,
+                added = ?diff.added,
+                changed = ?diff.changed,
+                removed = ?diff.removed,
+                policies = ?diff.policies_changed,
+                unchanged = diff.unchanged,
+                took_ms = took.as_secs_f64() * 1e3,
+                "playbook set reloaded"
+            );
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+        }
+        ReloadOutcome::Unchanged { took } => {
+            tracing::debug!(
+                took_ms = took.as_secs_f64() * 1e3,
+                "playbook files changed, set did not"
+            );
+        }
+        ReloadOutcome::Rejected { diagnostics, .. } => {
+            let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+            tracing::error!(
+                errors,
+                "playbook change rejected; the previous set stays active"
+            );
+            for diagnostic in diagnostics {
+                tracing::error!("{diagnostic}");
+            }
+        }
+    }
+}
+
+/// What to watch for `paths`: each path (recursively when a directory; its directory when a
+/// file, since editors replace files), resolved through symlinks, plus the directory holding
+/// every symlink on the way, so that a symlink flip is seen.
+fn watch_targets(paths: &[PathBuf]) -> Vec<(PathBuf, RecursiveMode)> {
+    let mut targets = Vec::new();
+    for path in paths {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        let mut ancestor = Some(absolute.as_path());
+        while let Some(current) = ancestor {
+            if current.is_symlink()
+                && let Some(parent) = current.parent()
+            {
+                targets.push((parent.to_path_buf(), RecursiveMode::NonRecursive));
+            }
+            ancestor = current.parent();
+        }
+        let real = std::fs::canonicalize(&absolute).unwrap_or(absolute);
+        if real.is_dir() {
+            targets.push((real, RecursiveMode::Recursive));
+        } else if let Some(parent) = real.parent() {
+            targets.push((parent.to_path_buf(), RecursiveMode::NonRecursive));
+        }
+    }
+    targets.sort_by(|a, b| a.0.cmp(&b.0));
+    targets.dedup_by(|a, b| a.0 == b.0);
+    targets
+}
+
+fn rewatch<D: WatchPaths>(
+    debouncer: &mut D,
+    paths: &[PathBuf],
+    watched: &mut Vec<(PathBuf, RecursiveMode)>,
+) -> Result<()> {
+    let targets = watch_targets(paths);
+    if &targets == watched {
+        return Ok(());
+    }
+    for (path, _) in watched.iter() {
+        if !targets.iter().any(|(p, _)| p == path) {
+            let _ = debouncer.unwatch_path(path);
+        }
+    }
+    for (path, mode) in &targets {
+        if !watched.iter().any(|(p, m)| p == path && m == mode) {
+            debouncer
+                .watch_path(path, *mode)
+                .map_err(|source| Error::Watch {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+    }
+    *watched = targets;
+    Ok(())
+}
+
+/// The two calls [`rewatch`] needs, so it does not name the debouncer's long generic type.
+trait WatchPaths {
+    fn watch_path(&mut self, path: &Path, mode: RecursiveMode) -> notify::Result<()>;
+    fn unwatch_path(&mut self, path: &Path) -> notify::Result<()>;
+}
+
+impl<T: notify::Watcher, C: notify_debouncer_full::FileIdCache> WatchPaths
+    for notify_debouncer_full::Debouncer<T, C>
+{
+    fn watch_path(&mut self, path: &Path, mode: RecursiveMode) -> notify::Result<()> {
+        self.watch(path, mode)
+    }
+
+    fn unwatch_path(&mut self, path: &Path) -> notify::Result<()> {
+        self.unwatch(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinked_paths_also_watch_the_symlink_parent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("worktree-1");
+        std::fs::create_dir(&real).expect("mkdir");
+        let link = dir.path().join("current");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let targets = watch_targets(&[link]);
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        let paths: Vec<_> = targets.iter().map(|(p, _)| p.clone()).collect();
+        assert!(paths.contains(&std::fs::canonicalize(&real).expect("canonical")));
+        assert!(
+            paths
+                .iter()
+                .any(|p| std::fs::canonicalize(p).ok() == Some(root.clone())),
+            "{paths:?}"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Hot reload on a real file system.

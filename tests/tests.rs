@@ -1,0 +1,7 @@
+//! Salve's integration tests: one binary, one module per area.
+//!
+//! Every test here drives real components: the real `salve` binary, the real file system
+//! (with real inotify events for hot reload).
+
+mod reload;
+mod validate;

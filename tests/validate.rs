@@ -1,0 +1,1 @@
+//! `salve validate` and `salve schema`, through the real binary.
