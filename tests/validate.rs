@@ -1,1 +1,358 @@
 //! `salve validate` and `salve schema`, through the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("engine/ has a parent")
+        .to_path_buf()
+}
+
+fn salve(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run salve")
+}
+
+fn json_report(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["validate", "--format", "json"];
+    all.extend_from_slice(args);
+    let out = salve(&all);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().expect("exit code"), report)
+}
+
+#[test]
+fn every_shipped_playbook_and_policy_is_valid() {
+    let (code, report) = json_report(&["playbooks/", "policies/"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["warnings"], 0, "{report:#}");
+    let names: Vec<&str> = report["playbooks"]
+        .as_array()
+        .expect("playbooks")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    for expected in [
+        "memory-leak-rollback",
+        "crash-loop",
+        "latency-failover",
+        "oom-raise-limit",
+        "node-memory-pressure",
+        "connection-pool-exhaustion",
+        "cost-spike",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let policies = report["policies"].as_array().expect("policies");
+    let default = policies
+        .iter()
+        .find(|p| p["name"] == "default")
+        .expect("default policy");
+    assert_eq!(default["dryRun"], true, "a first install must be dry-run");
+    assert_eq!(default["maxAutonomousRisk"], "medium");
+}
+
+#[test]
+fn every_shipped_example_points_editors_at_the_schema() {
+    for dir in ["playbooks", "policies"] {
+        for entry in std::fs::read_dir(repo().join(dir)).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            let first = text.lines().next().unwrap_or_default();
+            let schema = first
+                .strip_prefix("# yaml-language-server: $schema=")
+                .unwrap_or_else(|| panic!("{} lacks the schema comment", path.display()));
+            let target = path.parent().expect("dir").join(schema);
+            assert!(
+                target.is_file(),
+                "{} points at missing {}",
+                path.display(),
+                target.display()
+            );
+            let start = text.find("\napiVersion").expect("apiVersion");
+            assert!(
+                text[..start].lines().count() >= 3,
+                "{} needs a comment saying what it is for",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Every problem in the broken fixtures, with its exact place: the whole list in one run.
+#[test]
+fn broken_files_list_every_problem_with_file_line_and_column() {
+    let (code, report) = json_report(&["tests/fixtures/broken"]);
+    assert_eq!(code, 1);
+    let expected: &[(&str, u64, u64, &str)] = &[
+        (
+            "rules.yaml",
+            4,
+            18,
+            "`Rules_Bad` is not a valid playbook name",
+        ),
+        ("rules.yaml", 8, 5, "sets both `promql` and `schedule`"),
+        (
+            "rules.yaml",
+            9,
+            24,
+            "Node is cluster-scoped and has no namespace",
+        ),
+        (
+            "rules.yaml",
+            11,
+            16,
+            "`delete_pod` cannot act on a Node target",
+        ),
+        (
+            "rules.yaml",
+            11,
+            34,
+            "risk `none` is below what `delete_pod` can do",
+        ),
+        ("rules.yaml", 12, 44, "`cordon` has no parameter `replicas`"),
+        ("rules.yaml", 13, 23, "missing.wasm` does not exist"),
+        ("rules.yaml", 14, 7, "`notify` needs the parameter `url`"),
+        ("rules.yaml", 17, 31, "`three` is not a sample"),
+        ("rules.yaml", 18, 40, "no step is named `nope`"),
+        (
+            "duplicate.yml",
+            18,
+            18,
+            "is not a cron schedule: 'FRY' is not a valid day",
+        ),
+        (
+            "duplicate.yml",
+            20,
+            46,
+            "an override can only lower the ceiling",
+        ),
+        ("duplicate.yml", 23, 7, "unknown kind `Playbok`"),
+        (
+            "semantics.yaml",
+            8,
+            22,
+            "`*/5 * * *` is not a cron schedule",
+        ),
+        ("semantics.yaml", 10, 13, "`30 mins` is not a duration"),
+        (
+            "semantics.yaml",
+            15,
+            13,
+            "`target` has no field `revisonAge`",
+        ),
+        ("semantics.yaml", 16, 13, "duplicate step name `restart`"),
+        ("semantics.yaml", 19, 13, "invalid CEL"),
+        (
+            "semantics.yaml",
+            21,
+            13,
+            "invalid PromQL: unclosed left parenthesis",
+        ),
+        (
+            "semantics.yaml",
+            24,
+            16,
+            "`cordon` cannot act on a Deployment target",
+        ),
+        (
+            "semantics.yaml",
+            29,
+            9,
+            "duplicate Playbook name `duplicate`",
+        ),
+        (
+            "semantics.yaml",
+            33,
+            70,
+            "unknown template variable `${labels.deploymnet}`",
+        ),
+        ("shape.yaml", 10, 3, "unknown field `stpes`"),
+        ("shape.yaml", 12, 39, "`extreme` is not allowed here"),
+        (
+            "shape.yaml",
+            13,
+            16,
+            "`rollout_restrat` is not allowed here",
+        ),
+        ("typo.yaml", 7, 30, "unknown field `windw`"),
+        ("typo.yaml", 9, 13, "`1hour` is not a duration"),
+        ("syntax.yaml", 4, 5, "invalid YAML"),
+    ];
+    let found: Vec<(String, u64, u64, String)> = report["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .map(|d| {
+            let file = Path::new(d["file"].as_str().expect("file"));
+            (
+                file.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+                d["line"].as_u64().expect("line"),
+                d["column"].as_u64().expect("column"),
+                d["message"].as_str().expect("message").to_string(),
+            )
+        })
+        .collect();
+    for (file, line, column, message) in expected {
+        assert!(
+            found
+                .iter()
+                .any(|f| f.0 == *file && f.1 == *line && f.2 == *column && f.3.contains(message)),
+            "missing {file}:{line}:{column} {message}\nfound: {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expected.len(), "unexpected extras: {found:#?}");
+}
+
+#[test]
+fn suggestions_and_expectations_reach_the_human_output() {
+    let out = salve(&["validate", "tests/fixtures/broken"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        text.contains("tests/fixtures/broken/shape.yaml:10:3: error: spec: unknown field `stpes`"),
+        "{text}"
+    );
+    assert!(text.contains("help: did you mean `steps`?"), "{text}");
+    assert!(
+        text.contains("help: did you mean `rollout_restart`?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("expected: one of `none`, `low`, `medium`, `high`, `critical`"),
+        "{text}"
+    );
+    assert!(text.contains("help: did you mean `revisionAge`?"), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("FAILED:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn several_documents_in_one_file_all_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let doc = |name: &str| {
+        format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: {name}}}\nspec:\n  trigger:\n    schedule: {{cron: '0 3 * * *'}}\n  target: {{kind: Deployment, namespace: batch, name: etl}}\n  steps:\n    - {{action: rollout_restart, risk: low}}\n"
+        )
+    };
+    let text = format!("{}---\n{}---\n", doc("nightly-a"), doc("nightly-b"));
+    let file = dir.path().join("two.yaml");
+    std::fs::write(&file, text).expect("write");
+    let (code, report) = json_report(&[file.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["documents"], 2);
+    assert_eq!(report["playbooks"].as_array().expect("playbooks").len(), 2);
+
+    let out = salve(&["validate", "--verbose", file.to_str().expect("utf-8 path")]);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.contains("next fires (UTC): "), "{text}");
+    assert!(text.contains("T03:00:00+00:00"), "{text}");
+}
+
+#[test]
+fn garbage_input_is_an_error_never_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.yaml", Vec::new()),
+        ("binary.yaml", vec![0xff, 0xfe, 0x00, 0x80, 0x12]),
+        ("scalar.yaml", b"just a string".to_vec()),
+        ("list.yaml", b"- 1\n- 2\n".to_vec()),
+        ("nested.yaml", nested.into_bytes()),
+        ("tabs.yaml", b"kind:\tPlaybook\n\t- x".to_vec()),
+        ("kind-number.yaml", b"kind: 42\n".to_vec()),
+        (
+            "nulls.yaml",
+            b"apiVersion:\nkind: Playbook\nmetadata:\nspec:\n".to_vec(),
+        ),
+    ];
+    for (name, bytes) in &cases {
+        std::fs::write(dir.path().join(name), bytes).expect("write");
+    }
+    let out = salve(&[
+        "validate",
+        "--format",
+        "json",
+        dir.path().to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let files_with_errors: std::collections::BTreeSet<String> = report["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .map(|d| {
+            Path::new(d["file"].as_str().expect("file"))
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    // An empty file is simply empty; everything else is reported.
+    for (name, _) in cases.iter().filter(|(n, _)| *n != "empty.yaml") {
+        assert!(
+            files_with_errors.contains(*name),
+            "{name} not reported: {report:#}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_path_is_reported() {
+    let (code, report) = json_report(&["does/not/exist"]);
+    assert_eq!(code, 1);
+    let message = report["diagnostics"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(message.starts_with("cannot read"), "{message}");
+}
+
+#[test]
+fn committed_schemas_are_up_to_date() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = salve(&["schema", "--out", dir.path().to_str().expect("utf-8 path")]);
+    assert!(out.status.success());
+    for name in ["playbook.json", "autonomy-policy.json"] {
+        let fresh = std::fs::read_to_string(dir.path().join(name)).expect("generated");
+        let committed =
+            std::fs::read_to_string(repo().join("playbooks/schema").join(name)).unwrap_or_default();
+        assert!(
+            fresh == committed,
+            "playbooks/schema/{name} is stale: run `cargo run -p salve -- schema --out playbooks/schema`"
+        );
+    }
+}

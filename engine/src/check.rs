@@ -148,8 +148,20 @@ impl<'a> Checker<'a> {
         match cron::Schedule::from_str(&normalized) {
             Ok(schedule) => Some(schedule),
             Err(e) => {
+                // The cron crate renders the input and a caret above its reason; keep the reason.
+                let rendered = e.to_string();
+                let reason = rendered
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|l| !l.is_empty() && *l != normalized && !l.starts_with('^'))
+                    .unwrap_or("wrong number or shape of fields")
+                    .trim_end_matches('.')
+                    .to_string();
                 let d = self
-                    .at(pointer, format!("`{text}` is not a cron schedule: {e}"))
+                    .at(
+                        pointer,
+                        format!("`{text}` is not a cron schedule: {reason}"),
+                    )
                     .expected(
                         "5 fields `min hour day month weekday`, or 6-7 fields with seconds first \
                          and an optional year",

@@ -71,8 +71,8 @@ impl DocumentKind {
     }
 }
 
-static PLAYBOOK: LazyLock<(Value, Validator)> = LazyLock::new(|| build::<PlaybookDocument>());
-static POLICY: LazyLock<(Value, Validator)> = LazyLock::new(|| build::<PolicyDocument>());
+static PLAYBOOK: LazyLock<(Value, Validator)> = LazyLock::new(build::<PlaybookDocument>);
+static POLICY: LazyLock<(Value, Validator)> = LazyLock::new(build::<PolicyDocument>);
 
 fn build<T: JsonSchema>() -> (Value, Validator) {
     let schema = generate::<T>();
@@ -127,13 +127,52 @@ fn not_nullable(schema: &mut Schema) {
     }
 }
 
+/// What the structural check found in a document.
+#[derive(Debug, Default)]
+pub struct ShapeReport {
+    /// Every problem, one diagnostic each.
+    pub diagnostics: Vec<Diagnostic>,
+    /// JSON pointers of the unknown fields among them.
+    pub unknown_fields: Vec<String>,
+}
+
+impl ShapeReport {
+    /// Whether unknown fields are the only problems, so that the document can still be
+    /// compiled without them and its other errors reported in the same pass.
+    pub fn only_unknown_fields(&self) -> bool {
+        self.diagnostics.len() == self.unknown_fields.len()
+    }
+}
+
 /// Checks a document against its kind's schema; every problem becomes one diagnostic.
-pub fn check(kind: DocumentKind, document: &Document, file: &Path) -> Vec<Diagnostic> {
+pub fn check(kind: DocumentKind, document: &Document, file: &Path) -> ShapeReport {
     let root = kind.schema();
-    kind.validator()
-        .iter_errors(&document.value)
-        .flat_map(|error| describe(&error, root, document, file))
-        .collect()
+    let mut report = ShapeReport::default();
+    for error in kind.validator().iter_errors(&document.value) {
+        if let ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
+            let parent = error.instance_path().as_str();
+            report
+                .unknown_fields
+                .extend(unexpected.iter().map(|name| push_pointer(parent, name)));
+        }
+        report
+            .diagnostics
+            .extend(describe(&error, root, document, file));
+    }
+    report
+}
+
+/// Removes the fields at `pointers` from `value`.
+pub fn remove_fields(value: &mut Value, pointers: &[String]) {
+    for pointer in pointers {
+        let Some((parent, name)) = pointer.rsplit_once('/') else {
+            continue;
+        };
+        let name = name.replace("~1", "/").replace("~0", "~");
+        if let Some(Value::Object(map)) = value.pointer_mut(parent) {
+            map.remove(&name);
+        }
+    }
 }
 
 fn describe(
@@ -220,9 +259,9 @@ fn describe(
     }
 }
 
-fn bad_value<'a>(
+fn bad_value(
     instance: &Value,
-    allowed: &[&'a str],
+    allowed: &[&str],
     at_value: impl FnOnce(String) -> Diagnostic,
 ) -> Diagnostic {
     let help = instance
@@ -307,7 +346,7 @@ mod tests {
 
     fn errors(kind: DocumentKind, text: &str) -> Vec<Diagnostic> {
         let docs = parse_documents(text).expect("valid yaml");
-        check(kind, &docs[0], Path::new("t.yaml"))
+        check(kind, &docs[0], Path::new("t.yaml")).diagnostics
     }
 
     #[test]

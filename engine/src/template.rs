@@ -123,10 +123,10 @@ impl Template {
 
     /// Fills every variable with `lookup`; the first variable it cannot resolve is returned as
     /// the error, so nothing acts on a half-filled name.
-    pub fn render<'a>(
-        &'a self,
+    pub fn render(
+        &self,
         mut lookup: impl FnMut(&Variable) -> Option<String>,
-    ) -> std::result::Result<String, &'a Variable> {
+    ) -> std::result::Result<String, &Variable> {
         let mut out = String::with_capacity(self.source.len());
         for part in &self.parts {
             match part {

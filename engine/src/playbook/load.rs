@@ -166,27 +166,38 @@ pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
     }
 }
 
-fn load_document(file: &Path, document: Document, loaded: &mut Loaded) {
+fn load_document(file: &Path, mut document: Document, loaded: &mut Loaded) {
     let Some(kind) = document_kind(file, &document, &mut loaded.diagnostics) else {
         return;
     };
-    let shape_errors = schema::check(kind, &document, file);
-    if !shape_errors.is_empty() {
-        loaded.diagnostics.extend(shape_errors);
-        return;
+    let shape = schema::check(kind, &document, file);
+    let compile_anyway = shape.only_unknown_fields();
+    if !shape.diagnostics.is_empty() {
+        // Unknown fields alone do not stop the semantic checks: drop them and carry on, so one
+        // pass reports a typo'd field *and* a bad duration elsewhere. Other shape errors leave
+        // no typed document to check.
+        schema::remove_fields(&mut document.value, &shape.unknown_fields);
+        loaded.diagnostics.extend(shape.diagnostics);
+        if !compile_anyway {
+            return;
+        }
     }
     let mut checker = Checker::new(file, &document.spans);
     let root = document.spans.value_pos("");
     let name_pos = document.spans.value_pos("/metadata/name");
+    let name = document.value["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // Names are registered before compiling, so a duplicate is reported even when either copy
+    // has other errors.
+    let unique = register(loaded, kind, &name, file, name_pos, &mut checker);
     match kind {
         DocumentKind::Playbook => {
-            match serde_json::from_value::<PlaybookDocument>(document.value.clone()) {
+            match serde_json::from_value::<PlaybookDocument>(document.value) {
                 Ok(spec) => {
-                    if let Some(playbook) = compile::compile(spec, document.index, &mut checker) {
-                        if register(loaded, kind, &playbook.name, file, name_pos, &mut checker) {
-                            loaded.playbooks.push(playbook);
-                        }
-                    }
+                    let playbook = compile::compile(spec, document.index, &mut checker);
+                    loaded.playbooks.extend(playbook.filter(|_| unique));
                 }
                 Err(e) => checker.push(Diagnostic::error(
                     file,
@@ -196,15 +207,10 @@ fn load_document(file: &Path, document: Document, loaded: &mut Loaded) {
             }
         }
         DocumentKind::AutonomyPolicy => {
-            match serde_json::from_value::<PolicyDocument>(document.value.clone()) {
+            match serde_json::from_value::<PolicyDocument>(document.value) {
                 Ok(spec) => {
-                    if let Some(policy) =
-                        policy::compile::compile(spec, document.index, &mut checker)
-                    {
-                        if register(loaded, kind, &policy.name, file, name_pos, &mut checker) {
-                            loaded.policies.push(policy);
-                        }
-                    }
+                    let policy = policy::compile::compile(spec, document.index, &mut checker);
+                    loaded.policies.extend(policy.filter(|_| unique));
                 }
                 Err(e) => checker.push(Diagnostic::error(
                     file,

@@ -143,7 +143,11 @@ pub struct MemoryLeakSignal {
     /// Fire when the projected time to OOM is below this.
     pub horizon: String,
     /// Ignore containers growing slower than this many MiB per minute (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "minGrowthMiBPerMinute",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_growth_mib_per_minute: Option<f64>,
     /// Overrides the working-set metric (default `container_memory_working_set_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
