@@ -356,3 +356,29 @@ fn committed_schemas_are_up_to_date() {
         );
     }
 }
+
+#[test]
+fn likely_mistakes_are_warnings_that_do_not_fail_the_set() {
+    let (code, report) = json_report(&["tests/fixtures/warnings"]);
+    assert_eq!(code, 0, "{report:#}");
+    let found: Vec<(u64, u64, &str, &str)> = report["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .map(|d| {
+            (
+                d["line"].as_u64().expect("line"),
+                d["column"].as_u64().expect("column"),
+                d["severity"].as_str().expect("severity"),
+                d["message"].as_str().expect("message"),
+            )
+        })
+        .collect();
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!((found[0].0, found[0].1), (6, 33));
+    assert!(found[0].3.contains("`OOMKiled` is not a reason"));
+    assert_eq!((found[1].0, found[1].1), (8, 22));
+    assert!(found[1].3.contains("no policy allows more than `low`"));
+    assert!(found.iter().all(|f| f.2 == "warning"));
+    assert_eq!(report["playbooks"].as_array().expect("playbooks").len(), 1);
+}

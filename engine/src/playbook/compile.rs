@@ -60,6 +60,34 @@ const TRIGGER_KINDS: &[&str] = &[
     "alert",
 ];
 
+/// Event and container-state reasons Kubernetes reports that playbooks commonly match.
+pub const KNOWN_REASONS: &[&str] = &[
+    "OOMKilled",
+    "OOMKilling",
+    "CrashLoopBackOff",
+    "BackOff",
+    "Failed",
+    "FailedScheduling",
+    "FailedMount",
+    "FailedAttachVolume",
+    "FailedCreatePodSandBox",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "Evicted",
+    "Unhealthy",
+    "ProbeError",
+    "Killing",
+    "NodeNotReady",
+    "NodeHasDiskPressure",
+    "NodeHasInsufficientMemory",
+    "NodeHasInsufficientPID",
+    "EvictionThresholdMet",
+    "SystemOOM",
+    "Rebooted",
+    "ContainerGCFailed",
+    "ImageGCFailed",
+];
+
 /// Compiles one playbook document. Problems go to `checker`; `None` when there was an error.
 pub fn compile(
     document: PlaybookDocument,
@@ -398,6 +426,22 @@ fn compile_trigger(
     } else if let Some(t) = &trigger.event {
         if t.reason.is_empty() {
             checker.error(&p("reason"), "list at least one reason");
+        }
+        for (i, reason) in t.reason.iter().enumerate() {
+            // Reasons are open-ended, so an unknown one is fine; a near miss of a well-known
+            // one is almost certainly a typo that would never match.
+            if !KNOWN_REASONS.contains(&reason.as_str())
+                && let Some(help) = did_you_mean(reason, KNOWN_REASONS.iter().copied())
+            {
+                let d = checker
+                    .at(
+                        &format!("{}/{i}", p("reason")),
+                        format!("`{reason}` is not a reason Kubernetes reports"),
+                    )
+                    .help(Some(help))
+                    .warning();
+                checker.push(d);
+            }
         }
         (
             TriggerKind::Event {

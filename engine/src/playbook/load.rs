@@ -13,6 +13,7 @@ use crate::check::Checker;
 use crate::diagnostic::{self, Diagnostic, Pos, did_you_mean};
 use crate::policy::spec::PolicyDocument;
 use crate::policy::{self, Policy};
+use crate::risk::Risk;
 use crate::schema::{self, DocumentKind};
 use crate::yaml::{self, Document};
 
@@ -30,6 +31,7 @@ pub struct Loaded {
     /// How many documents they held.
     pub documents: usize,
     names: BTreeMap<(DocumentKind, String), (PathBuf, Pos)>,
+    ceilings: Vec<(Risk, PathBuf, Pos)>,
 }
 
 impl Loaded {
@@ -83,8 +85,34 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
             )),
         }
     }
+    check_ceilings(&mut loaded);
     diagnostic::sort(&mut loaded.diagnostics);
     loaded
+}
+
+/// A playbook's `maxAutonomousRisk` can only lower the policy's ceiling: one above every
+/// loaded policy's ceiling has no effect, which is worth a warning (its author may believe it
+/// raises the ceiling).
+fn check_ceilings(loaded: &mut Loaded) {
+    let Some(highest) = loaded.policies.iter().map(|p| p.max_autonomous_risk).max() else {
+        return;
+    };
+    for (risk, file, pos) in &loaded.ceilings {
+        if *risk > highest {
+            loaded.diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    *pos,
+                    format!(
+                        "`maxAutonomousRisk: {risk}` has no effect: a playbook can only lower the \
+                         policy's ceiling, and no policy allows more than `{highest}`"
+                    ),
+                )
+                .field("spec.maxAutonomousRisk")
+                .warning(),
+            );
+        }
+    }
 }
 
 fn collect(
@@ -196,6 +224,10 @@ fn load_document(file: &Path, mut document: Document, loaded: &mut Loaded) {
         DocumentKind::Playbook => {
             match serde_json::from_value::<PlaybookDocument>(document.value) {
                 Ok(spec) => {
+                    if let Some(risk) = spec.spec.max_autonomous_risk {
+                        let pos = document.spans.value_pos("/spec/maxAutonomousRisk");
+                        loaded.ceilings.push((risk, file.to_path_buf(), pos));
+                    }
                     let playbook = compile::compile(spec, document.index, &mut checker);
                     loaded.playbooks.extend(playbook.filter(|_| unique));
                 }

@@ -163,7 +163,9 @@ pub async fn watch(
         options.debounce,
         None,
         move |result: DebounceEventResult| match result {
-            Ok(events) if events.is_empty() => {}
+            // Reading the files (our own reloads included) produces access events; a reload
+            // on those would trigger the next one forever.
+            Ok(events) if events.iter().all(|e| e.kind.is_access()) => {}
             Ok(_) => {
                 let _ = tx.send(());
             }
