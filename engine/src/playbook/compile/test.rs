@@ -1,0 +1,104 @@
+//! Compiles a playbook's `tests:` blocks: series in promtool's notation, alerts, and the
+//! expected outcome, checked against the playbook's own steps.
+
+use std::collections::BTreeSet;
+
+use promql_parser::parser::Expr;
+
+use super::defaults;
+use crate::check::Checker;
+use crate::diagnostic::did_you_mean;
+use crate::playbook::PlaybookTest;
+use crate::playbook::spec;
+use crate::series;
+
+/// Compiles one test; `steps` are the playbook's step names, `is_alert` whether its trigger
+/// receives alerts.
+pub(super) fn compile_test(
+    test: &spec::PlaybookTest,
+    pointer: &str,
+    steps: &BTreeSet<&str>,
+    is_alert: bool,
+    checker: &mut Checker<'_>,
+) -> Option<PlaybookTest> {
+    let p = |field: &str| format!("{pointer}/{field}");
+    let interval = checker.duration_or(
+        &p("interval"),
+        test.interval.as_ref(),
+        defaults::TEST_INTERVAL,
+        true,
+    );
+    let mut series = Vec::new();
+    for (selector, values) in &test.series {
+        let at = crate::yaml::push_pointer(&p("series"), selector);
+        match promql_parser::parser::parse(selector) {
+            Ok(Expr::VectorSelector(_)) => {}
+            _ => {
+                let d = checker
+                    .at_key(&at, format!("`{selector}` is not a series"))
+                    .expected(r#"a metric name with labels, such as up{job="api"}"#);
+                checker.push(d);
+            }
+        }
+        match series::parse(values) {
+            Ok(samples) => series.push((selector.clone(), samples)),
+            Err(e) => {
+                let d = checker
+                    .at(&at, e.to_string())
+                    .expected("promtool's expanding notation, such as `1+2x10`, `0 _ 5`, `stale`");
+                checker.push(d);
+            }
+        }
+    }
+    if test.series.is_empty() && test.alerts.is_empty() {
+        let d = checker
+            .at(pointer, "the test has neither series nor alerts")
+            .expected("at least one entry under `series` or `alerts`");
+        checker.push(d);
+    }
+    let mut alerts = Vec::new();
+    for (i, alert) in test.alerts.iter().enumerate() {
+        let at = format!("{}/{i}", p("alerts"));
+        if !is_alert {
+            checker.error(
+                &at,
+                "only a playbook with an `alert` trigger receives alerts",
+            );
+        }
+        if !alert.labels.contains_key("alertname") {
+            checker.error(
+                &format!("{at}/labels"),
+                "an alert needs an `alertname` label",
+            );
+        }
+        if let Some(offset) = checker.duration(&format!("{at}/at"), &alert.at) {
+            alerts.push((offset, alert.labels.clone()));
+        }
+    }
+    if let Some(expected) = &test.expect.steps {
+        for (i, name) in expected.iter().enumerate() {
+            if !steps.contains(name.as_str()) {
+                let d = checker
+                    .at(
+                        &format!("{pointer}/expect/steps/{i}"),
+                        format!("no step is named `{name}`"),
+                    )
+                    .help(did_you_mean(name, steps.iter().copied()));
+                checker.push(d);
+            }
+        }
+    }
+    let at = test
+        .expect
+        .at
+        .as_ref()
+        .and_then(|a| checker.duration(&format!("{pointer}/expect/at"), a));
+    Some(PlaybookTest {
+        name: test.name.clone(),
+        interval,
+        series,
+        alerts,
+        expect: test.expect.clone(),
+        at,
+    })
+}
