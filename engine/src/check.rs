@@ -3,7 +3,7 @@
 //! every problem.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,11 +15,23 @@ use crate::schema::field_path;
 use crate::template::{Template, Variable};
 use crate::yaml::SpanIndex;
 
+/// Parses PromQL, turning a panic inside `promql-parser` into an error.
+///
+/// promql-parser 0.11 panics on a number where its grammar wants a duration when the number is
+/// NaN, infinite or too large (`x offset NaN`, `rate(x[1e400])`, `x[5m:1e300]`): it calls
+/// `Duration::from_secs_f64` unchecked. A bad playbook must be a diagnostic, never a crash.
+pub fn parse_promql(text: &str) -> Result<Expr, String> {
+    std::panic::catch_unwind(|| promql_parser::parser::parse(text)).unwrap_or_else(|_| {
+        Err("a number used as a duration is out of range (NaN, infinite or too large)".into())
+    })
+}
+
 /// Collects the diagnostics of one document.
 pub struct Checker<'a> {
     file: &'a Path,
     spans: &'a SpanIndex,
     diagnostics: Vec<Diagnostic>,
+    files_checked: Vec<(PathBuf, bool)>,
 }
 
 /// The labels a trigger's signals carry, for checking `${labels.x}`.
@@ -58,6 +70,7 @@ impl<'a> Checker<'a> {
             file,
             spans,
             diagnostics: Vec::new(),
+            files_checked: Vec::new(),
         }
     }
 
@@ -100,9 +113,33 @@ impl<'a> Checker<'a> {
         self.diagnostics
     }
 
+    /// Everything recorded, and every file whose existence the checks depended on (with
+    /// whether it existed), so a cached result can be invalidated when one appears or goes.
+    pub fn into_parts(self) -> (Vec<Diagnostic>, Vec<(PathBuf, bool)>) {
+        (self.diagnostics, self.files_checked)
+    }
+
+    /// Whether `path` is a file, remembered as a dependency of this document.
+    pub fn file_exists(&mut self, path: &Path) -> bool {
+        let exists = path.is_file();
+        self.files_checked.push((path.to_path_buf(), exists));
+        exists
+    }
+
     /// A Prometheus-style duration (`30s`, `5m`, `1h30m`).
     pub fn duration(&mut self, pointer: &str, text: &str) -> Option<Duration> {
-        match promql_parser::util::parse_duration(text) {
+        // promql-parser 0.11 reads a bare number as seconds with `Duration::from_secs_f64`,
+        // which panics on a negative, NaN, infinite or too large value ("-1", "nan", "1e400"):
+        // refuse those before it sees them.
+        let out_of_range = text
+            .parse::<f64>()
+            .is_ok_and(|secs| Duration::try_from_secs_f64(secs).is_err());
+        let parsed = if out_of_range {
+            Err(String::new())
+        } else {
+            promql_parser::util::parse_duration(text)
+        };
+        match parsed {
             Ok(d) => Some(d),
             Err(_) => {
                 let d = self
@@ -174,7 +211,7 @@ impl<'a> Checker<'a> {
 
     /// A PromQL expression.
     pub fn promql(&mut self, pointer: &str, text: &str) -> Option<Expr> {
-        match promql_parser::parser::parse(text) {
+        match parse_promql(text) {
             Ok(expr) => Some(expr),
             Err(e) => {
                 let reason = e.trim().trim_end_matches('.').to_string();
@@ -202,7 +239,7 @@ impl<'a> Checker<'a> {
     /// with `=` (which the signals will carry with that value).
     pub fn selector(&mut self, pointer: &str, text: &str) -> Option<BTreeSet<String>> {
         let wrapped = format!("salve_selector{text}");
-        let parsed = promql_parser::parser::parse(&wrapped);
+        let parsed = parse_promql(&wrapped);
         match parsed {
             Ok(Expr::VectorSelector(vs)) if text.trim_start().starts_with('{') => Some(
                 vs.matchers
@@ -346,6 +383,27 @@ mod tests {
         let (d, errors) = with_checker(|c| c.duration("/x", "10 minutes"));
         assert_eq!(d, None);
         assert_eq!(errors, ["`10 minutes` is not a duration"]);
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_errors_not_panics() {
+        for text in ["-1", "nan", "inf", "1e400", "1e20"] {
+            let (d, errors) = with_checker(|c| c.duration("/x", text));
+            assert_eq!(d, None, "{text}");
+            assert_eq!(errors.len(), 1, "{text}");
+        }
+        for text in [
+            "x offset NaN",
+            "rate(x[1e400])",
+            "x[5m:1e300]",
+            "x offset -Inf",
+        ] {
+            let (expr, errors) = with_checker(|c| c.promql("/x", text));
+            assert!(expr.is_none(), "{text}");
+            assert!(errors[0].starts_with("invalid PromQL"), "{errors:?}");
+        }
+        let (labels, _) = with_checker(|c| c.selector("/x", r#"{a="b"} offset NaN"#));
+        assert!(labels.is_none());
     }
 
     #[test]

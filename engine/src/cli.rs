@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::diagnostic::Severity;
 use crate::playbook::load::{Loaded, load_paths};
 use crate::playbook::watch::{self, Reloader, WatchOptions};
-use crate::playbook::{Playbook, PlaybookSet, StepRun, TriggerKind};
+use crate::playbook::{Playbook, StepRun, TriggerKind};
 use crate::schema::DocumentKind;
 use crate::telemetry::LogFormat;
 
@@ -269,9 +269,13 @@ fn schema(kind: SchemaKind, out: Option<&Path>) -> Result<ExitCode> {
 }
 
 fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
-    let loaded = load_paths(&paths);
-    let set = match PlaybookSet::from_loaded(loaded) {
-        Ok(set) => set,
+    let reloader = match Reloader::from_paths(paths) {
+        Ok((reloader, warnings)) => {
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            reloader
+        }
         Err(diagnostics) => {
             for diagnostic in diagnostics {
                 eprintln!("{diagnostic}");
@@ -280,6 +284,7 @@ fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    let set = reloader.active().load();
     tracing::info!(
         playbooks = set.playbooks().len(),
         policies = set.policies().len(),
@@ -290,7 +295,7 @@ fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
-        let reloader = Arc::new(Reloader::new(paths, set));
+        let reloader = Arc::new(reloader);
         let cancel = CancellationToken::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let options = WatchOptions {

@@ -1,11 +1,18 @@
 //! Loading: files and directories into compiled playbooks and policies, with every problem
 //! found in one pass.
+//!
+//! Each file compiles on its own into a [`FileUnit`]; the checks that span files (duplicate
+//! names, playbook ceilings against the policies) run when the units are assembled into a
+//! [`Loaded`]. A [`LoadCache`] keeps the units by path and content digest, so a reload
+//! recompiles only the files whose bytes changed, and compiles those in parallel.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::spec::PlaybookDocument;
 use super::{Playbook, compile};
@@ -21,9 +28,9 @@ use crate::yaml::{self, Document};
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// The playbooks that compiled.
-    pub playbooks: Vec<Playbook>,
+    pub playbooks: Vec<Arc<Playbook>>,
     /// The policies that compiled.
-    pub policies: Vec<Policy>,
+    pub policies: Vec<Arc<Policy>>,
     /// Every problem found, sorted by file and position.
     pub diagnostics: Vec<Diagnostic>,
     /// How many files were read.
@@ -44,6 +51,214 @@ impl Loaded {
     pub fn error_count(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
     }
+
+    /// Adds one file's unit: its documents, and the names they define, each checked against
+    /// the names already added.
+    fn add(&mut self, file: &Path, unit: &FileUnit) {
+        self.files += 1;
+        self.documents += unit.documents;
+        self.diagnostics.extend(unit.diagnostics.iter().cloned());
+        for entry in &unit.entries {
+            let key = (entry.kind, entry.name.clone());
+            if let Some((first_file, first_pos)) = self.names.get(&key) {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        entry.pos,
+                        format!(
+                            "duplicate {} name `{}`, first defined at {}:{}:{}",
+                            entry.kind.as_str(),
+                            entry.name,
+                            first_file.display(),
+                            first_pos.line,
+                            first_pos.column
+                        ),
+                    )
+                    .field("metadata.name")
+                    .expected("names unique across the whole set"),
+                );
+                continue;
+            }
+            self.names.insert(key, (file.to_path_buf(), entry.pos));
+            match &entry.compiled {
+                Some(Compiled::Playbook(p)) => self.playbooks.push(Arc::clone(p)),
+                Some(Compiled::Policy(p)) => self.policies.push(Arc::clone(p)),
+                None => {}
+            }
+        }
+        for (risk, pos) in &unit.ceilings {
+            self.ceilings.push((*risk, file.to_path_buf(), *pos));
+        }
+    }
+
+    /// Runs the checks that need every file, and sorts the diagnostics.
+    fn finish(mut self) -> Self {
+        check_ceilings(&mut self);
+        diagnostic::sort(&mut self.diagnostics);
+        self
+    }
+}
+
+/// One file, compiled on its own: everything but the checks that span files.
+#[derive(Debug)]
+pub struct FileUnit {
+    digest: [u8; 32],
+    documents: usize,
+    entries: Vec<Entry>,
+    diagnostics: Vec<Diagnostic>,
+    ceilings: Vec<(Risk, Pos)>,
+    files_checked: Vec<(PathBuf, bool)>,
+}
+
+/// A named document of a file, compiled if it was valid.
+#[derive(Debug)]
+struct Entry {
+    kind: DocumentKind,
+    name: String,
+    pos: Pos,
+    compiled: Option<Compiled>,
+}
+
+#[derive(Debug)]
+enum Compiled {
+    Playbook(Arc<Playbook>),
+    Policy(Arc<Policy>),
+}
+
+impl FileUnit {
+    /// Compiles the documents of `bytes`, read from `file`.
+    pub fn compile(file: &Path, bytes: &[u8]) -> Self {
+        let mut unit = FileUnit {
+            digest: Sha256::digest(bytes).into(),
+            documents: 0,
+            entries: Vec::new(),
+            diagnostics: Vec::new(),
+            ceilings: Vec::new(),
+            files_checked: Vec::new(),
+        };
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                unit.diagnostics.push(Diagnostic::error(
+                    file,
+                    Pos::new(1, 1),
+                    format!(
+                        "file is not UTF-8 (invalid byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                ));
+                return unit;
+            }
+        };
+        match yaml::parse_documents(text) {
+            Ok(documents) => {
+                unit.documents = documents.len();
+                for document in documents {
+                    unit.add_document(file, document);
+                }
+            }
+            Err(e) => unit.diagnostics.push(
+                Diagnostic::error(file, e.pos, format!("invalid YAML: {}", e.message))
+                    .expected("a YAML document (or several, separated by `---`)"),
+            ),
+        }
+        unit
+    }
+
+    /// Whether this unit is still what compiling `bytes` would give: same content, and every
+    /// file its checks looked for (runbooks, modules) still there or still missing.
+    fn is_current(&self, bytes: &[u8]) -> bool {
+        self.digest == <[u8; 32]>::from(Sha256::digest(bytes))
+            && self
+                .files_checked
+                .iter()
+                .all(|(path, existed)| path.is_file() == *existed)
+    }
+
+    fn add_document(&mut self, file: &Path, mut document: Document) {
+        let Some(kind) = document_kind(file, &document, &mut self.diagnostics) else {
+            return;
+        };
+        let shape = schema::check(kind, &document, file);
+        let compile_anyway = shape.only_unknown_fields();
+        if !shape.diagnostics.is_empty() {
+            // Unknown fields alone do not stop the semantic checks: drop them and carry on, so
+            // one pass reports a typo'd field *and* a bad duration elsewhere. Other shape errors
+            // leave no typed document to check.
+            schema::remove_fields(&mut document.value, &shape.unknown_fields);
+            self.diagnostics.extend(shape.diagnostics);
+            if !compile_anyway {
+                return;
+            }
+        }
+        let mut checker = Checker::new(file, &document.spans);
+        let root = document.spans.value_pos("");
+        let name = document.value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut entry = Entry {
+            kind,
+            name,
+            pos: document.spans.value_pos("/metadata/name"),
+            compiled: None,
+        };
+        match kind {
+            DocumentKind::Playbook => {
+                match serde_json::from_value::<PlaybookDocument>(document.value) {
+                    Ok(spec) => {
+                        if let Some(risk) = spec.spec.max_autonomous_risk {
+                            let pos = document.spans.value_pos("/spec/maxAutonomousRisk");
+                            self.ceilings.push((risk, pos));
+                        }
+                        entry.compiled = compile::compile(spec, document.index, &mut checker)
+                            .map(|p| Compiled::Playbook(Arc::new(p)));
+                    }
+                    Err(e) => checker.push(Diagnostic::error(
+                        file,
+                        root,
+                        format!("cannot read playbook: {e}"),
+                    )),
+                }
+            }
+            DocumentKind::AutonomyPolicy => {
+                match serde_json::from_value::<PolicyDocument>(document.value) {
+                    Ok(spec) => {
+                        entry.compiled =
+                            policy::compile::compile(spec, document.index, &mut checker)
+                                .map(|p| Compiled::Policy(Arc::new(p)));
+                    }
+                    Err(e) => checker.push(Diagnostic::error(
+                        file,
+                        root,
+                        format!("cannot read policy: {e}"),
+                    )),
+                }
+            }
+        }
+        let (diagnostics, files_checked) = checker.into_parts();
+        self.diagnostics.extend(diagnostics);
+        self.files_checked.extend(files_checked);
+        self.entries.push(entry);
+    }
+}
+
+/// Compiled files kept between loads, by path; see [`load_paths_cached`].
+#[derive(Debug, Default)]
+pub struct LoadCache {
+    units: HashMap<PathBuf, Arc<FileUnit>>,
+}
+
+impl LoadCache {
+    /// How many files it holds.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Whether it holds no file.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
 }
 
 /// Loads every YAML file under `paths` (files, or directories searched recursively).
@@ -52,6 +267,12 @@ impl Loaded {
 /// `.` are skipped: editor swap files, and the `..data` / `..2024_...` entries of a Kubernetes
 /// ConfigMap mount, whose files are reached through the top-level symlinks instead.
 pub fn load_paths(paths: &[PathBuf]) -> Loaded {
+    load_paths_cached(paths, &mut LoadCache::default())
+}
+
+/// [`load_paths`], reusing the units in `cache` for files whose bytes did not change, and
+/// leaving in it exactly the files of this load.
+pub fn load_paths_cached(paths: &[PathBuf], cache: &mut LoadCache) -> Loaded {
     let mut loaded = Loaded::default();
     let mut files = Vec::new();
     for path in paths {
@@ -65,29 +286,82 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     }
     files.sort();
     files.dedup();
-    for file in files {
-        match fs::read(&file) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => load_text(&file, &text, &mut loaded),
-                Err(e) => loaded.diagnostics.push(Diagnostic::error(
-                    &file,
-                    Pos::new(1, 1),
-                    format!(
-                        "file is not UTF-8 (invalid byte at offset {})",
-                        e.utf8_error().valid_up_to()
-                    ),
-                )),
+
+    // Read every file (cheap, and the only way to see a ConfigMap's symlink swap), then
+    // compile the ones that changed.
+    let mut units: Vec<Option<Arc<FileUnit>>> = Vec::with_capacity(files.len());
+    let mut stale: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        match fs::read(file) {
+            Ok(bytes) => match cache.units.get(file) {
+                Some(unit) if unit.is_current(&bytes) => units.push(Some(Arc::clone(unit))),
+                _ => {
+                    units.push(None);
+                    stale.push((i, bytes));
+                }
             },
-            Err(e) => loaded.diagnostics.push(Diagnostic::error(
-                &file,
-                Pos::new(1, 1),
-                format!("cannot read file: {e}"),
-            )),
+            Err(e) => {
+                units.push(None);
+                loaded.diagnostics.push(Diagnostic::error(
+                    file,
+                    Pos::new(1, 1),
+                    format!("cannot read file: {e}"),
+                ));
+            }
         }
     }
-    check_ceilings(&mut loaded);
-    diagnostic::sort(&mut loaded.diagnostics);
-    loaded
+    for (i, unit) in compile_all(&files, stale) {
+        units[i] = Some(Arc::new(unit));
+    }
+
+    cache.units.clear();
+    for (file, unit) in files.into_iter().zip(units) {
+        if let Some(unit) = unit {
+            loaded.add(&file, &unit);
+            cache.units.insert(file, unit);
+        }
+    }
+    loaded.finish()
+}
+
+/// Compiles `stale` (index into `files`, bytes) on as many threads as there are cores.
+fn compile_all(files: &[PathBuf], stale: Vec<(usize, Vec<u8>)>) -> Vec<(usize, FileUnit)> {
+    const MIN_FILES_PER_THREAD: usize = 16;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(stale.len().div_ceil(MIN_FILES_PER_THREAD))
+        .max(1);
+    let compile = |chunk: &[(usize, Vec<u8>)]| -> Vec<(usize, FileUnit)> {
+        chunk
+            .iter()
+            .map(|(i, bytes)| (*i, FileUnit::compile(&files[*i], bytes)))
+            .collect()
+    };
+    if threads == 1 {
+        return compile(&stale);
+    }
+    let chunk_size = stale.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = stale
+            .chunks(chunk_size)
+            .map(|chunk| scope.spawn(move || compile(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(units) => units,
+                // A panic in a compiler is a bug; re-raise it rather than lose files silently.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+/// Loads the documents of one file's text into `loaded` (for tests and fuzzing: the checks
+/// that span files run as it is added, but not the final sort).
+pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
+    let unit = FileUnit::compile(file, text.as_bytes());
+    loaded.add(file, &unit);
 }
 
 /// A playbook's `maxAutonomousRisk` can only lower the policy's ceiling: one above every
@@ -175,116 +449,6 @@ fn collect(
     }
 }
 
-/// Loads the documents of one file's text into `loaded`.
-pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
-    loaded.files += 1;
-    let documents = match yaml::parse_documents(text) {
-        Ok(documents) => documents,
-        Err(e) => {
-            loaded.diagnostics.push(
-                Diagnostic::error(file, e.pos, format!("invalid YAML: {}", e.message))
-                    .expected("a YAML document (or several, separated by `---`)"),
-            );
-            return;
-        }
-    };
-    for document in documents {
-        loaded.documents += 1;
-        load_document(file, document, loaded);
-    }
-}
-
-fn load_document(file: &Path, mut document: Document, loaded: &mut Loaded) {
-    let Some(kind) = document_kind(file, &document, &mut loaded.diagnostics) else {
-        return;
-    };
-    let shape = schema::check(kind, &document, file);
-    let compile_anyway = shape.only_unknown_fields();
-    if !shape.diagnostics.is_empty() {
-        // Unknown fields alone do not stop the semantic checks: drop them and carry on, so one
-        // pass reports a typo'd field *and* a bad duration elsewhere. Other shape errors leave
-        // no typed document to check.
-        schema::remove_fields(&mut document.value, &shape.unknown_fields);
-        loaded.diagnostics.extend(shape.diagnostics);
-        if !compile_anyway {
-            return;
-        }
-    }
-    let mut checker = Checker::new(file, &document.spans);
-    let root = document.spans.value_pos("");
-    let name_pos = document.spans.value_pos("/metadata/name");
-    let name = document.value["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    // Names are registered before compiling, so a duplicate is reported even when either copy
-    // has other errors.
-    let unique = register(loaded, kind, &name, file, name_pos, &mut checker);
-    match kind {
-        DocumentKind::Playbook => {
-            match serde_json::from_value::<PlaybookDocument>(document.value) {
-                Ok(spec) => {
-                    if let Some(risk) = spec.spec.max_autonomous_risk {
-                        let pos = document.spans.value_pos("/spec/maxAutonomousRisk");
-                        loaded.ceilings.push((risk, file.to_path_buf(), pos));
-                    }
-                    let playbook = compile::compile(spec, document.index, &mut checker);
-                    loaded.playbooks.extend(playbook.filter(|_| unique));
-                }
-                Err(e) => checker.push(Diagnostic::error(
-                    file,
-                    root,
-                    format!("cannot read playbook: {e}"),
-                )),
-            }
-        }
-        DocumentKind::AutonomyPolicy => {
-            match serde_json::from_value::<PolicyDocument>(document.value) {
-                Ok(spec) => {
-                    let policy = policy::compile::compile(spec, document.index, &mut checker);
-                    loaded.policies.extend(policy.filter(|_| unique));
-                }
-                Err(e) => checker.push(Diagnostic::error(
-                    file,
-                    root,
-                    format!("cannot read policy: {e}"),
-                )),
-            }
-        }
-    }
-    loaded.diagnostics.extend(checker.into_diagnostics());
-}
-
-/// Records a name; a second document of the same kind and name is an error.
-fn register(
-    loaded: &mut Loaded,
-    kind: DocumentKind,
-    name: &str,
-    file: &Path,
-    pos: Pos,
-    checker: &mut Checker<'_>,
-) -> bool {
-    let key = (kind, name.to_string());
-    if let Some((first_file, first_pos)) = loaded.names.get(&key) {
-        let d = checker
-            .at(
-                "/metadata/name",
-                format!(
-                    "duplicate {} name `{name}`, first defined at {}:{}:{}",
-                    kind.as_str(),
-                    first_file.display(),
-                    first_pos.line,
-                    first_pos.column
-                ),
-            )
-            .expected("names unique across the whole set");
-        checker.push(d);
-        return false;
-    }
-    loaded.names.insert(key, (file.to_path_buf(), pos));
-    true
-}
-
 fn document_kind(
     file: &Path,
     document: &Document,
@@ -327,5 +491,93 @@ fn document_kind(
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn playbook(name: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: {name}}}\nspec:\n  trigger:\n    alert: {{alertname: A}}\n  target: {{kind: Deployment, namespace: prod, name: api}}\n{extra}  steps:\n    - {{action: rollout_restart, risk: low}}\n"
+        )
+    }
+
+    fn by_name(loaded: &Loaded, name: &str) -> Arc<Playbook> {
+        let found = loaded.playbooks.iter().find(|p| p.name == name);
+        Arc::clone(found.expect("playbook loaded"))
+    }
+
+    #[test]
+    fn unchanged_files_are_not_compiled_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.yaml"), playbook("a", "")).expect("write");
+        std::fs::write(dir.path().join("b.yaml"), playbook("b", "")).expect("write");
+        let paths = [dir.path().to_path_buf()];
+        let mut cache = LoadCache::default();
+        let first = load_paths_cached(&paths, &mut cache);
+        assert!(!first.has_errors(), "{:?}", first.diagnostics);
+
+        std::fs::write(dir.path().join("b.yaml"), playbook("b", "  cooldown: 5m\n"))
+            .expect("write");
+        let second = load_paths_cached(&paths, &mut cache);
+        assert!(Arc::ptr_eq(&by_name(&first, "a"), &by_name(&second, "a")));
+        assert!(!Arc::ptr_eq(&by_name(&first, "b"), &by_name(&second, "b")));
+        assert_eq!(by_name(&second, "b").cooldown.as_secs(), 300);
+        assert_eq!(cache.len(), 2);
+
+        std::fs::remove_file(dir.path().join("b.yaml")).expect("remove");
+        let third = load_paths_cached(&paths, &mut cache);
+        assert_eq!(third.playbooks.len(), 1);
+        assert_eq!(cache.len(), 1, "a deleted file leaves the cache");
+    }
+
+    #[test]
+    fn a_cached_file_is_checked_again_when_a_file_it_names_appears() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = playbook("a", "  runbook: a.md\n");
+        std::fs::write(dir.path().join("a.yaml"), text).expect("write");
+        let paths = [dir.path().to_path_buf()];
+        let mut cache = LoadCache::default();
+        let before = load_paths_cached(&paths, &mut cache);
+        assert_eq!(before.error_count(), 1, "{:?}", before.diagnostics);
+        std::fs::write(dir.path().join("a.md"), "# runbook\n").expect("write");
+        let after = load_paths_cached(&paths, &mut cache);
+        assert!(!after.has_errors(), "{:?}", after.diagnostics);
+    }
+
+    #[test]
+    fn duplicates_across_cached_files_are_still_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.yaml"), playbook("same", "")).expect("write");
+        std::fs::write(dir.path().join("b.yaml"), playbook("same", "")).expect("write");
+        let paths = [dir.path().to_path_buf()];
+        let mut cache = LoadCache::default();
+        for _ in 0..2 {
+            let loaded = load_paths_cached(&paths, &mut cache);
+            assert_eq!(loaded.error_count(), 1, "{:?}", loaded.diagnostics);
+            assert!(
+                loaded.diagnostics[0]
+                    .message
+                    .starts_with("duplicate Playbook name `same`")
+            );
+            assert_eq!(loaded.diagnostics[0].pos, Pos::new(3, 18));
+        }
+    }
+
+    #[test]
+    fn many_files_compile_in_parallel_to_the_same_result() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..100 {
+            let name = format!("p-{i:03}");
+            std::fs::write(dir.path().join(format!("{name}.yaml")), playbook(&name, ""))
+                .expect("write");
+        }
+        let loaded = load_paths(&[dir.path().to_path_buf()]);
+        assert!(!loaded.has_errors());
+        let names: Vec<&str> = loaded.playbooks.iter().map(|p| p.name.as_str()).collect();
+        let expected: Vec<String> = (0..100).map(|i| format!("p-{i:03}")).collect();
+        assert_eq!(names, expected, "files are assembled in path order");
     }
 }

@@ -52,12 +52,12 @@ impl PlaybookSet {
             playbooks: loaded
                 .playbooks
                 .into_iter()
-                .map(|p| (p.name.clone(), Arc::new(p)))
+                .map(|p| (p.name.clone(), p))
                 .collect(),
             policies: loaded
                 .policies
                 .into_iter()
-                .map(|p| (p.name.clone(), Arc::new(p)))
+                .map(|p| (p.name.clone(), p))
                 .collect(),
             generation: 0,
         })

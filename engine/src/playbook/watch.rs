@@ -10,7 +10,7 @@
 //! file system).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -19,7 +19,7 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::load::load_paths;
+use super::load::{LoadCache, load_paths_cached};
 use super::set::{PlaybookSet, SetDiff};
 use crate::diagnostic::Diagnostic;
 
@@ -68,20 +68,44 @@ pub enum ReloadOutcome {
     },
 }
 
-/// Recompiles the set from its paths and swaps it in when valid.
+/// Recompiles the set from its paths and swaps it in when valid. Files whose bytes did not
+/// change since the last load are not compiled again.
 #[derive(Debug)]
 pub struct Reloader {
     paths: Vec<PathBuf>,
     active: Arc<ArcSwap<PlaybookSet>>,
+    cache: Mutex<LoadCache>,
 }
 
 impl Reloader {
-    /// A reloader for `paths`, starting from `initial`.
+    /// A reloader for `paths`, starting from `initial` (its first reload compiles every file).
     pub fn new(paths: Vec<PathBuf>, initial: PlaybookSet) -> Self {
         Reloader {
             paths,
             active: Arc::new(ArcSwap::from_pointee(initial)),
+            cache: Mutex::new(LoadCache::default()),
         }
+    }
+
+    /// Loads `paths` and starts from that set, or returns every diagnostic when it is invalid
+    /// (a process that starts has no last good set to fall back on). Also returns the
+    /// warnings of the load.
+    pub fn from_paths(paths: Vec<PathBuf>) -> Result<(Self, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let mut cache = LoadCache::default();
+        let loaded = load_paths_cached(&paths, &mut cache);
+        let warnings = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| !d.is_error())
+            .cloned()
+            .collect();
+        let set = PlaybookSet::from_loaded(loaded)?;
+        let reloader = Reloader {
+            paths,
+            active: Arc::new(ArcSwap::from_pointee(set)),
+            cache: Mutex::new(cache),
+        };
+        Ok((reloader, warnings))
     }
 
     /// The active set; readers call `load()` on it and never block a reload.
@@ -94,10 +118,12 @@ impl Reloader {
         &self.paths
     }
 
-    /// Loads the paths again and swaps the result in if it is valid and differs.
+    /// Loads the paths again and swaps the result in if it is valid and differs. Reloads are
+    /// serialized.
     pub fn reload(&self) -> ReloadOutcome {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();
-        let loaded = load_paths(&self.paths);
+        let loaded = load_paths_cached(&self.paths, &mut cache);
         let warnings: Vec<Diagnostic> = loaded
             .diagnostics
             .iter()

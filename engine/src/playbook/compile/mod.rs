@@ -127,7 +127,7 @@ pub fn compile(
         .collect();
     let runbook = spec.runbook.as_ref().map(|r| base.join(r));
     if let Some(path) = &runbook
-        && !path.is_file()
+        && !checker.file_exists(path)
     {
         checker.error(
             "/spec/runbook",

@@ -177,7 +177,7 @@ fn compile_wasm(
             )
             .expected("a path to a compiled component ending in .wasm");
         checker.push(d);
-    } else if !module.is_file() {
+    } else if !checker.file_exists(&module) {
         let d = checker
             .at(
                 &module_pointer,

@@ -31,7 +31,7 @@ pub(super) fn compile_test(
     let mut series = Vec::new();
     for (selector, values) in &test.series {
         let at = crate::yaml::push_pointer(&p("series"), selector);
-        match promql_parser::parser::parse(selector) {
+        match crate::check::parse_promql(selector) {
             Ok(Expr::VectorSelector(_)) => {}
             _ => {
                 let d = checker
