@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use salve::check::Checker;
+use salve::playbook::PlaybookSet;
 use salve::playbook::compile;
 use salve::playbook::load::{Loaded, load_paths, load_text};
 use salve::playbook::spec::PlaybookDocument;
 use salve::playbook::watch::{ReloadOutcome, Reloader, WatchOptions, watch};
-use salve::playbook::PlaybookSet;
 use salve::schema::{self, DocumentKind};
 use salve::yaml;
 use tokio::sync::mpsc;

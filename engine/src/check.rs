@@ -26,6 +26,15 @@ pub fn parse_promql(text: &str) -> Result<Expr, String> {
     })
 }
 
+/// `0`, `0s`, `0m`, `00h`...: zero in any of Prometheus's units.
+fn is_zero_duration(text: &str) -> bool {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    !digits.is_empty()
+        && digits.bytes().all(|b| b == b'0')
+        && ["", "ms", "s", "m", "h", "d", "w", "y"].contains(&unit)
+}
+
 /// Collects the diagnostics of one document.
 pub struct Checker<'a> {
     file: &'a Path,
@@ -136,6 +145,9 @@ impl<'a> Checker<'a> {
             .is_ok_and(|secs| Duration::try_from_secs_f64(secs).is_err());
         let parsed = if out_of_range {
             Err(String::new())
+        } else if is_zero_duration(text) {
+            // The parser refuses zero, but `for: 0s` is a natural way to write the default.
+            Ok(Duration::ZERO)
         } else {
             promql_parser::util::parse_duration(text)
         };
@@ -380,6 +392,12 @@ mod tests {
         let (d, errors) = with_checker(|c| c.duration("/x", "1h30m"));
         assert_eq!(d, Some(Duration::from_secs(5400)));
         assert!(errors.is_empty());
+        for zero in ["0", "0s", "0m", "00h"] {
+            let (d, errors) = with_checker(|c| c.duration("/x", zero));
+            assert_eq!(d, Some(Duration::ZERO), "{zero}: {errors:?}");
+        }
+        let (d, _) = with_checker(|c| c.duration("/x", "0x"));
+        assert_eq!(d, None);
         let (d, errors) = with_checker(|c| c.duration("/x", "10 minutes"));
         assert_eq!(d, None);
         assert_eq!(errors, ["`10 minutes` is not a duration"]);

@@ -80,9 +80,10 @@ impl Diagnostic {
         self
     }
 
-    /// Names the field.
+    /// Names the field (an empty name, the document root, names none).
     pub fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        let field = field.into();
+        self.field = (!field.is_empty()).then_some(field);
         self
     }
 
