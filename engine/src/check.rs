@@ -21,9 +21,29 @@ use crate::yaml::SpanIndex;
 /// NaN, infinite or too large (`x offset NaN`, `rate(x[1e400])`, `x[5m:1e300]`): it calls
 /// `Duration::from_secs_f64` unchecked. A bad playbook must be a diagnostic, never a crash.
 pub fn parse_promql(text: &str) -> Result<Expr, String> {
-    std::panic::catch_unwind(|| promql_parser::parser::parse(text)).unwrap_or_else(|_| {
+    PARSING.with(|p| p.set(true));
+    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(text));
+    PARSING.with(|p| p.set(false));
+    parsed.unwrap_or_else(|_| {
         Err("a number used as a duration is out of range (NaN, infinite or too large)".into())
     })
+}
+
+thread_local! {
+    /// Whether this thread is inside [`parse_promql`], whose panics are caught and reported.
+    static PARSING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs a panic hook that keeps the panics [`parse_promql`] catches off stderr (they
+/// become diagnostics); every other panic goes to the hook installed before. For binaries:
+/// a library should not own the process's panic hook.
+pub fn quiet_caught_parser_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !PARSING.with(std::cell::Cell::get) {
+            previous(info);
+        }
+    }));
 }
 
 /// `0`, `0s`, `0m`, `00h`...: zero in any of Prometheus's units.

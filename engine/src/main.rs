@@ -7,6 +7,7 @@ use salve::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    salve::check::quiet_caught_parser_panics();
     salve::telemetry::init(cli.log_format);
     match cli::run(cli) {
         Ok(code) => code,

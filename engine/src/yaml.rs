@@ -98,7 +98,14 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
             ),
         });
     }
-    let options = serde_saphyr::options! { with_snippet: false };
+    // YAML 1.2 booleans only: `n`, `no`, `on`, `off` stay strings (a node called `n` or a
+    // namespace called `no` must not turn into `false`, as YAML 1.1 would have it). Numbers
+    // with leading zeros stay strings too, so `0755` is not silently read as 755.
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+    };
     let nodes: Vec<Node> =
         serde_saphyr::from_multiple_with_options(text, options).map_err(|e| SyntaxError {
             pos: e.location().map(pos_of).unwrap_or(Pos::new(1, 1)),
@@ -335,6 +342,17 @@ mod tests {
         let err = parse_documents("a: [1, 2\nb: 3\n").expect_err("unclosed flow sequence");
         assert!(err.pos.line >= 1, "{err:?}");
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn only_yaml_1_2_booleans_are_booleans() {
+        let docs = parse_documents("a: n\nb: no\nc: on\nd: true\ne: 0755\n").expect("parses");
+        let v = &docs[0].value;
+        assert_eq!(v["a"], "n");
+        assert_eq!(v["b"], "no");
+        assert_eq!(v["c"], "on");
+        assert_eq!(v["d"], true);
+        assert_eq!(v["e"], "0755");
     }
 
     #[test]
