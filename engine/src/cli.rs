@@ -187,6 +187,12 @@ fn describe_playbook(out: &mut impl Write, playbook: &Playbook) -> io::Result<()
         playbook.steps.len(),
         playbook.max_step_risk(),
     )?;
+    if let Some(queries) = crate::signal::queries(&playbook.trigger.kind) {
+        writeln!(out, "  condition: {}", queries.condition)?;
+        for (name, expr) in &queries.values {
+            writeln!(out, "  value {name}: {expr}")?;
+        }
+    }
     if let TriggerKind::Schedule { schedule, .. } = &playbook.trigger.kind {
         let next: Vec<String> = schedule
             .upcoming(chrono::Utc)

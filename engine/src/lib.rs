@@ -16,6 +16,7 @@ pub mod policy;
 pub mod risk;
 pub mod schema;
 pub mod series;
+pub mod signal;
 pub mod telemetry;
 pub mod template;
 pub mod yaml;

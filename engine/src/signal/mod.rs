@@ -1,0 +1,160 @@
+//! Built-in signal kinds: the PromQL each one asks Prometheus, written out so that an SRE can
+//! read, paste and check it.
+//!
+//! Every built-in kind becomes a [`SignalQueries`]: a `condition` whose result series are the
+//! signals that hold right now (with alerting-rule semantics, an empty result means "nothing
+//! holds", never "healthy by accident": missing inputs are the evaluator's concern), and named
+//! `values` queries, aggregated by the same labels, that give each signal its numbers.
+//!
+//! | kind | condition |
+//! |---|---|
+//! | `memoryLeak` | `(limit - working set) / deriv(working set[window]) < horizon`, growth above the minimum |
+//! | `latency` | `histogram_quantile(q, sum by (le, by...) (rate(metric_bucket[window]))) > threshold` |
+//! | `crashLoop` | `increase(restarts[window]) > restarts`, or waiting in `CrashLoopBackOff` |
+//! | `errorRate` | `sum by (by...) (rate(errors[window])) / sum by (by...) (rate(total[window])) > ratio` |
+
+pub mod crash_loop;
+pub mod error_rate;
+pub mod latency;
+pub mod memory_leak;
+
+use std::time::Duration;
+
+use crate::playbook::TriggerKind;
+
+/// What one trigger asks Prometheus at each evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalQueries {
+    /// Returns one series per signal that holds now; its value is the signal's main value.
+    pub condition: String,
+    /// Further values of each signal, by name, matched to the condition's series by labels.
+    pub values: Vec<(&'static str, String)>,
+}
+
+/// The queries of `kind`, or `None` for kinds that are not evaluated against Prometheus
+/// (events, schedules, alerts).
+pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
+    match kind {
+        TriggerKind::Promql { expr } => Some(SignalQueries {
+            condition: expr.clone(),
+            values: Vec::new(),
+        }),
+        TriggerKind::MemoryLeak { .. } => memory_leak::queries(kind),
+        TriggerKind::Latency { .. } => latency::queries(kind),
+        TriggerKind::CrashLoop { .. } => crash_loop::queries(kind),
+        TriggerKind::ErrorRate { .. } => error_rate::queries(kind),
+        TriggerKind::Event { .. } | TriggerKind::Schedule { .. } | TriggerKind::Alert { .. } => {
+            None
+        }
+    }
+}
+
+/// A vector selector: `metric` (a name, optionally with `{matchers}`) with the matchers of
+/// every `selectors` entry (`{a="b"}` texts, possibly empty) added.
+///
+/// The inputs were parsed when the playbook compiled, so joining their matcher lists as text
+/// is exact.
+pub fn select(metric: &str, selectors: &[&str]) -> String {
+    let (name, own) = match metric.find('{') {
+        Some(open) => (&metric[..open], inner(&metric[open..])),
+        None => (metric, ""),
+    };
+    let matchers: Vec<&str> = std::iter::once(own)
+        .chain(selectors.iter().map(|s| inner(s)))
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    if matchers.is_empty() {
+        name.trim().to_string()
+    } else {
+        format!("{}{{{}}}", name.trim(), matchers.join(", "))
+    }
+}
+
+/// The matchers inside `{...}`, without the braces.
+fn inner(selector: &str) -> &str {
+    let selector = selector.trim();
+    selector
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .unwrap_or(selector)
+        .trim()
+        .trim_end_matches(',')
+}
+
+/// A duration as PromQL writes it, in whole seconds (`300s`), or milliseconds when shorter.
+pub fn range(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// `by (a, b)` for an aggregation.
+pub fn by(labels: &[String]) -> String {
+    format!("by ({})", labels.join(", "))
+}
+
+/// A number as PromQL writes it (no exponent surprises for whole numbers).
+pub fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_merge_into_one_matcher_list() {
+        assert_eq!(select("up", &[]), "up");
+        assert_eq!(select("up", &["", "{}"]), "up");
+        assert_eq!(
+            select(
+                r#"kube_pod_container_resource_limits{resource="memory"}"#,
+                &[r#"{namespace="prod"}"#]
+            ),
+            r#"kube_pod_container_resource_limits{resource="memory", namespace="prod"}"#
+        );
+        assert_eq!(
+            select(
+                "http_requests_total",
+                &[r#"{service="a", }"#, r#"{code=~"5.."}"#]
+            ),
+            r#"http_requests_total{service="a", code=~"5.."}"#
+        );
+        assert_eq!(select("x", &[r#"{pod=~"a{1,3}"}"#]), r#"x{pod=~"a{1,3}"}"#);
+    }
+
+    #[test]
+    fn ranges_and_numbers_read_like_promql() {
+        assert_eq!(range(Duration::from_secs(1800)), "1800s");
+        assert_eq!(range(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(number(5.0), "5");
+        assert_eq!(number(0.05), "0.05");
+    }
+
+    #[test]
+    fn every_generated_query_parses() {
+        use crate::playbook::load::load_paths;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+        let loaded = load_paths(&[root]);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let mut checked = 0;
+        for playbook in &loaded.playbooks {
+            let Some(q) = queries(&playbook.trigger.kind) else {
+                continue;
+            };
+            for expr in std::iter::once(&q.condition).chain(q.values.iter().map(|(_, e)| e)) {
+                promql_parser::parser::parse(expr)
+                    .unwrap_or_else(|e| panic!("{}: {expr}: {e}", playbook.name));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "only {checked} queries checked");
+    }
+}
