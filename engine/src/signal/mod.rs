@@ -17,6 +17,7 @@ pub mod crash_loop;
 pub mod error_rate;
 pub mod latency;
 pub mod memory_leak;
+pub mod state;
 
 use std::time::Duration;
 
