@@ -1,7 +1,10 @@
 //! Salve's integration tests: one binary, one module per area.
 //!
 //! Every test here drives real components: the real `salve` binary, the real file system
-//! (with real inotify events for hot reload).
+//! (with real inotify events for hot reload), and a real Prometheus (Debian's package) serving
+//! backfilled scenarios.
 
+mod prometheus;
 mod reload;
+mod signals;
 mod validate;

@@ -13,6 +13,7 @@ pub mod condition;
 pub mod diagnostic;
 pub mod playbook;
 pub mod policy;
+pub mod prometheus;
 pub mod risk;
 pub mod schema;
 pub mod series;

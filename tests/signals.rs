@@ -1,0 +1,309 @@
+//! Built-in signals against a real Prometheus: each fires on a true case and stays quiet on its
+//! look-alike in the same scenario, and every way an evaluation can fail is inconclusive.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use salve::playbook::Trigger;
+use salve::playbook::load::{Loaded, load_text};
+use salve::prometheus::{self, RunningPrometheus, Scenario};
+use salve::series::Sample as Point;
+use salve::signal::evaluate::Evaluator;
+use salve::signal::state::{Observation, SignalEvent, Tracker, Transition};
+use salve::signal::{self, SignalQueries};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The compiled trigger of a playbook whose `trigger:` block is `trigger` (indented by 4).
+fn trigger(trigger: &str) -> Trigger {
+    let text = format!(
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: t}}\nspec:\n  trigger:\n{trigger}  target: {{kind: Deployment, namespace: \"${{labels.namespace}}\", name: x}}\n  steps:\n    - {{action: capture_logs, risk: none}}\n"
+    );
+    let mut loaded = Loaded::default();
+    load_text(Path::new("t.yaml"), &text, &mut loaded);
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    loaded.playbooks[0].trigger.clone()
+}
+
+fn at(unix: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(unix, 0).expect("valid time")
+}
+
+/// Evaluates `trigger` at every step in `steps`, as the engine would; returns all events.
+async fn run(
+    prometheus: &RunningPrometheus,
+    trigger: &Trigger,
+    steps: std::ops::Range<usize>,
+) -> Vec<SignalEvent> {
+    let queries = signal::queries(&trigger.kind).expect("a PromQL-based trigger");
+    let evaluator = Evaluator::new(prometheus.url(), Duration::from_secs(5)).expect("evaluator");
+    let mut tracker = Tracker::new(trigger.for_, trigger.keep_firing_for);
+    let mut events = Vec::new();
+    for step in steps {
+        let when = at(prometheus.time_at(step));
+        let observation = evaluator.observe(&queries, when).await;
+        events.extend(tracker.observe(when, observation));
+    }
+    events
+}
+
+/// The values of `label` of the series that fired.
+fn fired(events: &[SignalEvent], label: &str) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| e.transition == Transition::Firing)
+        .filter_map(|e| e.labels.get(label).cloned())
+        .collect()
+}
+
+fn inconclusive(events: &[SignalEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e.transition, Transition::Inconclusive { .. }))
+        .count()
+}
+
+fn start(scenario: Scenario) -> RunningPrometheus {
+    prometheus::start(&scenario).expect("backfill and start prometheus")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_leak_fires_on_a_leak_and_not_on_a_gc_sawtooth() {
+    let sawtooth = "1e9+4e7x9 ".repeat(6);
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(
+            r#"container_memory_working_set_bytes{namespace="prod",pod="leaky",container="app"}"#,
+            "1e9+2e7x59",
+        )
+        .and_then(|s| {
+            s.series(
+                r#"kube_pod_container_resource_limits{namespace="prod",pod="leaky",container="app",resource="memory"}"#,
+                "2e9x59",
+            )
+        })
+        .and_then(|s| {
+            s.series(
+                r#"container_memory_working_set_bytes{namespace="prod",pod="sawtooth",container="app"}"#,
+                &sawtooth,
+            )
+        })
+        .and_then(|s| {
+            s.series(
+                r#"kube_pod_container_resource_limits{namespace="prod",pod="sawtooth",container="app",resource="memory"}"#,
+                "2e9x59",
+            )
+        })
+        .expect("series");
+    let prometheus = start(scenario);
+    let trigger = trigger(
+        "    memoryLeak: {selector: '{namespace=\"prod\"}', window: 30m, horizon: 1h}\n    for: 2m\n",
+    );
+    let events = run(&prometheus, &trigger, 30..60).await;
+    assert_eq!(
+        fired(&events, "pod"),
+        BTreeSet::from(["leaky".to_string()]),
+        "{events:#?}"
+    );
+    assert_eq!(inconclusive(&events), 0, "{events:#?}");
+    let first = events
+        .iter()
+        .find(|e| e.transition == Transition::Firing)
+        .expect("fired");
+    assert_eq!(
+        first.at,
+        at(prometheus.time_at(32)),
+        "fires once `for` has elapsed"
+    );
+    // (2e9 - 1.6e9) bytes of headroom at 2e7 bytes a minute: 20 minutes to OOM at step 30.
+    let seconds_to_oom = first.value.expect("value");
+    assert!(
+        (1000.0..1300.0).contains(&seconds_to_oom),
+        "{seconds_to_oom}"
+    );
+}
+
+/// A histogram's cumulative bucket counters from per-minute increments of each bucket.
+fn buckets(per_minute: impl Fn(usize) -> [f64; 4], steps: usize) -> [Vec<Point>; 4] {
+    let mut totals = [0.0; 4];
+    let mut series: [Vec<Point>; 4] = Default::default();
+    for step in 0..steps {
+        let increments = per_minute(step);
+        for (bucket, total) in totals.iter_mut().enumerate() {
+            series[bucket].push(Point::Value(*total));
+            *total += increments[bucket];
+        }
+    }
+    series
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_fires_on_a_sustained_breach_and_not_on_a_short_spike() {
+    const LE: [&str; 4] = ["0.1", "0.5", "1", "+Inf"];
+    let slow = [10.0, 20.0, 100.0, 100.0];
+    let fast = [95.0, 100.0, 100.0, 100.0];
+    let mut scenario = Scenario::new(MINUTE).expect("interval");
+    // Per-minute increments of each bucket, per service: slow throughout, fast throughout,
+    // and fast with a two-minute slow spike.
+    let per_minute = |service: &str, step: usize| match service {
+        "checkout" => slow,
+        "cart" if (10..12).contains(&step) => slow,
+        _ => fast,
+    };
+    for service in ["checkout", "search", "cart"] {
+        for (le, points) in LE.iter().zip(buckets(|step| per_minute(service, step), 40)) {
+            let selector = format!(
+                r#"http_request_duration_seconds_bucket{{namespace="shop",service="{service}",le="{le}"}}"#
+            );
+            scenario = scenario.samples(&selector, points).expect("series");
+        }
+    }
+    let prometheus = start(scenario);
+    let trigger =
+        trigger("    latency: {quantile: 0.99, threshold: 500ms, window: 5m}\n    for: 10m\n");
+    let events = run(&prometheus, &trigger, 5..40).await;
+    assert_eq!(
+        fired(&events, "service"),
+        BTreeSet::from(["checkout".to_string()]),
+        "{events:#?}"
+    );
+    let cart_pending = events.iter().any(|e| {
+        e.transition == Transition::Pending
+            && e.labels.get("service").map(String::as_str) == Some("cart")
+    });
+    assert!(
+        cart_pending,
+        "the spike did breach, just not for 10m: {events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_loop_fires_on_repeated_restarts_or_back_off_not_on_an_hourly_restart() {
+    let pod = |name: &str| {
+        format!(
+            r#"kube_pod_container_status_restarts_total{{namespace="shop",pod="{name}",container="app"}}"#
+        )
+    };
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(&pod("crashy"), "0+1x119")
+        .and_then(|s| s.series(&pod("hourly"), "0x29 1x59 2x29"))
+        .and_then(|s| s.series(&pod("backoff"), "0x59 1x59"))
+        .and_then(|s| {
+            s.series(
+                r#"kube_pod_container_status_waiting_reason{namespace="shop",pod="backoff",container="app",reason="CrashLoopBackOff"}"#,
+                "1x119",
+            )
+        })
+        .expect("series");
+    let prometheus = start(scenario);
+    let trigger = trigger("    crashLoop: {restarts: 5, window: 15m}\n");
+    let events = run(&prometheus, &trigger, 20..120).await;
+    assert_eq!(
+        fired(&events, "pod"),
+        BTreeSet::from(["crashy".to_string(), "backoff".to_string()]),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_rate_fires_above_the_ratio_only() {
+    let requests = |service: &str, code: &str| {
+        format!(r#"http_requests_total{{namespace="shop",service="{service}",code="{code}"}}"#)
+    };
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(&requests("bad", "500"), "0+10x29")
+        .and_then(|s| s.series(&requests("bad", "200"), "0+90x29"))
+        .and_then(|s| s.series(&requests("good", "500"), "0+1x29"))
+        .and_then(|s| s.series(&requests("good", "200"), "0+99x29"))
+        .expect("series");
+    let prometheus = start(scenario);
+    let trigger = trigger("    errorRate: {ratio: 0.05}\n");
+    let events = run(&prometheus, &trigger, 6..30).await;
+    assert_eq!(
+        fired(&events, "service"),
+        BTreeSet::from(["bad".to_string()]),
+        "{events:#?}"
+    );
+    let ratio = events
+        .iter()
+        .find(|e| e.transition == Transition::Firing)
+        .and_then(|e| e.value)
+        .expect("ratio");
+    assert!((ratio - 0.1).abs() < 0.01, "{ratio}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_evaluations_are_inconclusive_never_healthy() {
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(r#"weird{pod="a"}"#, "NaNx9")
+        .and_then(|s| s.series(r#"up{pod="a"}"#, "1x9"))
+        .expect("series");
+    let prometheus = start(scenario);
+    let when = at(prometheus.time_at(9));
+    let evaluator = Evaluator::new(prometheus.url(), Duration::from_secs(5)).expect("evaluator");
+    let query = |expr: &str| SignalQueries {
+        condition: expr.to_string(),
+        values: Vec::new(),
+    };
+
+    // A NaN value: inconclusive for that series, which neither fires nor resolves.
+    let mut tracker = Tracker::new(Duration::ZERO, Duration::ZERO);
+    let events = tracker.observe(when, evaluator.observe(&query("weird"), when).await);
+    assert_eq!(inconclusive(&events), 1, "{events:#?}");
+    assert!(tracker.states().is_empty());
+
+    // A query Prometheus refuses.
+    let refused = evaluator.observe(&query("up{"), when).await;
+    assert!(
+        matches!(&refused, Observation::Inconclusive(r) if r.contains("prometheus")),
+        "{refused:?}"
+    );
+    // A result of the wrong type.
+    let scalar = evaluator.observe(&query("1"), when).await;
+    assert!(
+        matches!(&scalar, Observation::Inconclusive(r) if r.contains("scalar")),
+        "{scalar:?}"
+    );
+
+    // Prometheus gone: a firing signal stays firing.
+    let mut tracker = Tracker::new(Duration::ZERO, Duration::ZERO);
+    let up = query("up == 1");
+    tracker.observe(when, evaluator.observe(&up, when).await);
+    assert_eq!(tracker.firing().count(), 1);
+    let url = prometheus.url().to_string();
+    drop(prometheus);
+    let gone = Evaluator::new(&url, Duration::from_secs(5)).expect("evaluator");
+    let events = tracker.observe(when, gone.observe(&up, when).await);
+    assert_eq!(inconclusive(&events), 1, "{events:#?}");
+    assert_eq!(
+        tracker.firing().count(),
+        1,
+        "missing data never resolves a signal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prometheus_that_does_not_answer_times_out_as_inconclusive() {
+    // A real socket that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let evaluator = Evaluator::new(&url, Duration::from_millis(300)).expect("evaluator");
+    let queries = SignalQueries {
+        condition: "up".into(),
+        values: Vec::new(),
+    };
+    let started = std::time::Instant::now();
+    let observation = evaluator.observe(&queries, Utc::now()).await;
+    assert!(
+        matches!(&observation, Observation::Inconclusive(r) if r.contains("timed out")),
+        "{observation:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(listener);
+}
