@@ -290,12 +290,14 @@ fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let set = reloader.active().load();
-    tracing::info!(
-        playbooks = set.playbooks().len(),
-        policies = set.policies().len(),
-        "playbook set loaded; watching for changes (Ctrl-C to stop)"
-    );
+    {
+        let set = reloader.active().load();
+        tracing::info!(
+            playbooks = set.playbooks().len(),
+            policies = set.policies().len(),
+            "playbook set loaded; watching for changes (Ctrl-C to stop)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
