@@ -307,3 +307,84 @@ async fn a_prometheus_that_does_not_answer_times_out_as_inconclusive() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(listener);
 }
+
+#[test]
+fn replay_backtests_playbooks_over_history_as_json_lines() {
+    let pod = |name: &str| {
+        format!(
+            r#"kube_pod_container_status_restarts_total{{namespace="shop",pod="{name}",container="app"}}"#
+        )
+    };
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(&pod("crashy"), "0x29 0+1x89")
+        .and_then(|s| s.series(&pod("hourly"), "0x29 1x59 2x29"))
+        .expect("series");
+    let prometheus = start(scenario);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("crash.yaml"),
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: crash-loop}\nspec:\n  trigger:\n    crashLoop: {restarts: 5, window: 15m}\n    for: 2m\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: x}\n  steps:\n    - {action: capture_logs, risk: none}\n",
+    )
+    .expect("write playbook");
+    let replay = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["replay", "--playbooks"])
+            .arg(dir.path())
+            .args(["--prometheus", prometheus.url()])
+            .args(["--from", &prometheus.time_at(20).to_string()])
+            .args(["--to", &prometheus.time_at(119).to_string()])
+            .args(["--step", "1m", "--format", format])
+            .output()
+            .expect("run salve replay");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+
+    let lines: Vec<serde_json::Value> = replay("json")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    let events: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            for key in ["time", "event", "playbook", "labels", "values"] {
+                assert!(l.get(key).is_some(), "{key} missing from {l}");
+            }
+            (
+                l["event"].as_str().expect("event"),
+                l["labels"]["pod"].as_str().unwrap_or_default(),
+                l["time"].as_str().expect("time"),
+            )
+        })
+        .collect();
+    // The crashy pod restarts every minute from minute 30: more than 5 within 15 minutes by
+    // minute 36, pending then, firing two minutes later. The hourly restart never counts.
+    let pending = events
+        .iter()
+        .find(|e| e.0 == "signal_pending" && e.1 == "crashy")
+        .expect("pending");
+    let firing = events
+        .iter()
+        .find(|e| e.0 == "signal_firing" && e.1 == "crashy")
+        .expect("firing");
+    let seconds = |rfc3339: &str| {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("RFC 3339 time")
+            .timestamp()
+    };
+    assert_eq!(seconds(firing.2) - seconds(pending.2), 120, "{events:?}");
+    assert!(events.iter().all(|e| e.1 != "hourly"), "{events:?}");
+    assert!(lines.iter().all(|l| l["playbook"] == "crash-loop"));
+
+    let table = replay("table");
+    assert!(table.starts_with("TIME"), "{table}");
+    assert!(
+        table.contains("signal_firing") && table.contains("pod=crashy"),
+        "{table}"
+    );
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,31 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Backtest playbooks over history: what would their triggers have done? Takes no action;
+    /// prints one JSON object per line (`--format table` for people).
+    Replay {
+        /// Playbook files or directories.
+        #[arg(long, required = true, num_args = 1..)]
+        playbooks: Vec<PathBuf>,
+        /// The Prometheus to query, such as `http://127.0.0.1:9090`.
+        #[arg(long)]
+        prometheus: String,
+        /// Start, as RFC 3339 (`2026-11-18T00:00:00Z`) or unix seconds.
+        #[arg(long, value_parser = parse_time)]
+        from: DateTime<Utc>,
+        /// End (inclusive), in the same forms.
+        #[arg(long, value_parser = parse_time)]
+        to: DateTime<Utc>,
+        /// Time between evaluations.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        step: std::time::Duration,
+        /// Give up on a query after this long.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReplayFormat::Json)]
+        format: ReplayFormat,
+    },
     /// Load playbooks and policies, then hot-reload them on every change until interrupted.
     Watch {
         /// Files or directories to load and watch.
@@ -70,6 +96,32 @@ pub enum OutputFormat {
     Human,
     /// For machines: one JSON object.
     Json,
+}
+
+/// How `replay` prints events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayFormat {
+    /// One JSON object per line: `time`, `event`, `playbook`, `labels`, `values`.
+    Json,
+    /// Aligned columns for people.
+    Table,
+}
+
+fn parse_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
+    if let Ok(seconds) = text.parse::<i64>() {
+        return DateTime::from_timestamp(seconds, 0)
+            .ok_or_else(|| format!("`{text}` is out of range"));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{text}` is not RFC 3339 or unix seconds: {e}"))
+}
+
+fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    promql_parser::util::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a positive duration such as 30s or 5m"))
 }
 
 /// The kinds `salve schema` knows.
@@ -99,6 +151,9 @@ pub enum Error {
     /// The async runtime could not start.
     #[error("cannot start the runtime")]
     Runtime(#[source] io::Error),
+    /// The Prometheus URL is not usable.
+    #[error(transparent)]
+    Evaluator(#[from] crate::signal::evaluate::Error),
 }
 
 /// `Result` with this module's [`Error`].
@@ -114,6 +169,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => validate(&paths, format, verbose),
         Command::Schema { kind, out } => schema(kind, out.as_deref()),
         Command::Watch { paths, debounce_ms } => watch_paths(paths, debounce_ms),
+        Command::Replay {
+            playbooks,
+            prometheus,
+            from,
+            to,
+            step,
+            timeout,
+            format,
+        } => replay(&playbooks, &prometheus, (from, to, step), timeout, format),
     }
 }
 
@@ -323,4 +387,86 @@ fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
             Err(_) => Ok(ExitCode::FAILURE),
         }
     })
+}
+
+fn replay(
+    paths: &[PathBuf],
+    url: &str,
+    (from, to, step): (DateTime<Utc>, DateTime<Utc>, std::time::Duration),
+    timeout: std::time::Duration,
+    format: ReplayFormat,
+) -> Result<ExitCode> {
+    let loaded = load_paths(paths);
+    if loaded.has_errors() {
+        for diagnostic in &loaded.diagnostics {
+            eprintln!("{diagnostic}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let evaluator = crate::signal::evaluate::Evaluator::new(url, timeout)?;
+    let mut evaluation = crate::signal::evaluation::Evaluation::new(
+        evaluator,
+        loaded.playbooks.iter().map(AsRef::as_ref),
+    );
+    let step = chrono::Duration::from_std(step).unwrap_or(chrono::Duration::MAX);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let mut out = io::stdout().lock();
+    if format == ReplayFormat::Table {
+        writeln!(
+            out,
+            "{:<20}  {:<19}  {:<28}  {:>12}  LABELS",
+            "TIME", "EVENT", "PLAYBOOK", "VALUE"
+        )
+        .map_err(stdout_error)?;
+    }
+    let mut at = from;
+    while at <= to {
+        for e in runtime.block_on(evaluation.step(at)) {
+            let line = match format {
+                ReplayFormat::Json => replay_json(&e).to_string(),
+                ReplayFormat::Table => replay_row(&e),
+            };
+            writeln!(out, "{line}").map_err(stdout_error)?;
+        }
+        at += step;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay_json(e: &crate::signal::evaluation::PlaybookEvent) -> serde_json::Value {
+    use crate::signal::state::Transition;
+    let mut line = json!({
+        "time": e.event.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "event": e.event.transition.event(),
+        "playbook": e.playbook,
+        "labels": e.event.labels,
+        "values": e.event.value.filter(|v| v.is_finite()).map(|v| json!({"value": v})).unwrap_or(json!({})),
+    });
+    if let Transition::Inconclusive { reason } = &e.event.transition {
+        line["reason"] = json!(reason);
+    }
+    line
+}
+
+fn replay_row(e: &crate::signal::evaluation::PlaybookEvent) -> String {
+    let labels: Vec<String> = e
+        .event
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let value = e.event.value.map(|v| format!("{v:.4}")).unwrap_or_default();
+    format!(
+        "{:<20}  {:<19}  {:<28}  {:>12}  {}",
+        e.event
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        e.event.transition.event(),
+        e.playbook,
+        value,
+        labels.join(",")
+    )
 }

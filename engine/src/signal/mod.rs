@@ -16,6 +16,7 @@
 pub mod crash_loop;
 pub mod error_rate;
 pub mod evaluate;
+pub mod evaluation;
 pub mod latency;
 pub mod memory_leak;
 pub mod state;
