@@ -388,3 +388,56 @@ fn replay_backtests_playbooks_over_history_as_json_lines() {
         "{table}"
     );
 }
+
+#[test]
+fn salve_test_runs_playbook_tests_against_a_real_prometheus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let playbook = |name: &str, trigger: &str, tests: &str| {
+        format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: {name}}}\nspec:\n  trigger:\n{trigger}  target: {{kind: Deployment, namespace: \"${{labels.namespace}}\", name: x}}\n  steps:\n    - {{action: capture_logs, risk: none}}\n  tests:\n{tests}"
+        )
+    };
+    let replicas = r#"'kube_deployment_spec_replicas{namespace="batch",deployment="etl"}'"#;
+    std::fs::write(
+        dir.path().join("replicas.yaml"),
+        playbook(
+            "too-many-replicas",
+            "    promql: {expr: 'max by (namespace, deployment) (kube_deployment_spec_replicas) > 40'}\n    for: 10m\n    interval: 1m\n",
+            &format!(
+                "    - name: sustained burst fires\n      series: {{{replicas}: '60x30'}}\n      expect: {{incident: true, labels: {{deployment: etl}}}}\n    - name: short burst is wrongly expected to fire\n      series: {{{replicas}: '60x5 10x25'}}\n      expect: {{incident: true}}\n    - name: label mismatch\n      series: {{{replicas}: '60x30'}}\n      expect: {{incident: true, labels: {{deployment: web}}}}\n"
+            ),
+        ),
+    )
+    .expect("write playbook");
+    std::fs::write(
+        dir.path().join("oom.yaml"),
+        playbook(
+            "oom",
+            "    event: {kind: Pod, reason: [OOMKilled]}\n",
+            "    - name: needs the cluster\n      series: {'up{job=\"x\"}': '1'}\n      expect: {incident: true}\n",
+        ),
+    )
+    .expect("write playbook");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+        .arg("test")
+        .arg(dir.path())
+        .output()
+        .expect("run salve test");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("  ok    sustained burst fires"), "{text}");
+    assert!(
+        text.contains("  FAIL  short burst is wrongly expected to fire")
+            && text.contains("expected an incident; no signal is firing"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no firing signal carries {deployment=\"web\"}"),
+        "{text}"
+    );
+    assert!(text.contains("  skip  needs the cluster"), "{text}");
+    assert!(
+        text.lines().last() == Some("result: 1 passed, 2 failed, 1 skipped"),
+        "{text}"
+    );
+}

@@ -53,6 +53,13 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run the `tests:` blocks of playbooks against a real Prometheus (like promtool's rule
+    /// tests); exit 1 when one fails.
+    Test {
+        /// Files or directories.
+        #[arg(default_value = "playbooks")]
+        paths: Vec<PathBuf>,
+    },
     /// Backtest playbooks over history: what would their triggers have done? Takes no action;
     /// prints one JSON object per line (`--format table` for people).
     Replay {
@@ -169,6 +176,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => validate(&paths, format, verbose),
         Command::Schema { kind, out } => schema(kind, out.as_deref()),
         Command::Watch { paths, debounce_ms } => watch_paths(paths, debounce_ms),
+        Command::Test { paths } => test(&paths),
         Command::Replay {
             playbooks,
             prometheus,
@@ -469,4 +477,68 @@ fn replay_row(e: &crate::signal::evaluation::PlaybookEvent) -> String {
         value,
         labels.join(",")
     )
+}
+
+fn test(paths: &[PathBuf]) -> Result<ExitCode> {
+    use crate::testing::{self, Verdict};
+    let loaded = load_paths(paths);
+    if loaded.has_errors() {
+        for diagnostic in &loaded.diagnostics {
+            eprintln!("{diagnostic}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let harness = match testing::harness() {
+        Ok(harness) => harness,
+        Err(e) => {
+            eprintln!("salve test: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let mut out = io::stdout().lock();
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for playbook in loaded.playbooks.iter().filter(|p| !p.tests.is_empty()) {
+        writeln!(
+            out,
+            "{} ({})",
+            playbook.name,
+            playbook.source.file.display()
+        )
+        .map_err(stdout_error)?;
+        for result in runtime.block_on(testing::run_playbook(playbook, &harness)) {
+            let took = result.took.as_secs_f64();
+            let line = match &result.verdict {
+                Verdict::Passed => {
+                    passed += 1;
+                    format!("  ok    {} ({took:.2}s)", result.test)
+                }
+                Verdict::Failed(why) => {
+                    failed += 1;
+                    format!("  FAIL  {} ({took:.2}s)\n        {why}", result.test)
+                }
+                Verdict::Skipped(why) => {
+                    skipped += 1;
+                    format!("  skip  {}: {why}", result.test)
+                }
+            };
+            writeln!(out, "{line}").map_err(stdout_error)?;
+            if let Some(note) = &result.note {
+                writeln!(out, "        note: {note}").map_err(stdout_error)?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "result: {passed} passed, {failed} failed, {skipped} skipped"
+    )
+    .map_err(stdout_error)?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -20,4 +20,5 @@ pub mod series;
 pub mod signal;
 pub mod telemetry;
 pub mod template;
+pub mod testing;
 pub mod yaml;
