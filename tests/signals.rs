@@ -441,3 +441,99 @@ fn salve_test_runs_playbook_tests_against_a_real_prometheus() {
         "{text}"
     );
 }
+
+/// A playbook on `max by (pod) (gauge) > threshold`, evaluated every second.
+fn live_playbook(name: &str, threshold: f64, for_: &str) -> String {
+    format!(
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: {name}}}\nspec:\n  trigger:\n    promql: {{expr: 'max by (pod) (gauge) > {threshold}'}}\n    for: {for_}\n    interval: 1s\n  target: {{kind: Deployment, namespace: prod, name: x}}\n  steps:\n    - {{action: capture_logs, risk: none}}\n"
+    )
+}
+
+/// The next event within a few seconds, or `None`.
+async fn next_event(
+    events: &mut tokio::sync::mpsc::Receiver<salve::signal::evaluation::PlaybookEvent>,
+    within: Duration,
+) -> Option<salve::signal::evaluation::PlaybookEvent> {
+    tokio::time::timeout(within, events.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_loop_evaluates_each_trigger_and_keeps_state_across_unrelated_reloads() {
+    use salve::playbook::watch::{ReloadOutcome, Reloader};
+    use salve::signal::live::{self, LiveOptions};
+
+    // Data that ends now, so queries at the current time see it.
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(r#"gauge{pod="a"}"#, "1x10")
+        .expect("series");
+    let prometheus = start(scenario);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("holds.yaml"),
+        live_playbook("holds", 0.5, "0s"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("never.yaml"),
+        live_playbook("never", 5.0, "0s"),
+    )
+    .expect("write");
+    let (reloader, _) = Reloader::from_paths(vec![dir.path().to_path_buf()]).expect("valid set");
+    let evaluator = Evaluator::new(prometheus.url(), Duration::from_secs(5)).expect("evaluator");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (tx, mut events) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(live::run(
+        std::sync::Arc::clone(reloader.active()),
+        evaluator,
+        LiveOptions::default(),
+        cancel.clone(),
+        tx,
+    ));
+
+    let first = next_event(&mut events, Duration::from_secs(10))
+        .await
+        .expect("an event");
+    assert_eq!(
+        (first.playbook.as_str(), first.event.transition.clone()),
+        ("holds", Transition::Firing)
+    );
+    assert_eq!(first.event.labels.get("pod").map(String::as_str), Some("a"));
+
+    // An edit to another playbook: `holds` keeps its firing state, so nothing new is reported.
+    std::fs::write(
+        dir.path().join("never.yaml"),
+        live_playbook("never", 6.0, "0s"),
+    )
+    .expect("write");
+    assert!(matches!(reloader.reload(), ReloadOutcome::Applied { .. }));
+    let quiet = next_event(&mut events, Duration::from_secs(3)).await;
+    assert!(
+        quiet.is_none(),
+        "state was lost on an unrelated reload: {quiet:?}"
+    );
+
+    // An edit to `holds` itself starts its state afresh: now pending, with `for: 1m`.
+    std::fs::write(
+        dir.path().join("holds.yaml"),
+        live_playbook("holds", 0.5, "1m"),
+    )
+    .expect("write");
+    assert!(matches!(reloader.reload(), ReloadOutcome::Applied { .. }));
+    let fresh = next_event(&mut events, Duration::from_secs(10))
+        .await
+        .expect("an event");
+    assert_eq!(
+        (fresh.playbook.as_str(), fresh.event.transition),
+        ("holds", Transition::Pending)
+    );
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the loop stops when cancelled")
+        .expect("the loop does not panic");
+}

@@ -93,6 +93,10 @@ pub enum Command {
         /// Wait this many milliseconds after the last change before reloading.
         #[arg(long, default_value_t = 50)]
         debounce_ms: u64,
+        /// Also evaluate the PromQL-based triggers against this Prometheus and log every signal
+        /// change (nothing is acted on yet).
+        #[arg(long)]
+        prometheus: Option<String>,
     },
 }
 
@@ -175,7 +179,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             verbose,
         } => validate(&paths, format, verbose),
         Command::Schema { kind, out } => schema(kind, out.as_deref()),
-        Command::Watch { paths, debounce_ms } => watch_paths(paths, debounce_ms),
+        Command::Watch {
+            paths,
+            debounce_ms,
+            prometheus,
+        } => watch_paths(paths, debounce_ms, prometheus.as_deref()),
         Command::Test { paths } => test(&paths),
         Command::Replay {
             playbooks,
@@ -346,7 +354,14 @@ fn schema(kind: SchemaKind, out: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
+fn watch_paths(
+    paths: Vec<PathBuf>,
+    debounce_ms: u64,
+    prometheus: Option<&str>,
+) -> Result<ExitCode> {
+    let evaluator = prometheus
+        .map(|url| crate::signal::evaluate::Evaluator::new(url, std::time::Duration::from_secs(10)))
+        .transpose()?;
     let reloader = match Reloader::from_paths(paths) {
         Ok((reloader, warnings)) => {
             for warning in warnings {
@@ -382,6 +397,33 @@ fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
             debounce: std::time::Duration::from_millis(debounce_ms),
             ..WatchOptions::default()
         };
+        let live = evaluator.map(|evaluator| {
+            let (events_tx, mut events) = tokio::sync::mpsc::channel(256);
+            let active = Arc::clone(reloader.active());
+            let run = crate::signal::live::run(
+                active,
+                evaluator,
+                crate::signal::live::LiveOptions::default(),
+                cancel.clone(),
+                events_tx,
+            );
+            let log = async move {
+                while let Some(e) = events.recv().await {
+                    let event = e.event.transition.event();
+                    let labels = &e.event.labels;
+                    match &e.event.transition {
+                        crate::signal::state::Transition::Inconclusive { reason } => {
+                            tracing::warn!(playbook = e.playbook, event, ?labels, reason, "signal");
+                        }
+                        _ => {
+                            let value = e.event.value;
+                            tracing::info!(playbook = e.playbook, event, ?labels, value, "signal");
+                        }
+                    }
+                }
+            };
+            (tokio::spawn(run), tokio::spawn(log))
+        });
         let task = tokio::spawn(watch::watch(reloader, options, cancel.clone(), tx));
         // Outcomes are logged by the watcher; drain them so the channel never fills.
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -390,6 +432,10 @@ fn watch_paths(paths: Vec<PathBuf>, debounce_ms: u64) -> Result<ExitCode> {
         cancel.cancel();
         let result = task.await;
         drain.abort();
+        if let Some((run, log)) = live {
+            let _ = run.await;
+            let _ = log.await;
+        }
         match result {
             Ok(result) => result.map(|()| ExitCode::SUCCESS).map_err(Error::from),
             Err(_) => Ok(ExitCode::FAILURE),

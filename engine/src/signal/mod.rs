@@ -18,6 +18,7 @@ pub mod error_rate;
 pub mod evaluate;
 pub mod evaluation;
 pub mod latency;
+pub mod live;
 pub mod memory_leak;
 pub mod state;
 
