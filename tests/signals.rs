@@ -66,6 +66,13 @@ fn inconclusive(events: &[SignalEvent]) -> usize {
         .count()
 }
 
+/// The restart counter of container `app` of pod `pod`.
+fn restarts(pod: &str) -> String {
+    format!(
+        r#"kube_pod_container_status_restarts_total{{namespace="shop",pod="{pod}",container="app"}}"#
+    )
+}
+
 fn start(scenario: Scenario) -> RunningPrometheus {
     prometheus::start(&scenario).expect("backfill and start prometheus")
 }
@@ -182,11 +189,7 @@ async fn latency_fires_on_a_sustained_breach_and_not_on_a_short_spike() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_loop_fires_on_repeated_restarts_or_back_off_not_on_an_hourly_restart() {
-    let pod = |name: &str| {
-        format!(
-            r#"kube_pod_container_status_restarts_total{{namespace="shop",pod="{name}",container="app"}}"#
-        )
-    };
+    let pod = restarts;
     let scenario = Scenario::new(MINUTE)
         .expect("interval")
         .series(&pod("crashy"), "0+1x119")
@@ -310,11 +313,7 @@ async fn a_prometheus_that_does_not_answer_times_out_as_inconclusive() {
 
 #[test]
 fn replay_backtests_playbooks_over_history_as_json_lines() {
-    let pod = |name: &str| {
-        format!(
-            r#"kube_pod_container_status_restarts_total{{namespace="shop",pod="{name}",container="app"}}"#
-        )
-    };
+    let pod = restarts;
     let scenario = Scenario::new(MINUTE)
         .expect("interval")
         .series(&pod("crashy"), "0x29 0+1x89")
