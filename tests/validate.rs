@@ -389,3 +389,24 @@ fn likely_mistakes_are_warnings_that_do_not_fail_the_set() {
     assert!(found.iter().all(|f| f.2 == "warning"));
     assert_eq!(report["playbooks"].as_array().expect("playbooks").len(), 1);
 }
+
+#[test]
+fn out_of_range_durations_on_the_command_line_are_usage_errors_not_crashes() {
+    let out = salve(&[
+        "replay",
+        "--playbooks",
+        "playbooks",
+        "--prometheus",
+        "http://127.0.0.1:1",
+        "--from",
+        "0",
+        "--to",
+        "0",
+        "--step",
+        "1e400",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not a positive duration"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

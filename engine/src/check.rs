@@ -46,6 +46,25 @@ pub fn quiet_caught_parser_panics() {
     }));
 }
 
+/// A Prometheus-style duration (`30s`, `5m`, `1h30m`, `0s`), or `None`. Every duration Salve
+/// reads, in files or on the command line, goes through here.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    // promql-parser 0.11 reads a bare number as seconds with `Duration::from_secs_f64`, which
+    // panics on a negative, NaN, infinite or too large value ("-1", "nan", "1e400"): refuse
+    // those before it sees them.
+    if text
+        .parse::<f64>()
+        .is_ok_and(|secs| Duration::try_from_secs_f64(secs).is_err())
+    {
+        return None;
+    }
+    // The parser refuses zero, but `for: 0s` is a natural way to write the default.
+    if is_zero_duration(text) {
+        return Some(Duration::ZERO);
+    }
+    promql_parser::util::parse_duration(text).ok()
+}
+
 /// `0`, `0s`, `0m`, `00h`...: zero in any of Prometheus's units.
 fn is_zero_duration(text: &str) -> bool {
     let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
@@ -157,32 +176,14 @@ impl<'a> Checker<'a> {
 
     /// A Prometheus-style duration (`30s`, `5m`, `1h30m`).
     pub fn duration(&mut self, pointer: &str, text: &str) -> Option<Duration> {
-        // promql-parser 0.11 reads a bare number as seconds with `Duration::from_secs_f64`,
-        // which panics on a negative, NaN, infinite or too large value ("-1", "nan", "1e400"):
-        // refuse those before it sees them.
-        let out_of_range = text
-            .parse::<f64>()
-            .is_ok_and(|secs| Duration::try_from_secs_f64(secs).is_err());
-        let parsed = if out_of_range {
-            Err(String::new())
-        } else if is_zero_duration(text) {
-            // The parser refuses zero, but `for: 0s` is a natural way to write the default.
-            Ok(Duration::ZERO)
-        } else {
-            promql_parser::util::parse_duration(text)
-        };
-        match parsed {
-            Ok(d) => Some(d),
-            Err(_) => {
-                let d = self
-                    .at(pointer, format!("`{text}` is not a duration"))
-                    .expected(
-                        "a duration such as 30s, 5m, 1h30m or 2d (units ms, s, m, h, d, w, y)",
-                    );
-                self.push(d);
-                None
-            }
+        let parsed = parse_duration(text);
+        if parsed.is_none() {
+            let d = self
+                .at(pointer, format!("`{text}` is not a duration"))
+                .expected("a duration such as 30s, 5m, 1h30m or 2d (units ms, s, m, h, d, w, y)");
+            self.push(d);
         }
+        parsed
     }
 
     /// An optional duration with a default; `positive` refuses zero.

@@ -129,8 +129,7 @@ fn parse_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
 }
 
 fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
-    promql_parser::util::parse_duration(text)
-        .ok()
+    crate::check::parse_duration(text)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("`{text}` is not a positive duration such as 30s or 5m"))
 }
@@ -534,7 +533,7 @@ fn test(paths: &[PathBuf]) -> Result<ExitCode> {
         }
         return Ok(ExitCode::FAILURE);
     }
-    let harness = match testing::harness() {
+    let harness = match crate::prometheus::Harness::from_env() {
         Ok(harness) => harness,
         Err(e) => {
             eprintln!("salve test: {e}");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::playbook::{Playbook, PlaybookTest, TriggerKind};
-use crate::prometheus::{self, Harness, Scenario};
+use crate::prometheus::{Harness, Scenario};
 use crate::signal::evaluate::Evaluator;
 use crate::signal::evaluation::Evaluation;
 use crate::signal::state::{LabelSet, Transition};
@@ -177,9 +177,4 @@ fn judge(test: &PlaybookTest, firing: &BTreeMap<LabelSet, f64>) -> (Verdict, Opt
         .as_ref()
         .map(|_| "`expect.steps` is not checked yet: it needs the planner".to_string());
     (Verdict::Passed, note)
-}
-
-/// Finds the Prometheus binaries for tests, with the install hint when they are missing.
-pub fn harness() -> prometheus::Result<Harness> {
-    Harness::from_env()
 }

@@ -78,15 +78,6 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader for `paths`, starting from `initial` (its first reload compiles every file).
-    pub fn new(paths: Vec<PathBuf>, initial: PlaybookSet) -> Self {
-        Reloader {
-            paths,
-            active: Arc::new(ArcSwap::from_pointee(initial)),
-            cache: Mutex::new(LoadCache::default()),
-        }
-    }
-
     /// Loads `paths` and starts from that set, or returns every diagnostic when it is invalid
     /// (a process that starts has no last good set to fall back on). Also returns the
     /// warnings of the load.
