@@ -442,6 +442,25 @@ fn watch_paths(
     })
 }
 
+/// Loads `paths`, or prints every diagnostic and returns `None` when the set has errors.
+fn load_valid(paths: &[PathBuf]) -> Option<Loaded> {
+    let loaded = load_paths(paths);
+    if !loaded.has_errors() {
+        return Some(loaded);
+    }
+    for diagnostic in &loaded.diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    None
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
 fn replay(
     paths: &[PathBuf],
     url: &str,
@@ -449,23 +468,16 @@ fn replay(
     timeout: std::time::Duration,
     format: ReplayFormat,
 ) -> Result<ExitCode> {
-    let loaded = load_paths(paths);
-    if loaded.has_errors() {
-        for diagnostic in &loaded.diagnostics {
-            eprintln!("{diagnostic}");
-        }
+    let Some(loaded) = load_valid(paths) else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let evaluator = crate::signal::evaluate::Evaluator::new(url, timeout)?;
     let mut evaluation = crate::signal::evaluation::Evaluation::new(
         evaluator,
         loaded.playbooks.iter().map(AsRef::as_ref),
     );
     let step = chrono::Duration::from_std(step).unwrap_or(chrono::Duration::MAX);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
+    let runtime = current_thread_runtime()?;
     let mut out = io::stdout().lock();
     if format == ReplayFormat::Table {
         writeln!(
@@ -526,13 +538,9 @@ fn replay_row(e: &crate::signal::evaluation::PlaybookEvent) -> String {
 
 fn test(paths: &[PathBuf]) -> Result<ExitCode> {
     use crate::testing::{self, Verdict};
-    let loaded = load_paths(paths);
-    if loaded.has_errors() {
-        for diagnostic in &loaded.diagnostics {
-            eprintln!("{diagnostic}");
-        }
+    let Some(loaded) = load_valid(paths) else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let harness = match crate::prometheus::Harness::from_env() {
         Ok(harness) => harness,
         Err(e) => {
@@ -540,10 +548,7 @@ fn test(paths: &[PathBuf]) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
+    let runtime = current_thread_runtime()?;
     let mut out = io::stdout().lock();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for playbook in loaded.playbooks.iter().filter(|p| !p.tests.is_empty()) {
