@@ -250,10 +250,7 @@ async fn failed_evaluations_are_inconclusive_never_healthy() {
     let prometheus = start(scenario);
     let when = at(prometheus.time_at(9));
     let evaluator = Evaluator::new(prometheus.url(), Duration::from_secs(5)).expect("evaluator");
-    let query = |expr: &str| SignalQueries {
-        condition: expr.to_string(),
-        values: Vec::new(),
-    };
+    let query = SignalQueries::new;
 
     // A NaN value: inconclusive for that series, which neither fires nor resolves.
     let mut tracker = Tracker::new(Duration::ZERO, Duration::ZERO);
@@ -297,10 +294,7 @@ async fn a_prometheus_that_does_not_answer_times_out_as_inconclusive() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let evaluator = Evaluator::new(&url, Duration::from_millis(300)).expect("evaluator");
-    let queries = SignalQueries {
-        condition: "up".into(),
-        values: Vec::new(),
-    };
+    let queries = SignalQueries::new("up");
     let started = std::time::Instant::now();
     let observation = evaluator.observe(&queries, Utc::now()).await;
     assert!(
@@ -379,11 +373,34 @@ fn replay_backtests_playbooks_over_history_as_json_lines() {
     assert_eq!(seconds(firing.2) - seconds(pending.2), 120, "{events:?}");
     assert!(events.iter().all(|e| e.1 != "hourly"), "{events:?}");
     assert!(lines.iter().all(|l| l["playbook"] == "crash-loop"));
+    // The firing signal carries its value, and opens one incident on the playbook's target.
+    let firing_line = lines
+        .iter()
+        .find(|l| l["event"] == "signal_firing")
+        .expect("firing line");
+    assert!(
+        firing_line["values"]["restartsInWindow"].as_f64() > Some(5.0),
+        "{firing_line}"
+    );
+    let opened: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "incident_opened")
+        .collect();
+    assert_eq!(opened.len(), 1, "{lines:#?}");
+    assert_eq!(opened[0]["time"], firing_line["time"]);
+    assert_eq!(opened[0]["target"], "Deployment shop/x");
+    assert!(
+        opened[0]["incident"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("inc-")),
+        "{}",
+        opened[0]
+    );
 
     let table = replay("table");
     assert!(table.starts_with("TIME"), "{table}");
     assert!(
-        table.contains("signal_firing") && table.contains("pod=crashy"),
+        table.contains("signal_firing") && table.contains(r#"pod="crashy""#),
         "{table}"
     );
 }
@@ -485,9 +502,13 @@ async fn the_live_loop_evaluates_each_trigger_and_keeps_state_across_unrelated_r
     let evaluator = Evaluator::new(prometheus.url(), Duration::from_secs(5)).expect("evaluator");
     let cancel = tokio_util::sync::CancellationToken::new();
     let (tx, mut events) = tokio::sync::mpsc::channel(64);
+    let sources = salve::signal::evaluation::Sources {
+        prometheus: Some(evaluator),
+        alerts: None,
+    };
     let task = tokio::spawn(live::run(
         std::sync::Arc::clone(reloader.active()),
-        evaluator,
+        sources,
         LiveOptions::default(),
         cancel.clone(),
         tx,
@@ -535,4 +556,163 @@ async fn the_live_loop_evaluates_each_trigger_and_keeps_state_across_unrelated_r
         .await
         .expect("the loop stops when cancelled")
         .expect("the loop does not panic");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_series_that_stops_reporting_is_inconclusive_then_resolves_only_after_the_expiry() {
+    // `crashy` restarts every minute until minute 40, then its series stops (the pod's node
+    // went away); `steady` keeps being scraped, so the scrape pipeline as a whole works.
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(&restarts("crashy"), "0+1x40")
+        .and_then(|s| s.series(&restarts("steady"), "0x89"))
+        .expect("series");
+    let prometheus = start(scenario);
+    let trigger = trigger("    crashLoop: {restarts: 5, window: 15m}\n");
+    let events = run(&prometheus, &trigger, 20..80).await;
+    let crashy: Vec<(i64, &str)> = events
+        .iter()
+        .filter(|e| e.labels.get("pod").map(String::as_str) == Some("crashy"))
+        .map(|e| {
+            let minute = (e.at.timestamp() - prometheus.start_time()) / 60;
+            (minute, e.transition.event())
+        })
+        .collect();
+    // Firing from the start; stale once its newest sample is older than staleAfter (3m);
+    // absent once Prometheus's 5m lookback no longer finds it, while `increase` over the
+    // window still holds; resolved only 15 minutes after it went absent.
+    assert_eq!(
+        crashy,
+        [
+            (20, "signal_firing"),
+            (44, "signal_inconclusive"),
+            (46, "signal_inconclusive"),
+            (61, "signal_resolved"),
+        ],
+        "{events:#?}"
+    );
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.transition {
+            Transition::Inconclusive { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons[0].contains("`restarts` sample is older than staleAfter (180s)"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("no recent series"), "{reasons:?}");
+    assert!(fired(&events, "pod").iter().all(|p| p == "crashy"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_input_with_no_series_at_all_is_inconclusive_not_quiet() {
+    // The working set is scraped, but kube-state-metrics (the limits) is missing entirely.
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(
+            r#"container_memory_working_set_bytes{namespace="shop",pod="a",container="app"}"#,
+            "1e9+1e7x59",
+        )
+        .expect("series");
+    let prometheus = start(scenario);
+    let leak = trigger("    memoryLeak: {window: 30m, horizon: 2h}\n");
+    let events = run(&prometheus, &leak, 40..45).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.transition.event())
+            .collect::<Vec<_>>(),
+        ["signal_inconclusive"],
+        "reported once, not at every evaluation: {events:#?}"
+    );
+    let Transition::Inconclusive { reason } = &events[0].transition else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("input `limit` has no series")
+            && reason.contains("kube_pod_container_resource_limits"),
+        "{reason}"
+    );
+    // A selector that matches nothing is the same: a typo must not look like health.
+    let typo = trigger("    crashLoop: {restarts: 3, selector: '{namespace=\"shpo\"}'}\n");
+    let events = run(&prometheus, &typo, 40..41).await;
+    assert_eq!(inconclusive(&events), 1, "{events:#?}");
+}
+
+#[test]
+fn a_flapping_series_is_one_incident_in_a_replay() {
+    // Holds for 5 minutes, drops for 2, three times over, then stays quiet.
+    let scenario = Scenario::new(MINUTE)
+        .expect("interval")
+        .series(
+            r#"queue_depth{namespace="shop",deployment="worker"}"#,
+            "90x4 0x1 90x4 0x1 90x4 0x40",
+        )
+        .expect("series");
+    let prometheus = start(scenario);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("queue.yaml"),
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: queue}\nspec:\n  trigger:\n    promql: {expr: 'max by (namespace, deployment) (queue_depth) > 50'}\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: \"${labels.deployment}\"}\n  cooldown: 30m\n  steps:\n    - {action: capture_logs, risk: none}\n",
+    )
+    .expect("write playbook");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["replay", "--playbooks"])
+        .arg(dir.path())
+        .args(["--prometheus", prometheus.url()])
+        .args(["--from", &prometheus.time_at(0).to_string()])
+        .args(["--to", &prometheus.time_at(40).to_string()])
+        .args(["--step", "1m"])
+        .output()
+        .expect("run salve replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let incidents: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| {
+            l["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("incident_"))
+        })
+        .map(|l| {
+            (
+                l["event"].as_str().expect("event"),
+                l["incident"].as_str().expect("incident id"),
+            )
+        })
+        .collect();
+    let events: Vec<&str> = incidents.iter().map(|i| i.0).collect();
+    assert_eq!(
+        events,
+        [
+            "incident_opened",
+            "incident_resolved",
+            "incident_reopened",
+            "incident_resolved",
+            "incident_reopened",
+            "incident_resolved"
+        ],
+        "{lines:#?}"
+    );
+    assert!(
+        incidents.iter().all(|i| i.1 == incidents[0].1),
+        "one incident throughout: {incidents:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["target"] == "Deployment shop/worker")
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("1 incident(s) opened"), "{summary}");
 }

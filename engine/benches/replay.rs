@@ -4,16 +4,19 @@
 //! Run with `cargo bench --bench replay`. Options (after `--`): `--days N` (7), `--pods N`
 //! (50: one working-set and one limit series each, so 100 series), `--step SECONDS` (60).
 //! Prints the backfill time, the replay time, steps per second, and how each step splits
-//! between the Prometheus round trip and Salve's own work (signal states and events).
+//! between the Prometheus round trips and Salve's own work (signal states and events), then
+//! replays again through `Evaluation::step`, the path `salve replay` takes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
+use salve::incident::Incidents;
 use salve::playbook::load::{Loaded, load_text};
 use salve::prometheus::{self, Scenario};
 use salve::signal;
 use salve::signal::evaluate::Evaluator;
+use salve::signal::evaluation::{Evaluation, Sources};
 use salve::signal::state::Tracker;
 
 fn option(name: &str, default: u64) -> u64 {
@@ -61,7 +64,7 @@ fn main() {
     let mut loaded = Loaded::default();
     load_text(Path::new("leak.yaml"), text, &mut loaded);
     let trigger = &loaded.playbooks[0].trigger;
-    let queries = signal::queries(&trigger.kind).expect("queries");
+    let queries = signal::for_trigger(trigger).expect("queries");
     let evaluator = Evaluator::new(server.url(), Duration::from_secs(10)).expect("evaluator");
     let mut tracker = Tracker::new(trigger.for_, trigger.keep_firing_for);
 
@@ -84,6 +87,27 @@ fn main() {
         steps += 1;
         at += i64::try_from(step).expect("step");
     }
+    let split = started.elapsed();
+
+    // The same replay through `Evaluation::step`, the code `salve replay` runs: the condition,
+    // the input-freshness check and, on changes, the values, with incidents on top.
+    let sources = Sources {
+        prometheus: Some(evaluator),
+        alerts: None,
+    };
+    let evaluation = Evaluation::new(sources, 8, loaded.playbooks.iter().cloned());
+    let mut incidents = Incidents::new();
+    let (mut replay_events, mut opened) = (0usize, 0usize);
+    let started = Instant::now();
+    let mut at = server.start_time() + 30 * 60;
+    while at <= server.end_time() {
+        let when = DateTime::from_timestamp(at, 0).expect("time");
+        for e in runtime.block_on(evaluation.step(when)) {
+            replay_events += 1;
+            opened += usize::from(incidents.apply(&loaded.playbooks[0], &e.event).is_some());
+        }
+        at += i64::try_from(step).expect("step");
+    }
     let replay = started.elapsed();
     let per_step = |d: Duration| d.as_secs_f64() * 1e6 / steps as f64;
     println!(
@@ -92,12 +116,13 @@ fn main() {
     );
     println!("backfill + start: {:.2} s", backfill.as_secs_f64());
     println!(
-        "replay: {steps} steps of {step} s in {:.2} s = {:.0} steps/s ({events} events)",
+        "replay (Evaluation::step + incidents): {steps} steps of {step} s in {:.2} s = {:.0} steps/s ({replay_events} signal events, {opened} incident events)",
         replay.as_secs_f64(),
         steps as f64 / replay.as_secs_f64()
     );
     println!(
-        "per step: {:.0} µs query round trip (HTTP + Prometheus + JSON), {:.1} µs signal states",
+        "split run ({:.2} s, {events} events) per step: {:.0} µs queries (condition + inputs: HTTP + Prometheus + JSON), {:.1} µs signal states",
+        split.as_secs_f64(),
         per_step(querying),
         per_step(tracking)
     );

@@ -1,5 +1,6 @@
 //! The `salve` command line.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,11 +11,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::alertmanager::AlertStore;
 use crate::diagnostic::Severity;
+use crate::incident::{Incident, IncidentEvent, IncidentTransition, Incidents, describe};
 use crate::playbook::load::{Loaded, load_paths};
 use crate::playbook::watch::{self, Reloader, WatchOptions};
 use crate::playbook::{Playbook, StepRun, TriggerKind};
 use crate::schema::DocumentKind;
+use crate::signal::evaluate::Evaluator;
+use crate::signal::evaluation::{Evaluation, PlaybookEvent, Sources};
+use crate::signal::state::Transition;
 use crate::telemetry::LogFormat;
 
 /// Salve: a declarative self-healing engine for Kubernetes.
@@ -94,9 +100,13 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         debounce_ms: u64,
         /// Also evaluate the PromQL-based triggers against this Prometheus and log every signal
-        /// change (nothing is acted on yet).
+        /// and incident change (nothing is acted on yet).
         #[arg(long)]
         prometheus: Option<String>,
+        /// Listen on this address for Alertmanager's webhook
+        /// (`POST /api/v1/alerts/alertmanager`), feeding `alert` triggers.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -164,6 +174,15 @@ pub enum Error {
     /// The Prometheus URL is not usable.
     #[error(transparent)]
     Evaluator(#[from] crate::signal::evaluate::Error),
+    /// The webhook listener could not bind its address.
+    #[error("cannot listen on {address}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// `Result` with this module's [`Error`].
@@ -182,7 +201,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             paths,
             debounce_ms,
             prometheus,
-        } => watch_paths(paths, debounce_ms, prometheus.as_deref()),
+            listen,
+        } => watch_paths(paths, debounce_ms, prometheus.as_deref(), listen),
         Command::Test { paths } => test(&paths),
         Command::Replay {
             playbooks,
@@ -266,10 +286,23 @@ fn describe_playbook(out: &mut impl Write, playbook: &Playbook) -> io::Result<()
         playbook.steps.len(),
         playbook.max_step_risk(),
     )?;
-    if let Some(queries) = crate::signal::queries(&playbook.trigger.kind) {
-        writeln!(out, "  condition: {}", queries.condition)?;
+    if let Some(queries) = crate::signal::for_trigger(&playbook.trigger) {
+        writeln!(
+            out,
+            "  condition ({}): {}",
+            queries.value, queries.condition
+        )?;
         for (name, expr) in &queries.values {
             writeln!(out, "  value {name}: {expr}")?;
+        }
+        for input in &queries.inputs {
+            writeln!(
+                out,
+                "  input {} (stale after {}s): {}",
+                input.name,
+                queries.stale_after.as_secs(),
+                input.selector
+            )?;
         }
     }
     if let TriggerKind::Schedule { schedule, .. } = &playbook.trigger.kind {
@@ -357,9 +390,10 @@ fn watch_paths(
     paths: Vec<PathBuf>,
     debounce_ms: u64,
     prometheus: Option<&str>,
+    listen: Option<std::net::SocketAddr>,
 ) -> Result<ExitCode> {
-    let evaluator = prometheus
-        .map(|url| crate::signal::evaluate::Evaluator::new(url, std::time::Duration::from_secs(10)))
+    let prometheus = prometheus
+        .map(|url| Evaluator::new(url, std::time::Duration::from_secs(10)))
         .transpose()?;
     let reloader = match Reloader::from_paths(paths) {
         Ok((reloader, warnings)) => {
@@ -396,33 +430,24 @@ fn watch_paths(
             debounce: std::time::Duration::from_millis(debounce_ms),
             ..WatchOptions::default()
         };
-        let live = evaluator.map(|evaluator| {
-            let (events_tx, mut events) = tokio::sync::mpsc::channel(256);
+        let alerts = match listen {
+            Some(address) => Some(serve_webhook(address, cancel.clone()).await?),
+            None => None,
+        };
+        let mut tasks = Vec::new();
+        if prometheus.is_some() || alerts.is_some() {
+            let (events_tx, events) = tokio::sync::mpsc::channel(256);
             let active = Arc::clone(reloader.active());
-            let run = crate::signal::live::run(
-                active,
-                evaluator,
+            let sources = Sources { prometheus, alerts };
+            tasks.push(tokio::spawn(crate::signal::live::run(
+                Arc::clone(&active),
+                sources,
                 crate::signal::live::LiveOptions::default(),
                 cancel.clone(),
                 events_tx,
-            );
-            let log = async move {
-                while let Some(e) = events.recv().await {
-                    let event = e.event.transition.event();
-                    let labels = &e.event.labels;
-                    match &e.event.transition {
-                        crate::signal::state::Transition::Inconclusive { reason } => {
-                            tracing::warn!(playbook = e.playbook, event, ?labels, reason, "signal");
-                        }
-                        _ => {
-                            let value = e.event.value;
-                            tracing::info!(playbook = e.playbook, event, ?labels, value, "signal");
-                        }
-                    }
-                }
-            };
-            (tokio::spawn(run), tokio::spawn(log))
-        });
+            )));
+            tasks.push(tokio::spawn(log_signals(active, events)));
+        }
         let task = tokio::spawn(watch::watch(reloader, options, cancel.clone(), tx));
         // Outcomes are logged by the watcher; drain them so the channel never fills.
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -431,15 +456,71 @@ fn watch_paths(
         cancel.cancel();
         let result = task.await;
         drain.abort();
-        if let Some((run, log)) = live {
-            let _ = run.await;
-            let _ = log.await;
+        for task in tasks {
+            let _ = task.await;
         }
         match result {
             Ok(result) => result.map(|()| ExitCode::SUCCESS).map_err(Error::from),
             Err(_) => Ok(ExitCode::FAILURE),
         }
     })
+}
+
+/// Serves Alertmanager's webhook on `address` until `cancel`; the store it fills.
+async fn serve_webhook(
+    address: std::net::SocketAddr,
+    cancel: CancellationToken,
+) -> Result<AlertStore> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Listen { address, source })?;
+    let store = AlertStore::new();
+    let app = crate::alertmanager::routes(store.clone());
+    tracing::info!(%address, path = crate::alertmanager::WEBHOOK_PATH, "listening for Alertmanager's webhook");
+    tokio::spawn(async move {
+        let shutdown = async move { cancel.cancelled().await };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "the webhook listener stopped");
+        }
+    });
+    Ok(store)
+}
+
+/// Logs every signal event, and the incidents they open and resolve.
+async fn log_signals(
+    active: Arc<arc_swap::ArcSwap<crate::playbook::PlaybookSet>>,
+    mut events: tokio::sync::mpsc::Receiver<PlaybookEvent>,
+) {
+    let mut incidents = Incidents::new();
+    while let Some(e) = events.recv().await {
+        let event = e.event.transition.event();
+        let labels = describe(&e.event.labels);
+        match &e.event.transition {
+            Transition::Inconclusive { reason } => {
+                tracing::warn!(playbook = e.playbook, event, %labels, reason, "signal");
+            }
+            _ => {
+                let values = format!("{:?}", e.event.values);
+                tracing::info!(playbook = e.playbook, event, %labels, %values, "signal");
+            }
+        }
+        let Some(playbook) = active.load().playbook(&e.playbook).cloned() else {
+            continue;
+        };
+        if let Some(change) = incidents.apply(&playbook, &e.event) {
+            tracing::info!(
+                playbook = e.playbook,
+                event = change.transition.event(),
+                incident = change.incident.id,
+                target = change.incident.target.as_deref().unwrap_or("-"),
+                labels = %describe(&change.labels),
+                "incident"
+            );
+        }
+    }
 }
 
 /// Loads `paths`, or prints every diagnostic and returns `None` when the set has errors.
@@ -471,69 +552,156 @@ fn replay(
     let Some(loaded) = load_valid(paths) else {
         return Ok(ExitCode::FAILURE);
     };
-    let evaluator = crate::signal::evaluate::Evaluator::new(url, timeout)?;
-    let mut evaluation = crate::signal::evaluation::Evaluation::new(
-        evaluator,
-        loaded.playbooks.iter().map(AsRef::as_ref),
+    let sources = Sources {
+        prometheus: Some(Evaluator::new(url, timeout)?),
+        alerts: None,
+    };
+    let evaluation = Evaluation::new(
+        sources,
+        REPLAY_CONCURRENCY,
+        loaded.playbooks.iter().cloned(),
     );
+    let playbooks: std::collections::HashMap<&str, &Playbook> = loaded
+        .playbooks
+        .iter()
+        .map(|p| (p.name.as_str(), p.as_ref()))
+        .collect();
     let step = chrono::Duration::from_std(step).unwrap_or(chrono::Duration::MAX);
     let runtime = current_thread_runtime()?;
     let mut out = io::stdout().lock();
     if format == ReplayFormat::Table {
         writeln!(
             out,
-            "{:<20}  {:<19}  {:<28}  {:>12}  LABELS",
-            "TIME", "EVENT", "PLAYBOOK", "VALUE"
+            "{:<20}  {:<19}  {:<28}  {:<16}  LABELS / VALUES",
+            "TIME", "EVENT", "PLAYBOOK", "INCIDENT"
         )
         .map_err(stdout_error)?;
     }
+    let mut incidents = Incidents::new();
+    let (mut steps, mut opened) = (0_u64, 0_u64);
     let mut at = from;
     while at <= to {
         for e in runtime.block_on(evaluation.step(at)) {
-            let line = match format {
-                ReplayFormat::Json => replay_json(&e).to_string(),
-                ReplayFormat::Table => replay_row(&e),
-            };
-            writeln!(out, "{line}").map_err(stdout_error)?;
+            let change = playbooks
+                .get(e.playbook.as_str())
+                .and_then(|playbook| incidents.apply(playbook, &e.event));
+            let mut lines = vec![ReplayLine::signal(&e)];
+            if let Some(change) = &change {
+                opened += u64::from(change.transition == IncidentTransition::Opened);
+                lines.push(ReplayLine::incident(change));
+            }
+            for line in lines {
+                let text = match format {
+                    ReplayFormat::Json => line.json().to_string(),
+                    ReplayFormat::Table => line.row(),
+                };
+                writeln!(out, "{text}").map_err(stdout_error)?;
+            }
         }
-        at += step;
+        steps += 1;
+        let Some(next) = at.checked_add_signed(step) else {
+            break;
+        };
+        at = next;
     }
+    let (evaluations, inconclusive) = evaluation
+        .triggers()
+        .iter()
+        .map(|t| t.tracker().counts())
+        .fold((0, 0), |(e, i), c| (e + c.evaluations, i + c.inconclusive));
+    eprintln!(
+        "replay: {steps} step(s), {} trigger(s), {evaluations} evaluation(s) ({inconclusive} inconclusive), {opened} incident(s) opened, {} still open",
+        evaluation.len(),
+        incidents.open().count()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay_json(e: &crate::signal::evaluation::PlaybookEvent) -> serde_json::Value {
-    use crate::signal::state::Transition;
-    let mut line = json!({
-        "time": e.event.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "event": e.event.transition.event(),
-        "playbook": e.playbook,
-        "labels": e.event.labels,
-        "values": e.event.value.filter(|v| v.is_finite()).map(|v| json!({"value": v})).unwrap_or(json!({})),
-    });
-    if let Transition::Inconclusive { reason } = &e.event.transition {
-        line["reason"] = json!(reason);
-    }
-    line
+/// How many triggers a replay evaluates at once.
+const REPLAY_CONCURRENCY: usize = 8;
+
+/// One line of replay output: a signal event or the incident change it caused.
+struct ReplayLine<'a> {
+    at: DateTime<Utc>,
+    event: &'static str,
+    playbook: &'a str,
+    labels: &'a crate::signal::state::LabelSet,
+    values: &'a std::collections::BTreeMap<String, f64>,
+    incident: Option<&'a Incident>,
+    reason: Option<&'a str>,
 }
 
-fn replay_row(e: &crate::signal::evaluation::PlaybookEvent) -> String {
-    let labels: Vec<String> = e
-        .event
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let value = e.event.value.map(|v| format!("{v:.4}")).unwrap_or_default();
-    format!(
-        "{:<20}  {:<19}  {:<28}  {:>12}  {}",
-        e.event
-            .at
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        e.event.transition.event(),
-        e.playbook,
-        value,
-        labels.join(",")
-    )
+impl<'a> ReplayLine<'a> {
+    fn signal(e: &'a PlaybookEvent) -> Self {
+        ReplayLine {
+            at: e.event.at,
+            event: e.event.transition.event(),
+            playbook: &e.playbook,
+            labels: &e.event.labels,
+            values: &e.event.values,
+            incident: None,
+            reason: match &e.event.transition {
+                Transition::Inconclusive { reason } => Some(reason),
+                _ => None,
+            },
+        }
+    }
+
+    fn incident(change: &'a IncidentEvent) -> Self {
+        ReplayLine {
+            at: change.at,
+            event: change.transition.event(),
+            playbook: &change.incident.playbook,
+            labels: &change.labels,
+            values: &change.values,
+            incident: Some(&change.incident),
+            reason: None,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let values: serde_json::Map<String, serde_json::Value> = self
+            .values
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let mut line = json!({
+            "time": self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "event": self.event,
+            "playbook": self.playbook,
+            "labels": self.labels,
+            "values": values,
+        });
+        if let Some(incident) = self.incident {
+            line["incident"] = json!(incident.id);
+            line["target"] = json!(incident.target);
+        }
+        if let Some(reason) = self.reason {
+            line["reason"] = json!(reason);
+        }
+        line
+    }
+
+    fn row(&self) -> String {
+        let mut detail = describe(self.labels);
+        for (name, value) in self.values {
+            let _ = write!(detail, " {name}={value:.4}");
+        }
+        if let Some(target) = self.incident.and_then(|i| i.target.as_deref()) {
+            let _ = write!(detail, " target={target}");
+        }
+        if let Some(reason) = self.reason {
+            let _ = write!(detail, " ({reason})");
+        }
+        format!(
+            "{:<20}  {:<19}  {:<28}  {:<16}  {detail}",
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.event,
+            self.playbook,
+            self.incident.map_or("", |i| i.id.as_str()),
+        )
+    }
 }
 
 fn test(paths: &[PathBuf]) -> Result<ExitCode> {

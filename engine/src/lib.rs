@@ -7,10 +7,12 @@
 //! gate, executors and the journal.
 
 pub mod action;
+pub mod alertmanager;
 pub mod check;
 pub mod cli;
 pub mod condition;
 pub mod diagnostic;
+pub mod incident;
 pub mod playbook;
 pub mod policy;
 pub mod prometheus;

@@ -5,8 +5,13 @@
 //! evaluated from the first sample to the expectation's time (default: the last sample) at the
 //! trigger's interval, through the same evaluation code as the live engine and `salve replay`.
 //! An incident is expected when a signal is firing at that time.
+//!
+//! An `alert` trigger is tested the way a replay evaluates it: through the `ALERTS` series
+//! Prometheus keeps for its alerting rules, so a test writes
+//! `ALERTS{alertname="...", alertstate="firing", ...}` series.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,7 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::playbook::{Playbook, PlaybookTest, TriggerKind};
 use crate::prometheus::{Harness, Scenario};
 use crate::signal::evaluate::Evaluator;
-use crate::signal::evaluation::Evaluation;
+use crate::signal::evaluation::{Evaluation, Sources};
 use crate::signal::state::{LabelSet, Transition};
 
 /// How one test ended.
@@ -44,7 +49,7 @@ pub struct TestResult {
 }
 
 /// Runs every test of `playbook` with the binaries `harness` found.
-pub async fn run_playbook(playbook: &Playbook, harness: &Harness) -> Vec<TestResult> {
+pub async fn run_playbook(playbook: &Arc<Playbook>, harness: &Harness) -> Vec<TestResult> {
     let mut results = Vec::new();
     for test in &playbook.tests {
         let started = Instant::now();
@@ -61,16 +66,13 @@ pub async fn run_playbook(playbook: &Playbook, harness: &Harness) -> Vec<TestRes
 }
 
 async fn run_test(
-    playbook: &Playbook,
+    playbook: &Arc<Playbook>,
     test: &PlaybookTest,
     harness: &Harness,
 ) -> (Verdict, Option<String>) {
     let verdict = match &playbook.trigger.kind {
         TriggerKind::Event { .. } => {
             Some("event triggers need the Kubernetes watcher (not built yet)")
-        }
-        TriggerKind::Alert { .. } => {
-            Some("alert triggers need the Alertmanager webhook (not built yet)")
         }
         TriggerKind::Schedule { .. } => Some("schedule triggers do not read series"),
         _ => None,
@@ -87,7 +89,7 @@ async fn run_test(
 /// Evaluates the trigger over the test's series; the signals firing at the end, or why the
 /// test could not run or conclude.
 async fn evaluate(
-    playbook: &Playbook,
+    playbook: &Arc<Playbook>,
     test: &PlaybookTest,
     harness: &Harness,
 ) -> Result<BTreeMap<LabelSet, f64>, String> {
@@ -106,7 +108,11 @@ async fn evaluate(
     let interval = i64::try_from(playbook.trigger.interval.as_secs())
         .unwrap_or(i64::MAX)
         .max(1);
-    let mut evaluation = Evaluation::new(evaluator, [playbook]);
+    let sources = Sources {
+        prometheus: Some(evaluator),
+        alerts: None,
+    };
+    let evaluation = Evaluation::new(sources, 1, [Arc::clone(playbook)]);
     let mut firing: BTreeMap<LabelSet, f64> = BTreeMap::new();
     let mut inconclusive = Vec::new();
     let mut at = start;

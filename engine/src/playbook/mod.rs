@@ -83,6 +83,8 @@ pub struct Trigger {
     pub keep_firing_for: Duration,
     /// How often it is evaluated.
     pub interval: Duration,
+    /// When the inputs of a built-in signal count as stale.
+    pub stale_after: Duration,
 }
 
 /// The kinds of trigger, with their validated settings.

@@ -120,6 +120,10 @@ pub struct Trigger {
     /// How often to evaluate (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+    /// Built-in signals only: an input whose newest sample is older than this makes its
+    /// signal inconclusive, never healthy (default 3m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after: Option<String>,
 }
 
 /// A PromQL trigger.

@@ -7,14 +7,17 @@
 //! backoff   = max by (namespace, pod, container) (kube_pod_container_status_waiting_reason{reason="CrashLoopBackOff", S})
 //!
 //! condition: restarts > N or (restarts and on (namespace, pod, container) backoff == 1)
-//!            value: restarts within the window
+//!            value: restartsInWindow
 //! ```
+//!
+//! Input checked for presence and freshness: the restart counter.
 //!
 //! One restart an hour never reaches `N` within a short window; a container stuck in back-off
 //! fires even when its restarts are spaced out by the growing back-off delay.
 
 use crate::playbook::TriggerKind;
-use crate::signal::{SignalQueries, range, select};
+use crate::playbook::compile::defaults;
+use crate::signal::{Input, SignalQueries, range, select};
 
 const BY: &str = "by (namespace, pod, container)";
 
@@ -28,11 +31,8 @@ pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
     else {
         return None;
     };
-    let restarts_in_window = format!(
-        "max {BY} (increase({}[{}]))",
-        select("kube_pod_container_status_restarts_total", &[selector]),
-        range(*window)
-    );
+    let restarts_series = select("kube_pod_container_status_restarts_total", &[selector]);
+    let restarts_in_window = format!("max {BY} (increase({restarts_series}[{}]))", range(*window));
     let backoff = format!(
         "max {BY} ({})",
         select(
@@ -44,6 +44,13 @@ pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
         condition: format!(
             "{restarts_in_window} > {restarts} or ({restarts_in_window} and on (namespace, pod, container) ({backoff} == 1))"
         ),
-        values: vec![("restartsInWindow", restarts_in_window)],
+        value: "restartsInWindow",
+        values: Vec::new(),
+        inputs: vec![Input {
+            name: "restarts",
+            selector: restarts_series,
+            by: BY.to_string(),
+        }],
+        stale_after: defaults::STALE_AFTER,
     })
 }

@@ -1,17 +1,20 @@
 //! Evaluates a trigger's condition against Prometheus at one instant.
 //!
 //! Every way an evaluation can fail — Prometheus unreachable, an HTTP or PromQL error, a
-//! timeout, a result of the wrong type — becomes an [`Observation::Inconclusive`] with the
-//! reason, never an empty (healthy-looking) result.
+//! timeout, a result of the wrong type, an input of a built-in signal with no series at all —
+//! becomes an [`Observation::Inconclusive`] with the reason, never an empty (healthy-looking)
+//! result. For built-in signals the inputs are asked alongside the condition (one more query)
+//! and judged per series: present and fresh, stale, or absent.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prometheus_http_query::Client;
 use prometheus_http_query::response::Data;
 
-use super::SignalQueries;
-use super::state::{LabelSet, Observation, Sample};
+use super::state::{Freshness, LabelSet, Observation, Sample};
+use super::{PART_LABEL, SignalQueries};
 
 /// Why an evaluator cannot be created.
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +60,47 @@ impl Evaluator {
         Ok(Evaluator { client, timeout })
     }
 
-    /// Evaluates `queries.condition` at `at`: the series that hold, or why nothing can be
-    /// concluded.
+    /// Evaluates `queries.condition` at `at`, and the freshness of its inputs: the series that
+    /// hold, or why nothing can be concluded.
     pub async fn observe(&self, queries: &SignalQueries, at: DateTime<Utc>) -> Observation {
-        match self.instant(&queries.condition, at).await {
-            Ok(samples) => Observation::Holds(samples),
+        let Some(inputs_query) = queries.inputs_query() else {
+            return match self.instant(&queries.condition, at).await {
+                Ok(samples) => Observation::Holds(samples),
+                Err(reason) => Observation::Inconclusive(reason),
+            };
+        };
+        let (holds, ages) = tokio::join!(
+            self.instant(&queries.condition, at),
+            self.instant(&inputs_query, at)
+        );
+        let holds = match holds {
+            Ok(holds) => holds,
+            Err(reason) => return Observation::Inconclusive(reason),
+        };
+        let ages = match ages {
+            Ok(ages) => ages,
+            Err(reason) => return Observation::Inconclusive(format!("checking inputs: {reason}")),
+        };
+        match judge_inputs(queries, ages) {
+            Ok(inputs) => Observation::Checked { holds, inputs },
             Err(reason) => Observation::Inconclusive(reason),
         }
+    }
+
+    /// The further values of every signal at `at`, by the signal's labels.
+    pub async fn values(
+        &self,
+        queries: &SignalQueries,
+        at: DateTime<Utc>,
+    ) -> std::result::Result<BTreeMap<LabelSet, BTreeMap<String, f64>>, String> {
+        let Some(query) = queries.values_query() else {
+            return Ok(BTreeMap::new());
+        };
+        let mut values: BTreeMap<LabelSet, BTreeMap<String, f64>> = BTreeMap::new();
+        for (part, labels, value) in parts(self.instant(&query, at).await?) {
+            values.entry(labels).or_default().insert(part, value);
+        }
+        Ok(values)
     }
 
     /// One instant query at `at`, as samples (labels without `__name__`).
@@ -107,4 +144,53 @@ impl Evaluator {
             }
         }
     }
+}
+
+/// Splits the series of a combined query into (part name, the series' own labels, value).
+fn parts(samples: Vec<Sample>) -> impl Iterator<Item = (String, LabelSet, f64)> {
+    samples.into_iter().filter_map(|mut sample| {
+        let part = sample.labels.remove(PART_LABEL)?;
+        Some((part, sample.labels, sample.value))
+    })
+}
+
+/// Judges the ages of the inputs' newest samples: every input must have series; a signal
+/// whose inputs are all present is fresh unless one is older than `stale_after`; a signal
+/// missing an input is left out (absent).
+fn judge_inputs(
+    queries: &SignalQueries,
+    ages: Vec<Sample>,
+) -> std::result::Result<BTreeMap<LabelSet, Freshness>, String> {
+    let mut by_signal: BTreeMap<LabelSet, BTreeMap<String, f64>> = BTreeMap::new();
+    for (part, labels, age) in parts(ages) {
+        by_signal.entry(labels).or_default().insert(part, age);
+    }
+    for input in &queries.inputs {
+        if !by_signal.values().any(|ages| ages.contains_key(input.name)) {
+            return Err(format!(
+                "input `{}` has no series: `{}` matches nothing",
+                input.name, input.selector
+            ));
+        }
+    }
+    let limit = queries.stale_after.as_secs_f64();
+    Ok(by_signal
+        .into_iter()
+        .filter(|(_, ages)| queries.inputs.iter().all(|i| ages.contains_key(i.name)))
+        .map(|(labels, ages)| {
+            let stale = queries.inputs.iter().find(|i| {
+                ages.get(i.name)
+                    .is_none_or(|age| age.is_nan() || *age > limit)
+            });
+            let freshness = match stale {
+                Some(input) => Freshness::Stale(format!(
+                    "the newest `{}` sample is older than staleAfter ({}s)",
+                    input.name,
+                    queries.stale_after.as_secs()
+                )),
+                None => Freshness::Fresh,
+            };
+            (labels, freshness)
+        })
+        .collect())
 }

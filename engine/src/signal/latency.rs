@@ -6,15 +6,18 @@
 //!
 //! ```text
 //! condition: histogram_quantile(Q, sum by (le, L) (rate(M_bucket{S}[W]))) > T
-//!            value: the quantile, in seconds
+//!            value: quantileSeconds
 //! ```
+//!
+//! Input checked for presence and freshness: the buckets, per `L`.
 //!
 //! `rate` over `W` smooths single slow requests; `for` on the trigger decides how long the
 //! breach must last. With no traffic in the window the quantile is NaN, which is never above
 //! the threshold (and which the evaluator treats as inconclusive, not healthy).
 
 use crate::playbook::TriggerKind;
-use crate::signal::{SignalQueries, number, range, select};
+use crate::playbook::compile::defaults;
+use crate::signal::{Input, SignalQueries, number, range, select};
 
 /// The queries of a `latency` trigger; `None` for other kinds.
 pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
@@ -44,6 +47,13 @@ pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
     );
     Some(SignalQueries {
         condition: format!("{quantile_expr} > {}", number(threshold.as_secs_f64())),
-        values: vec![("quantileSeconds", quantile_expr)],
+        value: "quantileSeconds",
+        values: Vec::new(),
+        inputs: vec![Input {
+            name: "buckets",
+            selector: buckets,
+            by: crate::signal::by(by),
+        }],
+        stale_after: defaults::STALE_AFTER,
     })
 }

@@ -1,12 +1,13 @@
-//! The live evaluation loop: every PromQL-based trigger of the active playbook set is evaluated
-//! on its own interval, at most `concurrency` queries at a time, each under the evaluator's
-//! timeout, until cancelled.
+//! The live evaluation loop: every trigger of the active playbook set is evaluated when it is
+//! due — on its interval, at its cron's fire times, and for alert triggers also as soon as
+//! Alertmanager delivers — at most `concurrency` at a time, until cancelled. Each evaluation
+//! is [`Tracked::evaluate`], the code `salve replay` runs too.
 //!
 //! Signal states belong to a playbook's content: they survive a reload that leaves the playbook
 //! unchanged (same digest), start afresh when it changes, and go when it is removed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -16,16 +17,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::SignalQueries;
-use super::evaluate::Evaluator;
-use super::evaluation::PlaybookEvent;
-use super::state::Tracker;
+use super::evaluation::{PlaybookEvent, Sources, Tracked};
 use crate::playbook::PlaybookSet;
 
 /// How the loop runs.
 #[derive(Debug, Clone, Copy)]
 pub struct LiveOptions {
-    /// At most this many queries in flight.
+    /// At most this many evaluations in flight.
     pub concurrency: usize,
     /// How often the loop looks for triggers that are due.
     pub tick: Duration,
@@ -42,10 +40,8 @@ impl Default for LiveOptions {
 
 struct Entry {
     digest: String,
-    queries: Arc<SignalQueries>,
-    tracker: Arc<Mutex<Tracker>>,
+    tracked: Arc<Tracked>,
     due: Instant,
-    interval: Duration,
     running: bool,
 }
 
@@ -53,12 +49,14 @@ struct Entry {
 /// event to `events` (a closed channel stops the loop).
 pub async fn run(
     active: Arc<ArcSwap<PlaybookSet>>,
-    evaluator: Evaluator,
+    sources: Sources,
     options: LiveOptions,
     cancel: CancellationToken,
     events: mpsc::Sender<PlaybookEvent>,
 ) {
+    let sources = Arc::new(sources);
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let mut alerts = sources.alerts.as_ref().map(|store| store.changes());
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut tick = tokio::time::interval(options.tick);
@@ -66,6 +64,13 @@ pub async fn run(
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
+            Some(Ok(())) = async { Some(alerts.as_mut()?.changed().await) } => {
+                // Alertmanager delivered: evaluate alert triggers now, not at their interval.
+                let now = Instant::now();
+                for entry in entries.values_mut().filter(|e| e.tracked.is_alert()) {
+                    entry.due = now;
+                }
+            }
             Some(done) = tasks.join_next() => {
                 if let Ok(name) = done && let Some(entry) = entries.get_mut(&name) {
                     entry.running = false;
@@ -83,29 +88,19 @@ pub async fn run(
             .filter(|(_, e)| !e.running && e.due <= now)
         {
             entry.running = true;
-            entry.due = now + entry.interval;
-            let (name, evaluator, permits, events) = (
+            entry.due = due(&entry.tracked);
+            let (name, sources, permits, events, tracked) = (
                 name.clone(),
-                evaluator.clone(),
+                Arc::clone(&sources),
                 Arc::clone(&permits),
                 events.clone(),
+                Arc::clone(&entry.tracked),
             );
-            let (queries, tracker) = (Arc::clone(&entry.queries), Arc::clone(&entry.tracker));
             tasks.spawn(async move {
                 let Ok(_permit) = permits.acquire().await else {
                     return name;
                 };
-                let at = Utc::now();
-                let observation = evaluator.observe(&queries, at).await;
-                let changes = tracker
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .observe(at, observation);
-                for event in changes {
-                    let event = PlaybookEvent {
-                        playbook: name.clone(),
-                        event,
-                    };
+                for event in tracked.evaluate(&sources, Utc::now()).await {
                     if events.send(event).await.is_err() {
                         break;
                     }
@@ -117,6 +112,16 @@ pub async fn run(
     tasks.shutdown().await;
 }
 
+/// When `tracked` is next due, as a monotonic instant.
+fn due(tracked: &Tracked) -> Instant {
+    let now = Utc::now();
+    let wait = (tracked.next_due(now) - now)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    // A schedule years away still needs a finite instant; it is recomputed on every reload.
+    Instant::now() + wait.min(Duration::from_secs(365 * 24 * 3600))
+}
+
 /// Brings the tracked triggers in line with `set`: new and changed playbooks start afresh,
 /// unchanged ones keep their state, removed ones go.
 fn sync_entries(set: &PlaybookSet, entries: &mut HashMap<String, Entry>) {
@@ -125,20 +130,16 @@ fn sync_entries(set: &PlaybookSet, entries: &mut HashMap<String, Entry>) {
         if entries.contains_key(&playbook.name) {
             continue;
         }
-        let Some(queries) = super::queries(&playbook.trigger.kind) else {
+        let Some(tracked) = Tracked::new(Arc::clone(playbook)) else {
             continue;
         };
+        // A schedule is first looked at now (to note the time), then at its fire times.
         entries.insert(
             playbook.name.clone(),
             Entry {
                 digest: playbook.digest.clone(),
-                queries: Arc::new(queries),
-                tracker: Arc::new(Mutex::new(Tracker::new(
-                    playbook.trigger.for_,
-                    playbook.trigger.keep_firing_for,
-                ))),
+                tracked: Arc::new(tracked),
                 due: Instant::now(),
-                interval: playbook.trigger.interval,
                 running: false,
             },
         );

@@ -9,8 +9,12 @@
 //! limit    = max by (namespace, pod, container) (kube_pod_container_resource_limits{resource="memory", S})
 //! growth   = max by (namespace, pod, container) (deriv(container_memory_working_set_bytes{container!="", container!="POD", S}[W]))
 //!
-//! condition: (limit - usage) / (growth > G) < H          value: seconds until OOM
+//! condition: (limit - usage) / (growth > G) < H          value: secondsToOOM
 //! ```
+//!
+//! Values carried by each signal: `secondsToOOM`, `growthMiBPerMinute` (growth × 60 / 2²⁰),
+//! `percentOfLimit` (100 × usage / limit), `workingSetBytes` and `limitBytes`. Inputs checked
+//! for presence and freshness: the working set and the limit.
 //!
 //! `deriv` fits a line through every sample of the window, so a garbage collector's sawtooth
 //! whose peaks do not rise has a slope near zero and a projected OOM far away: it does not fire.
@@ -18,7 +22,7 @@
 
 use crate::playbook::TriggerKind;
 use crate::playbook::compile::defaults;
-use crate::signal::{SignalQueries, number, range, select};
+use crate::signal::{Input, SignalQueries, number, range, select};
 
 const BY: &str = "by (namespace, pod, container)";
 const BYTES_PER_MIB: f64 = 1024.0 * 1024.0;
@@ -44,7 +48,8 @@ pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
     };
     let usage_series = select(usage_metric, &[real_containers, selector]);
     let usage = format!("max {BY} ({usage_series})");
-    let limit = format!("max {BY} ({})", select(limit_metric, &[selector]));
+    let limit_series = select(limit_metric, &[selector]);
+    let limit = format!("max {BY} ({limit_series})");
     let growth = format!("max {BY} (deriv({usage_series}[{}]))", range(*window));
     let min_growth = min_growth_mib_per_minute * BYTES_PER_MIB / 60.0;
     let condition = format!(
@@ -54,6 +59,20 @@ pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
     );
     Some(SignalQueries {
         condition,
+        value: "secondsToOOM",
+        inputs: vec![
+            Input {
+                name: "workingSet",
+                selector: usage_series,
+                by: BY.to_string(),
+            },
+            Input {
+                name: "limit",
+                selector: limit_series,
+                by: BY.to_string(),
+            },
+        ],
+        stale_after: defaults::STALE_AFTER,
         values: vec![
             (
                 "growthMiBPerMinute",

@@ -24,25 +24,83 @@ pub mod state;
 
 use std::time::Duration;
 
-use crate::playbook::TriggerKind;
+use crate::playbook::{Trigger, TriggerKind};
 
 /// What one trigger asks Prometheus at each evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalQueries {
     /// Returns one series per signal that holds now; its value is the signal's main value.
     pub condition: String,
+    /// The name of the condition's value (`secondsToOOM`, `ratio`, ...).
+    pub value: &'static str,
     /// Further values of each signal, by name, matched to the condition's series by labels.
+    /// Asked only when a signal is pending or firing.
     pub values: Vec<(&'static str, String)>,
+    /// The series the condition reads, checked at every evaluation so that a signal whose
+    /// inputs are stale or gone is inconclusive rather than resolved. Empty for `promql`
+    /// triggers, whose inputs Salve cannot match to the result's series.
+    pub inputs: Vec<Input>,
+    /// An input whose newest sample is older than this is stale.
+    pub stale_after: Duration,
+}
+
+/// One input series of a built-in signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// A name for messages (`workingSet`, `limit`, ...).
+    pub name: &'static str,
+    /// Its vector selector.
+    pub selector: String,
+    /// The aggregation that matches its series to the condition's (`by (namespace, pod)`).
+    pub by: String,
+}
+
+/// The label that names the input or value a series of a combined query belongs to.
+pub const PART_LABEL: &str = "salve_part";
+
+impl SignalQueries {
+    /// A bare condition (a `promql` trigger's): its value is called `value`, no inputs are
+    /// checked and no further values asked.
+    pub fn new(condition: impl Into<String>) -> Self {
+        SignalQueries {
+            condition: condition.into(),
+            value: "value",
+            values: Vec::new(),
+            inputs: Vec::new(),
+            stale_after: crate::playbook::compile::defaults::STALE_AFTER,
+        }
+    }
+
+    /// One query for the age in seconds of every input's newest sample, per signal, each
+    /// series labelled with [`PART_LABEL`] = the input's name; `None` without inputs.
+    pub fn inputs_query(&self) -> Option<String> {
+        combine(self.inputs.iter().map(|input| {
+            let age = format!("min {} (time() - timestamp({}))", input.by, input.selector);
+            (input.name, age)
+        }))
+    }
+
+    /// One query for every further value, each series labelled with [`PART_LABEL`] = the
+    /// value's name; `None` without values.
+    pub fn values_query(&self) -> Option<String> {
+        combine(self.values.iter().map(|(name, expr)| (*name, expr.clone())))
+    }
+}
+
+/// `label_replace(a, PART, "name", "", "") or ...`: one round trip for several queries whose
+/// series carry the same labels.
+fn combine(parts: impl Iterator<Item = (&'static str, String)>) -> Option<String> {
+    let parts: Vec<String> = parts
+        .map(|(name, expr)| format!(r#"label_replace({expr}, "{PART_LABEL}", "{name}", "", "")"#))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" or "))
 }
 
 /// The queries of `kind`, or `None` for kinds that are not evaluated against Prometheus
-/// (events, schedules, alerts).
+/// (events, schedules, alerts). Inputs are stale after the default time; see [`for_trigger`].
 pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
     match kind {
-        TriggerKind::Promql { expr } => Some(SignalQueries {
-            condition: expr.clone(),
-            values: Vec::new(),
-        }),
+        TriggerKind::Promql { expr } => Some(SignalQueries::new(expr.as_str())),
         TriggerKind::MemoryLeak { .. } => memory_leak::queries(kind),
         TriggerKind::Latency { .. } => latency::queries(kind),
         TriggerKind::CrashLoop { .. } => crash_loop::queries(kind),
@@ -51,6 +109,14 @@ pub fn queries(kind: &TriggerKind) -> Option<SignalQueries> {
             None
         }
     }
+}
+
+/// The queries of `trigger`, with its own `staleAfter`.
+pub fn for_trigger(trigger: &Trigger) -> Option<SignalQueries> {
+    queries(&trigger.kind).map(|q| SignalQueries {
+        stale_after: trigger.stale_after,
+        ..q
+    })
 }
 
 /// A vector selector: `metric` (a name, optionally with `{matchers}`) with the matchers of
@@ -153,7 +219,8 @@ mod tests {
             let Some(q) = queries(&playbook.trigger.kind) else {
                 continue;
             };
-            for expr in std::iter::once(&q.condition).chain(q.values.iter().map(|(_, e)| e)) {
+            let combined = [q.inputs_query(), q.values_query()];
+            for expr in std::iter::once(&q.condition).chain(combined.iter().flatten()) {
                 promql_parser::parser::parse(expr)
                     .unwrap_or_else(|e| panic!("{}: {expr}: {e}", playbook.name));
                 checked += 1;

@@ -22,6 +22,8 @@ pub mod defaults {
 
     /// `trigger.interval`.
     pub const INTERVAL: Duration = Duration::from_secs(30);
+    /// `trigger.staleAfter`: a minute-scraped input may miss two scrapes.
+    pub const STALE_AFTER: Duration = Duration::from_secs(3 * 60);
     /// `cooldown`.
     pub const COOLDOWN: Duration = Duration::from_secs(30 * 60);
     /// A step's `timeout`.

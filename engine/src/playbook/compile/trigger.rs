@@ -112,6 +112,22 @@ pub(super) fn compile(
             checker.push(d);
         }
     }
+    let built_in = matches!(
+        kind,
+        TriggerKind::MemoryLeak { .. }
+            | TriggerKind::Latency { .. }
+            | TriggerKind::CrashLoop { .. }
+            | TriggerKind::ErrorRate { .. }
+    );
+    if trigger.stale_after.is_some() && !built_in {
+        let d = checker
+            .at_key(
+                "/spec/trigger/staleAfter",
+                format!("`staleAfter` does not apply to a `{}` trigger", kind.name()),
+            )
+            .expected("`staleAfter` only on memoryLeak, latency, crashLoop and errorRate");
+        checker.push(d);
+    }
     let trigger = Trigger {
         kind,
         for_: checker.duration_or(
@@ -130,6 +146,12 @@ pub(super) fn compile(
             "/spec/trigger/interval",
             trigger.interval.as_ref(),
             defaults::INTERVAL,
+            true,
+        ),
+        stale_after: checker.duration_or(
+            "/spec/trigger/staleAfter",
+            trigger.stale_after.as_ref(),
+            defaults::STALE_AFTER,
             true,
         ),
     };

@@ -1,0 +1,75 @@
+//! The HTTP endpoint Alertmanager's webhook posts to.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::post;
+use chrono::Utc;
+
+use super::store::AlertStore;
+use super::webhook::Webhook;
+
+/// Where Alertmanager posts: `webhook_configs: [{url: http://salve:PORT/api/v1/alerts/alertmanager}]`.
+pub const WEBHOOK_PATH: &str = "/api/v1/alerts/alertmanager";
+
+/// The largest body accepted (1 MiB); a larger one gets 413. A notification of one group with
+/// a few thousand alerts could exceed it: set the webhook's `max_alerts` for such groups.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The webhook receiver: `POST` [`WEBHOOK_PATH`] applies each payload to `store`.
+///
+/// Answers 200 with `{"accepted": N, "stale": N}` for a payload it applied; 400 with
+/// `{"error": "..."}` (saying what is wrong and where) for a body that is not a version-4
+/// webhook payload; 413 for a body over [`MAX_BODY`]; 405 for another method. Alertmanager
+/// retries only on 5xx, so a refused payload is not sent again.
+pub fn routes(store: AlertStore) -> Router {
+    Router::new()
+        .route(WEBHOOK_PATH, post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(store)
+}
+
+async fn receive(State(store): State<AlertStore>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            tracing::warn!(error = %rejection.body_text(), "refused an alertmanager webhook");
+            return refuse(rejection.status(), rejection.body_text());
+        }
+    };
+    match Webhook::parse(&body) {
+        Ok(payload) => {
+            let applied = store.apply(&payload, Utc::now());
+            let body = serde_json::json!({"accepted": applied.accepted, "stale": applied.stale});
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Err(error) => {
+            let message = chain(&error);
+            tracing::warn!(
+                error = message,
+                bytes = body.len(),
+                "refused an alertmanager webhook"
+            );
+            refuse(StatusCode::BAD_REQUEST, message)
+        }
+    }
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
