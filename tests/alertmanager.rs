@@ -216,3 +216,74 @@ async fn the_receiver_takes_only_post() {
 
 /// A notification captured from the real Alertmanager.
 const FIRING: &str = include_str!("../engine/src/alertmanager/testdata/firing.json");
+
+/// `salve watch --listen` as a user runs it, with the real Alertmanager posting to it: a
+/// firing alert opens an incident on the playbook's target, its resolve resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salve_watch_turns_alertmanager_notifications_into_incidents() {
+    use std::io::BufRead as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("crashing.yaml"),
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: crashing}\nspec:\n  trigger:\n    alert: {alertname: KubePodCrashLooping, labels: {severity: critical}}\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: api}\n  steps:\n    - {action: capture_logs, risk: none}\n",
+    )
+    .expect("write playbook");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut salve = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["--log-format", "json", "watch"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start salve watch");
+    let stderr = salve.stderr.take().expect("stderr");
+    let (lines, mut log) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(json) = serde_json::from_str(&line) {
+                let _ = lines.send(json);
+            }
+        }
+    });
+    // The next log line whose message is `message`, within the delivery time.
+    let mut next = async |message: &str| loop {
+        let line = tokio::time::timeout(DELIVERY, log.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no `{message}` log line within {DELIVERY:?}"))
+            .expect("salve is running");
+        if line["fields"]["message"] == message {
+            return line["fields"].clone();
+        }
+    };
+    next("listening for Alertmanager's webhook").await;
+
+    let url = format!("http://127.0.0.1:{port}{WEBHOOK_PATH}");
+    let alertmanager = harness::start(&AlertmanagerOptions::new(url)).expect("alertmanager");
+    let began = Instant::now();
+    alertmanager
+        .post(&[PostedAlert::firing(CRASHING.iter().copied())])
+        .await
+        .expect("post the alert");
+    let opened = next("incident").await;
+    assert_eq!(opened["event"], "incident_opened", "{opened}");
+    assert_eq!(opened["target"], "Deployment prod/api", "{opened}");
+    let opened_after = began.elapsed();
+
+    alertmanager
+        .post(&[PostedAlert::firing(CRASHING.iter().copied()).resolved_at(Utc::now())])
+        .await
+        .expect("post the resolve");
+    let resolved = next("incident").await;
+    assert_eq!(resolved["event"], "incident_resolved", "{resolved}");
+    assert_eq!(resolved["incident"], opened["incident"]);
+    salve.kill().expect("stop salve");
+    let _ = salve.wait();
+    assert!(opened_after < DELIVERY);
+}

@@ -305,6 +305,28 @@ async fn a_prometheus_that_does_not_answer_times_out_as_inconclusive() {
     drop(listener);
 }
 
+/// Runs `salve replay` over the playbooks in `dir` from step `steps.start()` to `steps.end()`
+/// of `prometheus`'s scenario, a minute apart; its stdout and stderr.
+fn replay(
+    dir: &Path,
+    prometheus: &RunningPrometheus,
+    steps: std::ops::RangeInclusive<usize>,
+    format: &str,
+) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["replay", "--playbooks"])
+        .arg(dir)
+        .args(["--prometheus", prometheus.url()])
+        .args(["--from", &prometheus.time_at(*steps.start()).to_string()])
+        .args(["--to", &prometheus.time_at(*steps.end()).to_string()])
+        .args(["--step", "1m", "--format", format])
+        .output()
+        .expect("run salve replay");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8(out.stdout).expect("utf-8"), stderr)
+}
+
 #[test]
 fn replay_backtests_playbooks_over_history_as_json_lines() {
     let pod = restarts;
@@ -320,23 +342,7 @@ fn replay_backtests_playbooks_over_history_as_json_lines() {
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: crash-loop}\nspec:\n  trigger:\n    crashLoop: {restarts: 5, window: 15m}\n    for: 2m\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: x}\n  steps:\n    - {action: capture_logs, risk: none}\n",
     )
     .expect("write playbook");
-    let replay = |format: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
-            .args(["replay", "--playbooks"])
-            .arg(dir.path())
-            .args(["--prometheus", prometheus.url()])
-            .args(["--from", &prometheus.time_at(20).to_string()])
-            .args(["--to", &prometheus.time_at(119).to_string()])
-            .args(["--step", "1m", "--format", format])
-            .output()
-            .expect("run salve replay");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
+    let replay = |format: &str| replay(dir.path(), &prometheus, 20..=119, format).0;
 
     let lines: Vec<serde_json::Value> = replay("json")
         .lines()
@@ -658,22 +664,8 @@ fn a_flapping_series_is_one_incident_in_a_replay() {
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: queue}\nspec:\n  trigger:\n    promql: {expr: 'max by (namespace, deployment) (queue_depth) > 50'}\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: \"${labels.deployment}\"}\n  cooldown: 30m\n  steps:\n    - {action: capture_logs, risk: none}\n",
     )
     .expect("write playbook");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
-        .args(["replay", "--playbooks"])
-        .arg(dir.path())
-        .args(["--prometheus", prometheus.url()])
-        .args(["--from", &prometheus.time_at(0).to_string()])
-        .args(["--to", &prometheus.time_at(40).to_string()])
-        .args(["--step", "1m"])
-        .output()
-        .expect("run salve replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .expect("utf-8")
+    let (stdout, summary) = replay(dir.path(), &prometheus, 0..=40, "json");
+    let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))
         .collect();
@@ -713,6 +705,5 @@ fn a_flapping_series_is_one_incident_in_a_replay() {
             .iter()
             .any(|l| l["target"] == "Deployment shop/worker")
     );
-    let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("1 incident(s) opened"), "{summary}");
 }
