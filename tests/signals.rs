@@ -411,8 +411,8 @@ fn replay_backtests_playbooks_over_history_as_json_lines() {
     );
 }
 
-#[test]
-fn salve_test_runs_playbook_tests_against_a_real_prometheus() {
+/// Playbooks with tests: one passes, two fail, one is skipped.
+fn playbooks_with_tests() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let playbook = |name: &str, trigger: &str, tests: &str| {
         format!(
@@ -440,13 +440,26 @@ fn salve_test_runs_playbook_tests_against_a_real_prometheus() {
         ),
     )
     .expect("write playbook");
+    dir
+}
+
+/// `salve test` with `args` after the paths: its exit code and stdout.
+fn salve_test(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
         .arg("test")
-        .arg(dir.path())
+        .arg(dir)
+        .args(args)
         .output()
         .expect("run salve test");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).expect("utf-8"),
+    )
+}
+
+/// The verdicts `playbooks_with_tests` must get.
+fn assert_verdicts(code: Option<i32>, text: &str) {
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("  ok    sustained burst fires"), "{text}");
     assert!(
         text.contains("  FAIL  short burst is wrongly expected to fire")
@@ -460,6 +473,34 @@ fn salve_test_runs_playbook_tests_against_a_real_prometheus() {
     assert!(text.contains("  skip  needs the cluster"), "{text}");
     assert!(
         text.lines().last() == Some("result: 1 passed, 2 failed, 1 skipped"),
+        "{text}"
+    );
+}
+
+#[test]
+fn salve_test_runs_playbook_tests_against_a_real_prometheus() {
+    let dir = playbooks_with_tests();
+    let (code, text) = salve_test(dir.path(), &[]);
+    assert_verdicts(code, &text);
+}
+
+#[test]
+fn salve_test_keeps_tests_apart_in_a_running_prometheus() {
+    let receiver = prometheus::Harness::from_env()
+        .and_then(|h| h.start_receiver())
+        .expect("a Prometheus taking remote writes");
+    let dir = playbooks_with_tests();
+    // The tests share series names: each sees only its own, in both runs.
+    for _ in 0..2 {
+        let (code, text) = salve_test(dir.path(), &["--prometheus", receiver.url()]);
+        assert_verdicts(code, &text);
+    }
+    // A Prometheus that does not take remote writes is named as the problem.
+    let plain = start(Scenario::new(MINUTE).expect("interval"));
+    let (code, text) = salve_test(dir.path(), &["--prometheus", plain.url()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("start Prometheus with --web.enable-remote-write-receiver"),
         "{text}"
     );
 }
@@ -510,7 +551,7 @@ async fn the_live_loop_evaluates_each_trigger_and_keeps_state_across_unrelated_r
     let (tx, mut events) = tokio::sync::mpsc::channel(64);
     let sources = salve::signal::evaluation::Sources {
         prometheus: Some(evaluator),
-        alerts: None,
+        alerts: salve::signal::evaluation::Alerts::None,
     };
     let task = tokio::spawn(live::run(
         std::sync::Arc::clone(reloader.active()),

@@ -16,7 +16,7 @@ use salve::playbook::load::{Loaded, load_text};
 use salve::prometheus::{self, Scenario};
 use salve::signal;
 use salve::signal::evaluate::Evaluator;
-use salve::signal::evaluation::{Evaluation, Sources};
+use salve::signal::evaluation::{Alerts, Evaluation, Sources};
 use salve::signal::state::Tracker;
 
 fn option(name: &str, default: u64) -> u64 {
@@ -93,7 +93,7 @@ fn main() {
     // the input-freshness check and, on changes, the values, with incidents on top.
     let sources = Sources {
         prometheus: Some(evaluator),
-        alerts: None,
+        alerts: Alerts::History,
     };
     let evaluation = Evaluation::new(sources, 8, loaded.playbooks.iter().cloned());
     let mut incidents = Incidents::new();

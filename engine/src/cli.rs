@@ -19,7 +19,7 @@ use crate::playbook::watch::{self, Reloader, WatchOptions};
 use crate::playbook::{Playbook, StepRun, TriggerKind};
 use crate::schema::DocumentKind;
 use crate::signal::evaluate::Evaluator;
-use crate::signal::evaluation::{Evaluation, PlaybookEvent, Sources};
+use crate::signal::evaluation::{Alerts, Evaluation, PlaybookEvent, Sources};
 use crate::signal::state::Transition;
 use crate::telemetry::LogFormat;
 
@@ -65,6 +65,12 @@ pub enum Command {
         /// Files or directories.
         #[arg(default_value = "playbooks")]
         paths: Vec<PathBuf>,
+        /// Use this running Prometheus instead of starting one per test. It must accept remote
+        /// write (`--web.enable-remote-write-receiver`) with an out-of-order window longer than
+        /// the longest test (`storage: {tsdb: {out_of_order_time_window: 1d}}`); each test's
+        /// series carry a `salve_test` label of their own, and every query is scoped to it.
+        #[arg(long)]
+        prometheus: Option<String>,
     },
     /// Backtest playbooks over history: what would their triggers have done? Takes no action;
     /// prints one JSON object per line (`--format table` for people).
@@ -203,7 +209,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             prometheus,
             listen,
         } => watch_paths(paths, debounce_ms, prometheus.as_deref(), listen),
-        Command::Test { paths } => test(&paths),
+        Command::Test { paths, prometheus } => test(&paths, prometheus.as_deref()),
         Command::Replay {
             playbooks,
             prometheus,
@@ -431,11 +437,11 @@ fn watch_paths(
             ..WatchOptions::default()
         };
         let alerts = match listen {
-            Some(address) => Some(serve_webhook(address, cancel.clone()).await?),
-            None => None,
+            Some(address) => Alerts::Webhook(serve_webhook(address, cancel.clone()).await?),
+            None => Alerts::None,
         };
         let mut tasks = Vec::new();
-        if prometheus.is_some() || alerts.is_some() {
+        if prometheus.is_some() || matches!(alerts, Alerts::Webhook(_)) {
             let (events_tx, events) = tokio::sync::mpsc::channel(256);
             let active = Arc::clone(reloader.active());
             let sources = Sources { prometheus, alerts };
@@ -554,7 +560,7 @@ fn replay(
     };
     let sources = Sources {
         prometheus: Some(Evaluator::new(url, timeout)?),
-        alerts: None,
+        alerts: Alerts::History,
     };
     let evaluation = Evaluation::new(
         sources,
@@ -704,17 +710,24 @@ impl<'a> ReplayLine<'a> {
     }
 }
 
-fn test(paths: &[PathBuf]) -> Result<ExitCode> {
-    use crate::testing::{self, Verdict};
+fn test(paths: &[PathBuf], prometheus: Option<&str>) -> Result<ExitCode> {
+    use crate::testing::{self, Backend, Verdict};
     let Some(loaded) = load_valid(paths) else {
         return Ok(ExitCode::FAILURE);
     };
-    let harness = match crate::prometheus::Harness::from_env() {
-        Ok(harness) => harness,
-        Err(e) => {
-            eprintln!("salve test: {e}");
-            return Ok(ExitCode::FAILURE);
+    let backend = match prometheus {
+        Some(url) => {
+            // Fail on a bad URL now, not once per test.
+            Evaluator::new(url, std::time::Duration::from_secs(10))?;
+            Backend::remote(url)
         }
+        None => match crate::prometheus::Harness::from_env() {
+            Ok(harness) => Backend::Local(harness),
+            Err(e) => {
+                eprintln!("salve test: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
     };
     let runtime = current_thread_runtime()?;
     let mut out = io::stdout().lock();
@@ -727,7 +740,7 @@ fn test(paths: &[PathBuf]) -> Result<ExitCode> {
             playbook.source.file.display()
         )
         .map_err(stdout_error)?;
-        for result in runtime.block_on(testing::run_playbook(playbook, &harness)) {
+        for result in runtime.block_on(testing::run_playbook(playbook, &backend)) {
             let took = result.took.as_secs_f64();
             let line = match &result.verdict {
                 Verdict::Passed => {

@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod incident;
 pub mod playbook;
 pub mod policy;
+mod process;
 pub mod prometheus;
 pub mod risk;
 pub mod schema;

@@ -1,7 +1,8 @@
 //! `salve test`: runs the `tests:` blocks of playbooks against a real Prometheus, the way
 //! promtool runs rule tests.
 //!
-//! Each test's series are backfilled into a fresh Prometheus; the playbook's trigger is then
+//! Each test's series are backfilled into a fresh Prometheus (or, with [`Backend::Remote`],
+//! written into a running one under a label of their own); the playbook's trigger is then
 //! evaluated from the first sample to the expectation's time (default: the last sample) at the
 //! trigger's interval, through the same evaluation code as the live engine and `salve replay`.
 //! An incident is expected when a signal is firing at that time.
@@ -17,9 +18,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::playbook::{Playbook, PlaybookTest, TriggerKind};
-use crate::prometheus::{Harness, Scenario};
+use crate::prometheus::{Harness, Scenario, remote_write};
 use crate::signal::evaluate::Evaluator;
-use crate::signal::evaluation::{Evaluation, Sources};
+use crate::signal::evaluation::{Alerts, Evaluation, Sources};
 use crate::signal::state::{LabelSet, Transition};
 
 /// How one test ended.
@@ -48,12 +49,45 @@ pub struct TestResult {
     pub note: Option<String>,
 }
 
-/// Runs every test of `playbook` with the binaries `harness` found.
-pub async fn run_playbook(playbook: &Arc<Playbook>, harness: &Harness) -> Vec<TestResult> {
+/// Where tests find their Prometheus.
+#[derive(Debug)]
+pub enum Backend {
+    /// A fresh Prometheus per test, backfilled with the test's series, with these binaries.
+    Local(Harness),
+    /// A running Prometheus that accepts remote write: each test's series are written with
+    /// the label `salve_test="<run>-<n>"`, and every query is scoped to it.
+    Remote {
+        /// Its URL.
+        url: String,
+        /// What makes this run's labels unique.
+        run: String,
+        /// How many tests have used it so far.
+        tests: std::sync::atomic::AtomicUsize,
+    },
+}
+
+impl Backend {
+    /// A running Prometheus at `url`, for a run told apart from others by the current time and
+    /// process id.
+    pub fn remote(url: &str) -> Self {
+        let millis = Utc::now().timestamp_millis();
+        Backend::Remote {
+            url: url.to_string(),
+            run: format!("{millis}-{}", std::process::id()),
+            tests: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The label that keeps the series of one test apart in a shared Prometheus.
+pub const SCOPE_LABEL: &str = "salve_test";
+
+/// Runs every test of `playbook` against `backend`.
+pub async fn run_playbook(playbook: &Arc<Playbook>, backend: &Backend) -> Vec<TestResult> {
     let mut results = Vec::new();
     for test in &playbook.tests {
         let started = Instant::now();
-        let (verdict, note) = run_test(playbook, test, harness).await;
+        let (verdict, note) = run_test(playbook, test, backend).await;
         results.push(TestResult {
             playbook: playbook.name.clone(),
             test: test.name.clone(),
@@ -68,7 +102,7 @@ pub async fn run_playbook(playbook: &Arc<Playbook>, harness: &Harness) -> Vec<Te
 async fn run_test(
     playbook: &Arc<Playbook>,
     test: &PlaybookTest,
-    harness: &Harness,
+    backend: &Backend,
 ) -> (Verdict, Option<String>) {
     let verdict = match &playbook.trigger.kind {
         TriggerKind::Event { .. } => {
@@ -80,7 +114,7 @@ async fn run_test(
     if let Some(why) = verdict {
         return (Verdict::Skipped(why.into()), None);
     }
-    match evaluate(playbook, test, harness).await {
+    match evaluate(playbook, test, backend).await {
         Ok(firing) => judge(test, &firing),
         Err(why) => (Verdict::Failed(why), None),
     }
@@ -91,26 +125,53 @@ async fn run_test(
 async fn evaluate(
     playbook: &Arc<Playbook>,
     test: &PlaybookTest,
-    harness: &Harness,
+    backend: &Backend,
 ) -> Result<BTreeMap<LabelSet, f64>, String> {
     let scenario =
         Scenario::from_test(test).map_err(|e| format!("cannot build the scenario: {e}"))?;
-    let server = harness
-        .start(&scenario)
-        .map_err(|e| format!("cannot start prometheus: {e}"))?;
-    let evaluator =
-        Evaluator::new(server.url(), Duration::from_secs(10)).map_err(|e| e.to_string())?;
-    let start = server.start_time();
+    // A local Prometheus lives until the test ends.
+    let mut server = None;
+    let (evaluator, start, last) = match backend {
+        Backend::Local(harness) => {
+            let running = server.insert(
+                harness
+                    .start(&scenario)
+                    .map_err(|e| format!("cannot start prometheus: {e}"))?,
+            );
+            let evaluator = Evaluator::new(running.url(), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            (evaluator, running.start_time(), running.end_time())
+        }
+        Backend::Remote { url, run, tests } => {
+            let n = tests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let scope = format!("{run}-{n}");
+            let start = scenario.start(std::time::SystemTime::now());
+            let placed = scenario
+                .place(start)
+                .map_err(|e| format!("cannot build the scenario: {e}"))?;
+            let last = placed
+                .iter()
+                .filter_map(|s| s.points.last().map(|p| p.0))
+                .max()
+                .unwrap_or(start);
+            remote_write::push(url, &placed, (SCOPE_LABEL, &scope), Duration::from_secs(30))
+                .await?;
+            let evaluator = Evaluator::new(url, Duration::from_secs(10))
+                .map_err(|e| e.to_string())?
+                .scoped(SCOPE_LABEL, &scope);
+            (evaluator, start, last)
+        }
+    };
     let end = match test.at {
         Some(at) => start.saturating_add(i64::try_from(at.as_secs()).unwrap_or(i64::MAX)),
-        None => server.end_time(),
+        None => last,
     };
     let interval = i64::try_from(playbook.trigger.interval.as_secs())
         .unwrap_or(i64::MAX)
         .max(1);
     let sources = Sources {
         prometheus: Some(evaluator),
-        alerts: None,
+        alerts: Alerts::History,
     };
     let evaluation = Evaluation::new(sources, 1, [Arc::clone(playbook)]);
     let mut firing: BTreeMap<LabelSet, f64> = BTreeMap::new();

@@ -4,30 +4,21 @@
 use std::collections::BTreeMap;
 use std::env;
 use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
+use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use tempfile::TempDir;
 
 use super::{Error, Result};
+use crate::process::{self, Process};
 
 /// The environment variable naming the Alertmanager binary to use instead of the one on `PATH`.
 pub const ALERTMANAGER_ENV: &str = "SALVE_ALERTMANAGER";
 /// The names the binary is looked for under on `PATH`: Debian's, then upstream's.
 const PROGRAMS: [&str; 2] = ["prometheus-alertmanager", "alertmanager"];
-
-/// How long Alertmanager gets to become ready. It takes 50–150 ms here.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often readiness is polled.
-const POLL: Duration = Duration::from_millis(10);
-/// How many ports to try when the free port found is taken before Alertmanager binds it.
-const PORT_ATTEMPTS: usize = 3;
 /// How long posting alerts may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -138,27 +129,26 @@ pub fn start_binary(binary: &Path, options: &AlertmanagerOptions) -> Result<Runn
     let dir = tempfile::Builder::new()
         .prefix("salve-alertmanager-")
         .tempdir()
-        .map_err(Error::io("create a temporary directory"))?;
+        .map_err(process::io("create a temporary directory"))?;
     let config = dir.path().join("alertmanager.yml");
-    fs::write(&config, options.config()).map_err(Error::io_at("write", &config))?;
+    fs::write(&config, options.config()).map_err(process::io_at("write", &config))?;
     let storage = dir.path().join("data");
-    fs::create_dir(&storage).map_err(Error::io_at("create", &storage))?;
+    fs::create_dir(&storage).map_err(process::io_at("create", &storage))?;
     let log = dir.path().join("alertmanager.log");
-    let mut attempt = 1;
-    let (process, port) = loop {
-        let port = free_port()?;
-        let mut process = Process(spawn(binary, port, &config, &storage, &log)?);
-        match process.wait_ready(port, &options.webhook_url, &log) {
-            Ok(()) => break (process, port),
-            Err(Error::Exited { log: tail, .. })
-                if attempt < PORT_ATTEMPTS && tail.contains("address already in use") =>
-            {
-                tracing::debug!(port, "port taken before alertmanager bound it; retrying");
-                attempt += 1;
-            }
-            Err(err) => return Err(err),
-        }
+    let args = |port| {
+        vec![
+            process::flag("config.file", &config),
+            process::flag("storage.path", &storage),
+            format!("--web.listen-address=127.0.0.1:{port}").into(),
+            format!("--web.external-url=http://127.0.0.1:{port}").into(),
+            // No gossip: a lone Alertmanager that notifies without waiting for peers.
+            "--cluster.listen-address=".into(),
+            "--log.level=warn".into(),
+        ]
     };
+    let process = process::start("alertmanager", binary, &log, args, |address| {
+        notifies(address, &options.webhook_url)
+    })?;
     let client = reqwest::Client::builder()
         .timeout(POST_TIMEOUT)
         .build()
@@ -168,36 +158,12 @@ pub fn start_binary(binary: &Path, options: &AlertmanagerOptions) -> Result<Runn
         })?;
     let running = RunningAlertmanager {
         process,
-        url: format!("http://127.0.0.1:{port}"),
         client,
         startup: began.elapsed(),
         _dir: dir,
     };
-    tracing::debug!(url = running.url, startup = ?running.startup, "alertmanager ready");
+    tracing::debug!(url = running.url(), startup = ?running.startup, "alertmanager ready");
     Ok(running)
-}
-
-fn spawn(binary: &Path, port: u16, config: &Path, storage: &Path, log: &Path) -> Result<Child> {
-    let log_file = File::create(log).map_err(Error::io_at("create", log))?;
-    let log_err = log_file.try_clone().map_err(Error::io_at("open", log))?;
-    let flag = |name: &str, value: &Path| {
-        let mut flag = OsString::from(format!("--{name}="));
-        flag.push(value);
-        flag
-    };
-    Command::new(binary)
-        .arg(flag("config.file", config))
-        .arg(flag("storage.path", storage))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--web.external-url=http://127.0.0.1:{port}"))
-        // No gossip: a lone Alertmanager that notifies without waiting for peers.
-        .arg("--cluster.listen-address=")
-        .arg("--log.level=warn")
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(log_err)
-        .spawn()
-        .map_err(Error::io_at("start", binary))
 }
 
 /// An `alertmanager` process. Dropping it kills the process, waits for it, and deletes its
@@ -206,7 +172,6 @@ fn spawn(binary: &Path, port: u16, config: &Path, storage: &Path, log: &Path) ->
 pub struct RunningAlertmanager {
     /// Declared before the directory, so the process is gone before its files are deleted.
     process: Process,
-    url: String,
     client: reqwest::Client,
     startup: Duration,
     _dir: TempDir,
@@ -215,12 +180,12 @@ pub struct RunningAlertmanager {
 impl RunningAlertmanager {
     /// Its base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
-        &self.url
+        self.process.url()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.process.0.id()
+        self.process.pid()
     }
 
     /// How long starting and waiting for readiness took.
@@ -231,10 +196,10 @@ impl RunningAlertmanager {
     /// Posts `alerts` the way Prometheus does (`POST /api/v2/alerts`).
     pub async fn post(&self, alerts: &[PostedAlert]) -> Result<()> {
         let body: Vec<serde_json::Value> = alerts.iter().map(PostedAlert::to_json).collect();
-        let action = || format!("post {} alert(s) to {}", alerts.len(), self.url);
+        let action = || format!("post {} alert(s) to {}", alerts.len(), self.url());
         let response = self
             .client
-            .post(format!("{}/api/v2/alerts", self.url))
+            .post(format!("{}/api/v2/alerts", self.url()))
             .json(&body)
             .send()
             .await
@@ -254,111 +219,17 @@ impl RunningAlertmanager {
     }
 }
 
-/// A child process, killed and reaped when dropped: no zombie and no stray server, even when a
-/// test panics.
-#[derive(Debug)]
-struct Process(Child);
-
-impl Process {
-    /// Waits until this process (not some other one that took the port) answers `/-/ready`.
-    fn wait_ready(&mut self, port: u16, webhook_url: &str, log: &Path) -> Result<()> {
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match self.0.try_wait() {
-                Ok(Some(status)) => {
-                    return Err(Error::Exited {
-                        status,
-                        log: log_tail(log),
-                    });
-                }
-                Ok(None) if is_ready(address) && notifies(address, webhook_url) => return Ok(()),
-                Ok(None) if Instant::now() > deadline => {
-                    return Err(Error::NotReady {
-                        waited: READY_TIMEOUT,
-                        log: log_tail(log),
-                    });
-                }
-                Ok(None) => std::thread::sleep(POLL),
-                Err(source) => {
-                    return Err(Error::Io {
-                        action: "check on alertmanager".into(),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // `kill` fails only if the process was already reaped; `wait` reaps it otherwise.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The binary at `requested` (a path, or a bare name looked up on `PATH`) if given, else the
 /// first of [`PROGRAMS`] on `PATH`.
 fn locate(requested: Option<OsString>) -> Result<PathBuf> {
-    let on_path = |name: &Path| {
-        env::var_os("PATH").and_then(|path| {
-            env::split_paths(&path)
-                .map(|dir| dir.join(name))
-                .find(|candidate| is_executable(candidate))
-        })
-    };
-    match requested.filter(|r| !r.is_empty()).map(PathBuf::from) {
-        Some(wanted) if wanted.components().count() > 1 => {
-            if is_executable(&wanted) {
-                Ok(wanted)
-            } else {
-                Err(Error::BinaryNotFound {
-                    looked: format!(
-                        "{ALERTMANAGER_ENV}={} is not an executable file",
-                        wanted.display()
-                    ),
-                })
-            }
-        }
-        Some(wanted) => on_path(&wanted).ok_or_else(|| Error::BinaryNotFound {
-            looked: format!(
-                "{ALERTMANAGER_ENV}={}: `{}` is not on PATH",
-                wanted.display(),
-                wanted.display()
-            ),
-        }),
-        None => PROGRAMS
-            .iter()
-            .find_map(|name| on_path(Path::new(name)))
-            .ok_or_else(|| Error::BinaryNotFound {
-                looked: format!("neither `{}` nor `{}` is on PATH", PROGRAMS[0], PROGRAMS[1]),
-            }),
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> Result<u16> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(Error::io("find a free loopback port"))
-}
-
-/// Whether `GET /-/ready` answers 200.
-fn is_ready(address: SocketAddr) -> bool {
-    get(address, "/-/ready").is_some_and(|(status, _)| status == 200)
+    process::locate(requested, Some(ALERTMANAGER_ENV), &PROGRAMS)
+        .map_err(|looked| Error::BinaryNotFound { looked })
 }
 
 /// Whether the Alertmanager at `address` is the one notifying `webhook_url`, not another that
 /// holds the port.
 fn notifies(address: SocketAddr, webhook_url: &str) -> bool {
-    let Some((200, body)) = get(address, "/api/v2/status") else {
+    let Some((200, body)) = process::get(address, "/api/v2/status") else {
         return false;
     };
     serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|status| {
@@ -366,34 +237,6 @@ fn notifies(address: SocketAddr, webhook_url: &str) -> bool {
             .as_str()
             .is_some_and(|config| config.contains(webhook_url))
     })
-}
-
-/// A minimal HTTP/1.0 GET: the status code and the body, or `None` on any failure.
-fn get(address: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
-    let timeout = Duration::from_secs(2);
-    let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&response[..split]).ok()?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, response[split + 4..].to_vec()))
-}
-
-/// The last lines of Alertmanager's log, for an error message.
-fn log_tail(log: &Path) -> String {
-    const LINES: usize = 20;
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
-    if tail.is_empty() {
-        "(empty)".into()
-    } else {
-        tail
-    }
 }
 
 /// A duration as Alertmanager's configuration writes one (`0s`, `1s`, `250ms`).
@@ -411,13 +254,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_binary_is_found_by_path_by_name_or_by_its_default_names() {
-        assert_eq!(
-            locate(Some("/bin/sh".into())).expect("exists"),
-            Path::new("/bin/sh")
-        );
-        let found = locate(Some("sh".into())).expect("sh is on PATH");
-        assert!(found.ends_with("sh") && found.is_absolute(), "{found:?}");
+    fn a_missing_binary_says_how_to_get_it_and_debians_is_found_by_default() {
         let message = |requested: &str| {
             locate(Some(requested.into()))
                 .expect_err("missing")
@@ -429,7 +266,12 @@ mod tests {
              file; install it with `apt-get install prometheus-alertmanager` (Debian/Ubuntu), \
              or set SALVE_ALERTMANAGER to its path"
         );
-        assert!(message("no-such-alertmanager").contains("`no-such-alertmanager` is not on PATH;"));
+        assert_eq!(
+            message("no-such-alertmanager"),
+            "alertmanager not found: SALVE_ALERTMANAGER=`no-such-alertmanager` is not on PATH; \
+             install it with `apt-get install prometheus-alertmanager` (Debian/Ubuntu), or set \
+             SALVE_ALERTMANAGER to its path"
+        );
         // Debian's package is installed here; an empty override means "not set".
         let found = locate(Some(OsString::new())).expect("prometheus-alertmanager is installed");
         assert!(found.ends_with("prometheus-alertmanager"), "{found:?}");

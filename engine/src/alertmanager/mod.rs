@@ -31,9 +31,10 @@ mod receiver;
 mod store;
 mod webhook;
 
-use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
+
+use crate::process;
 
 pub use receiver::{MAX_BODY, WEBHOOK_PATH, routes};
 pub use store::{AlertStore, Applied, RESOLVED_RETENTION};
@@ -111,16 +112,13 @@ pub enum Error {
     },
 }
 
-impl Error {
-    fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        move |source| Error::Io {
-            action: action.into(),
-            source,
+impl From<process::Error> for Error {
+    fn from(error: process::Error) -> Self {
+        match error {
+            process::Error::Io { action, source } => Error::Io { action, source },
+            process::Error::Exited { status, log } => Error::Exited { status, log },
+            process::Error::NotReady { waited, log } => Error::NotReady { waited, log },
         }
-    }
-
-    fn io_at(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-        Error::io(format!("{action} {}", path.display()))
     }
 }
 

@@ -24,14 +24,16 @@
 //!   scraped series would vanish at once.
 //! - **Sub-second times.** Times are whole unix seconds and intervals whole seconds.
 
+pub mod remote_write;
 mod scenario;
 mod server;
 
-use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-pub use scenario::Scenario;
+use crate::process;
+
+pub use scenario::{PlacedSeries, Scenario};
 pub use server::{Harness, PROMETHEUS_ENV, PROMTOOL_ENV, RunningPrometheus, start};
 
 /// Why a scenario could not be built, backfilled or served.
@@ -116,16 +118,13 @@ pub enum Error {
     },
 }
 
-impl Error {
-    fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        move |source| Error::Io {
-            action: action.into(),
-            source,
+impl From<process::Error> for Error {
+    fn from(error: process::Error) -> Self {
+        match error {
+            process::Error::Io { action, source } => Error::Io { action, source },
+            process::Error::Exited { status, log } => Error::Exited { status, log },
+            process::Error::NotReady { waited, log } => Error::NotReady { waited, log },
         }
-    }
-
-    fn io_at(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-        Error::io(format!("{action} {}", path.display()))
     }
 }
 

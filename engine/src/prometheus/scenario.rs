@@ -157,8 +157,9 @@ impl Scenario {
         self.layout(start).map(|layout| layout.text)
     }
 
-    /// [`to_openmetrics`](Self::to_openmetrics), with the time of the last sample.
-    pub(super) fn layout(&self, start: i64) -> Result<Layout> {
+    /// The scenario's series with their first step at `start`, grouped by metric name, each
+    /// with its samples in time order (unix seconds). Missing and stale samples are left out.
+    pub fn place(&self, start: i64) -> Result<Vec<PlacedSeries>> {
         type Values = BTreeMap<i64, f64>;
         let mut families: BTreeMap<&str, BTreeMap<&BTreeMap<String, String>, Values>> =
             BTreeMap::new();
@@ -192,27 +193,54 @@ impl Scenario {
                 }
             }
         }
+        Ok(families
+            .into_iter()
+            .flat_map(|(name, series)| {
+                series
+                    .into_iter()
+                    .filter(|(_, points)| !points.is_empty())
+                    .map(move |(labels, points)| PlacedSeries {
+                        name: name.to_string(),
+                        labels: labels.clone(),
+                        points: points.into_iter().collect(),
+                    })
+            })
+            .collect())
+    }
 
+    /// [`to_openmetrics`](Self::to_openmetrics), with the time of the last sample.
+    pub(super) fn layout(&self, start: i64) -> Result<Layout> {
+        let placed = self.place(start)?;
         let mut text = String::new();
         let mut last = None;
-        for (name, series) in families {
-            if series.values().all(BTreeMap::is_empty) {
-                continue;
-            }
+        let mut family = None;
+        for series in &placed {
             // `unknown`: a scenario does not say what its metrics are, and backfilling keeps no
             // metadata anyway. Unlike `counter`, it puts no demands on the sample names.
-            let _ = writeln!(text, "# TYPE {name} unknown");
-            for (labels, points) in series {
-                let selector = selector_text(name, labels);
-                for (timestamp, value) in points {
-                    let _ = writeln!(text, "{selector} {} {timestamp}", number(value));
-                    last = last.max(Some(timestamp));
-                }
+            if family != Some(&series.name) {
+                let _ = writeln!(text, "# TYPE {} unknown", series.name);
+                family = Some(&series.name);
+            }
+            let selector = selector_text(&series.name, &series.labels);
+            for &(timestamp, value) in &series.points {
+                let _ = writeln!(text, "{selector} {} {timestamp}", number(value));
+                last = last.max(Some(timestamp));
             }
         }
         text.push_str("# EOF\n");
         Ok(Layout { text, last })
     }
+}
+
+/// One series of a scenario, placed in time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedSeries {
+    /// The metric name.
+    pub name: String,
+    /// The labels, without the name.
+    pub labels: BTreeMap<String, String>,
+    /// (unix seconds, value), in time order.
+    pub points: Vec<(i64, f64)>,
 }
 
 /// `name{a="x",b="y"}`, or just `name`, with values escaped as OpenMetrics (and PromQL) want.

@@ -2,29 +2,22 @@
 
 use std::env;
 use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
+use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
 
 use super::{Error, Result, Scenario};
+use crate::process::{self, Process};
 
 /// The environment variable naming the `prometheus` binary to use instead of the one on `PATH`.
 pub const PROMETHEUS_ENV: &str = "SALVE_PROMETHEUS";
 /// The environment variable naming the `promtool` binary to use instead of the one on `PATH`.
 pub const PROMTOOL_ENV: &str = "SALVE_PROMTOOL";
 
-/// How long Prometheus gets to become ready. It takes well under a second here.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often readiness is polled.
-const POLL: Duration = Duration::from_millis(10);
-/// How many ports to try when the free port found is taken before Prometheus binds it.
-const PORT_ATTEMPTS: usize = 3;
 /// Long enough that no backfilled block is ever too old to keep, even one from 1970.
 const RETENTION: &str = "100y";
 /// promtool cuts blocks at multiples of the largest of its block ranges (2h × 3ⁿ) that fits in
@@ -34,6 +27,11 @@ const MAX_BLOCK_DURATION: &str = "87600h";
 /// A Prometheus that scrapes nothing and evaluates no rules: it only serves what was backfilled.
 const CONFIG: &str = "# Written by salve's Prometheus harness: no scrape jobs, no rules.\n\
                       scrape_configs: []\n";
+
+/// [`CONFIG`] for a Prometheus that takes remote writes of samples up to a day old.
+const RECEIVER_CONFIG: &str = "# Written by salve's Prometheus harness: a remote-write receiver.\n\
+                               scrape_configs: []\n\
+                               storage:\n  tsdb:\n    out_of_order_time_window: 1d\n";
 
 /// Where the `prometheus` and `promtool` binaries are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,41 +93,53 @@ impl Harness {
     /// Backfills `scenario` into a new TSDB in a temporary directory and starts Prometheus over
     /// it on a free loopback port, returning once it answers `/-/ready`.
     pub fn start(&self, scenario: &Scenario) -> Result<RunningPrometheus> {
+        self.start_with(scenario, false)
+    }
+
+    /// Starts an empty Prometheus that accepts remote write (`/api/v1/write`), samples up to a
+    /// day old included: what `salve test --prometheus URL` needs.
+    pub fn start_receiver(&self) -> Result<RunningPrometheus> {
+        let empty = Scenario::new(Duration::from_secs(60))?;
+        self.start_with(&empty, true)
+    }
+
+    fn start_with(&self, scenario: &Scenario, receiver: bool) -> Result<RunningPrometheus> {
         let began = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("salve-prometheus-")
             .tempdir()
-            .map_err(Error::io("create a temporary directory"))?;
+            .map_err(process::io("create a temporary directory"))?;
         let start = scenario.start(SystemTime::now());
         let layout = scenario.layout(start)?;
         let tsdb = dir.path().join("data");
-        fs::create_dir(&tsdb).map_err(Error::io_at("create", &tsdb))?;
+        fs::create_dir(&tsdb).map_err(process::io_at("create", &tsdb))?;
         if layout.last.is_some() {
             self.backfill(&layout.text, dir.path(), &tsdb)?;
         }
         let backfilled = began.elapsed();
 
         let config = dir.path().join("prometheus.yml");
-        fs::write(&config, CONFIG).map_err(Error::io_at("write", &config))?;
+        let text = if receiver { RECEIVER_CONFIG } else { CONFIG };
+        fs::write(&config, text).map_err(process::io_at("write", &config))?;
         let log = dir.path().join("prometheus.log");
-        let mut attempt = 1;
-        let (process, port) = loop {
-            let port = free_port()?;
-            let mut process = Process(self.spawn(port, &config, &tsdb, &log)?);
-            match process.wait_ready(port, &tsdb, &log) {
-                Ok(()) => break (process, port),
-                Err(Error::Exited { log: tail, .. })
-                    if attempt < PORT_ATTEMPTS && tail.contains("address already in use") =>
-                {
-                    tracing::debug!(port, "port taken before prometheus bound it; retrying");
-                    attempt += 1;
-                }
-                Err(err) => return Err(err),
+        let args = |port| {
+            let mut args: Vec<OsString> = vec![
+                process::flag("config.file", &config),
+                process::flag("storage.tsdb.path", &tsdb),
+                format!("--storage.tsdb.retention.time={RETENTION}").into(),
+                format!("--web.listen-address=127.0.0.1:{port}").into(),
+                "--log.level=warn".into(),
+            ];
+            if receiver {
+                args.push("--web.enable-remote-write-receiver".into());
             }
+            args
         };
+        let process = process::start("prometheus", &self.prometheus, &log, args, |address| {
+            serves(address, &tsdb)
+        })?;
         let running = RunningPrometheus {
             process,
-            url: format!("http://127.0.0.1:{port}"),
             start,
             interval: i64::try_from(scenario.interval().as_secs()).unwrap_or(i64::MAX),
             end: layout.last.unwrap_or(start),
@@ -137,7 +147,7 @@ impl Harness {
             _dir: dir,
         };
         tracing::debug!(
-            url = running.url,
+            url = running.url(),
             backfill = ?backfilled,
             total = ?running.startup,
             "prometheus ready"
@@ -148,7 +158,7 @@ impl Harness {
     /// Writes `text` as `scenario.om` in `dir` and has promtool turn it into blocks in `tsdb`.
     fn backfill(&self, text: &str, dir: &Path, tsdb: &Path) -> Result<()> {
         let input = dir.join("scenario.om");
-        fs::write(&input, text).map_err(Error::io_at("write", &input))?;
+        fs::write(&input, text).map_err(process::io_at("write", &input))?;
         let output = Command::new(&self.promtool)
             .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
             .arg(format!("--max-block-duration={MAX_BLOCK_DURATION}"))
@@ -156,7 +166,7 @@ impl Harness {
             .arg(tsdb)
             .stdin(Stdio::null())
             .output()
-            .map_err(Error::io_at("run", &self.promtool))?;
+            .map_err(process::io_at("run", &self.promtool))?;
         if output.status.success() {
             return Ok(());
         }
@@ -171,27 +181,6 @@ impl Harness {
             output: printed,
         })
     }
-
-    fn spawn(&self, port: u16, config: &Path, tsdb: &Path, log: &Path) -> Result<Child> {
-        let log_file = File::create(log).map_err(Error::io_at("create", log))?;
-        let log_err = log_file.try_clone().map_err(Error::io_at("open", log))?;
-        let flag = |name: &str, value: &Path| {
-            let mut flag = OsString::from(format!("--{name}="));
-            flag.push(value);
-            flag
-        };
-        Command::new(&self.prometheus)
-            .arg(flag("config.file", config))
-            .arg(flag("storage.tsdb.path", tsdb))
-            .arg(format!("--storage.tsdb.retention.time={RETENTION}"))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .spawn()
-            .map_err(Error::io_at("start", &self.prometheus))
-    }
 }
 
 /// A `prometheus` process serving a backfilled scenario. Dropping it kills the process, waits
@@ -200,7 +189,6 @@ impl Harness {
 pub struct RunningPrometheus {
     /// Declared before the directory, so the process is gone before its files are deleted.
     process: Process,
-    url: String,
     start: i64,
     interval: i64,
     end: i64,
@@ -211,12 +199,12 @@ pub struct RunningPrometheus {
 impl RunningPrometheus {
     /// Its base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
-        &self.url
+        self.process.url()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.process.0.id()
+        self.process.pid()
     }
 
     /// Unix seconds of the scenario's first step.
@@ -242,51 +230,6 @@ impl RunningPrometheus {
     }
 }
 
-/// A child process, killed and reaped when dropped: no zombie and no stray server, even when a
-/// test panics.
-#[derive(Debug)]
-struct Process(Child);
-
-impl Process {
-    /// Waits until this process (not some other one that took the port) answers `/-/ready`.
-    fn wait_ready(&mut self, port: u16, tsdb: &Path, log: &Path) -> Result<()> {
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match self.0.try_wait() {
-                Ok(Some(status)) => {
-                    return Err(Error::Exited {
-                        status,
-                        log: log_tail(log),
-                    });
-                }
-                Ok(None) if is_ready(address) && serves(address, tsdb) => return Ok(()),
-                Ok(None) if Instant::now() > deadline => {
-                    return Err(Error::NotReady {
-                        waited: READY_TIMEOUT,
-                        log: log_tail(log),
-                    });
-                }
-                Ok(None) => std::thread::sleep(POLL),
-                Err(source) => {
-                    return Err(Error::Io {
-                        action: "check on prometheus".into(),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // `kill` fails only if the process was already reaped; `wait` reaps it otherwise.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Finds `program`: at `requested` if given (a path, or a bare name looked up on `PATH`), else
 /// on `PATH`. `from_env` says `requested` came from the variable `env`, for the error message.
 fn locate(
@@ -295,30 +238,7 @@ fn locate(
     requested: Option<OsString>,
     from_env: bool,
 ) -> Result<PathBuf> {
-    let requested = requested.filter(|r| !r.is_empty());
-    let from_env = from_env && requested.is_some();
-    let wanted = PathBuf::from(requested.unwrap_or_else(|| program.into()));
-    let is_path = wanted.components().count() > 1;
-    let found = if is_path {
-        is_executable(&wanted).then(|| wanted.clone())
-    } else {
-        env::var_os("PATH").and_then(|path| {
-            env::split_paths(&path)
-                .map(|dir| dir.join(&wanted))
-                .find(|candidate| is_executable(candidate))
-        })
-    };
-    found.ok_or_else(|| {
-        let origin = if from_env {
-            format!("{env}=")
-        } else {
-            String::new()
-        };
-        let looked = if is_path {
-            format!("{origin}{} is not an executable file", wanted.display())
-        } else {
-            format!("{origin}`{}` is not on PATH", wanted.display())
-        };
+    process::locate(requested, from_env.then_some(env), &[program]).map_err(|looked| {
         Error::BinaryNotFound {
             program,
             looked,
@@ -327,27 +247,10 @@ fn locate(
     })
 }
 
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> Result<u16> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(Error::io("find a free loopback port"))
-}
-
-/// Whether `GET /-/ready` answers 200.
-fn is_ready(address: SocketAddr) -> bool {
-    get(address, "/-/ready").is_some_and(|(status, _)| status == 200)
-}
-
 /// Whether the Prometheus at `address` is the one serving `tsdb`, not another that holds the
 /// port.
 fn serves(address: SocketAddr, tsdb: &Path) -> bool {
-    let Some((200, body)) = get(address, "/api/v1/status/flags") else {
+    let Some((200, body)) = process::get(address, "/api/v1/status/flags") else {
         return false;
     };
     serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|flags| {
@@ -355,91 +258,32 @@ fn serves(address: SocketAddr, tsdb: &Path) -> bool {
     })
 }
 
-/// A minimal HTTP/1.0 GET: the status code and the body, or `None` on any failure.
-fn get(address: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
-    let timeout = Duration::from_secs(2);
-    let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&response[..split]).ok()?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, response[split + 4..].to_vec()))
-}
-
-/// The last lines of Prometheus's log, for an error message.
-fn log_tail(log: &Path) -> String {
-    const LINES: usize = 20;
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
-    if tail.is_empty() {
-        "(empty)".into()
-    } else {
-        tail
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_binary_is_found_by_path_or_by_name_on_path() {
-        assert_eq!(
-            locate("sh", "X", Some("/bin/sh".into()), false).expect("exists"),
-            Path::new("/bin/sh")
-        );
-        let found = locate("sh", "X", None, false).expect("sh is on PATH");
-        assert!(found.ends_with("sh") && found.is_absolute(), "{found:?}");
-    }
-
-    #[test]
     fn a_missing_binary_names_where_it_was_looked_for_and_how_to_get_it() {
-        let message = |requested: Option<&str>, from_env| {
+        let message = |requested: &str, from_env| {
             locate(
                 "prometheus",
                 PROMETHEUS_ENV,
-                requested.map(Into::into),
+                Some(requested.into()),
                 from_env,
             )
             .expect_err("missing")
             .to_string()
         };
         assert_eq!(
-            message(Some("/no/prometheus"), true),
+            message("/no/prometheus", true),
             "prometheus not found: SALVE_PROMETHEUS=/no/prometheus is not an executable file; \
              install it with `apt-get install prometheus` (Debian/Ubuntu), or set \
              SALVE_PROMETHEUS to its path"
         );
-        assert!(
-            message(Some("no-such-prometheus"), false)
-                .contains("`no-such-prometheus` is not on PATH;")
+        assert_eq!(
+            message("no-such-prometheus", false),
+            "prometheus not found: `no-such-prometheus` is not on PATH; install it with \
+             `apt-get install prometheus` (Debian/Ubuntu), or set SALVE_PROMETHEUS to its path"
         );
-        // A directory or a file without execute permission is not a binary.
-        let dir = TempDir::new().expect("a temporary directory");
-        let plain = dir.path().join("prometheus");
-        fs::write(&plain, "#!/bin/sh\n").expect("writable");
-        fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).expect("chmod");
-        for path in [dir.path(), &plain] {
-            let text = path.to_str().expect("a UTF-8 temporary path");
-            assert!(
-                message(Some(text), false).contains(&format!("{text} is not an executable file")),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_log_tail_keeps_the_last_lines() {
-        let dir = TempDir::new().expect("a temporary directory");
-        let log = dir.path().join("log");
-        assert_eq!(log_tail(&log), "(empty)");
-        let lines: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
-        fs::write(&log, lines.join("\n")).expect("writable");
-        assert_eq!(log_tail(&log), lines[10..].join("\n"));
     }
 }

@@ -38,6 +38,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Evaluator {
     client: Client,
     timeout: Duration,
+    /// A `label="value"` matcher added to every selector of every query (see [`super::scope`]).
+    scope: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -45,6 +47,7 @@ impl std::fmt::Debug for Evaluator {
         f.debug_struct("Evaluator")
             .field("url", &self.client.base_url())
             .field("timeout", &self.timeout)
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -57,7 +60,20 @@ impl Evaluator {
             url: url.to_string(),
             source,
         })?;
-        Ok(Evaluator { client, timeout })
+        Ok(Evaluator {
+            client,
+            timeout,
+            scope: None,
+        })
+    }
+
+    /// The same evaluator, asking only for series labelled `label="value"`: every query it
+    /// runs gets that matcher in each of its selectors.
+    pub fn scoped(self, label: &str, value: &str) -> Self {
+        Evaluator {
+            scope: Some((label.to_string(), value.to_string())),
+            ..self
+        }
     }
 
     /// Evaluates `queries.condition` at `at`, and the freshness of its inputs: the series that
@@ -109,6 +125,14 @@ impl Evaluator {
         expr: &str,
         at: DateTime<Utc>,
     ) -> std::result::Result<Vec<Sample>, String> {
+        let scoped;
+        let expr = match &self.scope {
+            Some((label, value)) => {
+                scoped = super::scope::scope(expr, label, value)?;
+                scoped.as_str()
+            }
+            None => expr,
+        };
         let query = self
             .client
             .query(expr)
@@ -132,7 +156,9 @@ impl Evaluator {
                     labels: s
                         .metric()
                         .iter()
-                        .filter(|(k, _)| *k != "__name__")
+                        .filter(|(k, _)| {
+                            *k != "__name__" && self.scope.as_ref().is_none_or(|(l, _)| l != *k)
+                        })
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect::<LabelSet>(),
                     value: s.sample().value(),

@@ -9,8 +9,8 @@
 //! - **Schedules**: a `schedule` trigger holds at an evaluation when its cron fired since the
 //!   previous one (never for times before the first), and resolves at the next.
 //! - **Alerts**: an `alert` trigger holds while Alertmanager says a matching alert fires
-//!   (the webhook receiver's [`AlertStore`]). Without a receiver — in a replay — it reads the
-//!   `ALERTS` series Prometheus keeps for its own alerting rules instead.
+//!   (the webhook receiver's [`AlertStore`]), so silences and inhibitions apply. Replays and
+//!   tests read the `ALERTS` series Prometheus keeps for its alerting rules instead.
 //! - `event` triggers come from the Kubernetes watcher, not from here.
 
 use std::collections::BTreeMap;
@@ -37,10 +37,25 @@ pub struct PlaybookEvent {
 /// What triggers observe: a Prometheus, Alertmanager's webhook, or neither.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    /// The Prometheus that PromQL-based triggers (and, in a replay, alert triggers) query.
+    /// The Prometheus that PromQL-based triggers (and alert triggers replayed from history)
+    /// query.
     pub prometheus: Option<Evaluator>,
-    /// The alerts Alertmanager delivered to the webhook receiver.
-    pub alerts: Option<AlertStore>,
+    /// Where alert triggers learn which alerts fire.
+    pub alerts: Alerts,
+}
+
+/// Where alert triggers learn which alerts fire.
+#[derive(Debug, Clone, Default)]
+pub enum Alerts {
+    /// Nowhere: alert triggers are inconclusive.
+    #[default]
+    None,
+    /// Alertmanager's notifications to the webhook receiver: what the live engine acts on, so
+    /// that silences and inhibitions apply.
+    Webhook(AlertStore),
+    /// The `ALERTS` series Prometheus keeps for its alerting rules: for replays and tests,
+    /// which look at history (and see no silences).
+    History,
 }
 
 /// Where one trigger's observations come from.
@@ -104,18 +119,26 @@ impl Tracked {
         matches!(self.source, Source::Alert { .. })
     }
 
-    /// When it is next due after `now`: its cron's next fire for a schedule, else `now` plus
-    /// its interval.
+    /// When it is next due after `now`: `now` plus its interval; for a schedule, its cron's
+    /// next fire, or sooner while a fire is still to be resolved.
     pub fn next_due(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let after_interval = chrono::Duration::from_std(self.playbook.trigger.interval)
+            .ok()
+            .and_then(|interval| now.checked_add_signed(interval))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         match &self.source {
-            Source::Schedule(schedule) => schedule
-                .after(&now)
-                .next()
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-            _ => chrono::Duration::from_std(self.playbook.trigger.interval)
-                .ok()
-                .and_then(|interval| now.checked_add_signed(interval))
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            Source::Schedule(schedule) => {
+                let next = schedule
+                    .after(&now)
+                    .next()
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                if self.lock().tracker.firing().next().is_some() {
+                    next.min(after_interval)
+                } else {
+                    next
+                }
+            }
+            _ => after_interval,
         }
     }
 
@@ -175,14 +198,14 @@ impl Tracked {
                     alertname, labels, ..
                 },
                 Sources {
-                    alerts: Some(store),
+                    alerts: Alerts::Webhook(store),
                     ..
                 },
             ) => store.observe(alertname, labels, at),
             (
                 Source::Alert { history, .. },
                 Sources {
-                    alerts: None,
+                    alerts: Alerts::History,
                     prometheus: Some(prometheus),
                 },
             ) => match prometheus.instant(history, at).await {
@@ -197,9 +220,20 @@ impl Tracked {
                 ),
                 Err(reason) => Observation::Inconclusive(reason),
             },
-            (Source::Alert { .. }, _) => {
-                Observation::Inconclusive("no Alertmanager webhook receiver is listening".into())
-            }
+            (
+                Source::Alert { .. },
+                Sources {
+                    alerts: Alerts::History,
+                    ..
+                },
+            ) => Observation::Inconclusive("no Prometheus to read alert history from".into()),
+            (
+                Source::Alert { .. },
+                Sources {
+                    alerts: Alerts::None,
+                    ..
+                },
+            ) => Observation::Inconclusive("no Alertmanager webhook receiver is listening".into()),
         }
     }
 
@@ -360,8 +394,17 @@ mod tests {
             ["signal_firing"]
         );
         let tracked = &evaluation.triggers()[0];
+        // Firing: due again after its interval (30s) to resolve, before the next fire.
         assert_eq!(
             tracked.next_due(at("2026-11-25T00:21:00Z")),
+            at("2026-11-25T00:21:30Z")
+        );
+        assert_eq!(
+            events(&evaluation, "2026-11-25T00:21:30Z").await,
+            ["signal_resolved"]
+        );
+        assert_eq!(
+            tracked.next_due(at("2026-11-25T00:21:30Z")),
             at("2026-11-25T00:25:00Z")
         );
     }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::evaluation::{PlaybookEvent, Sources, Tracked};
+use super::evaluation::{Alerts, PlaybookEvent, Sources, Tracked};
 use crate::playbook::PlaybookSet;
 
 /// How the loop runs.
@@ -56,7 +56,10 @@ pub async fn run(
 ) {
     let sources = Arc::new(sources);
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    let mut alerts = sources.alerts.as_ref().map(|store| store.changes());
+    let mut alerts = match &sources.alerts {
+        Alerts::Webhook(store) => Some(store.changes()),
+        Alerts::None | Alerts::History => None,
+    };
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut tick = tokio::time::interval(options.tick);

@@ -20,6 +20,7 @@ pub mod evaluation;
 pub mod latency;
 pub mod live;
 pub mod memory_leak;
+pub mod scope;
 pub mod state;
 
 use std::time::Duration;

@@ -1,0 +1,111 @@
+//! Scoping queries to one label: `salve test --prometheus URL` writes each test's series into a
+//! shared Prometheus with a label of its own (`salve_test="<run>-<n>"`) and adds that matcher
+//! to every vector selector Salve then asks, so a test sees neither another test's data nor the
+//! server's own.
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::Expr;
+
+use crate::check::parse_promql;
+
+/// `expr` with `label="value"` added to each of its vector and range selectors.
+pub fn scope(expr: &str, label: &str, value: &str) -> Result<String, String> {
+    let mut parsed = parse_promql(expr)?;
+    add(&mut parsed, &Matcher::new(MatchOp::Equal, label, value));
+    Ok(parsed.to_string())
+}
+
+fn add(expr: &mut Expr, matcher: &Matcher) {
+    match expr {
+        Expr::Aggregate(aggregate) => {
+            add(&mut aggregate.expr, matcher);
+            if let Some(param) = &mut aggregate.param {
+                add(param, matcher);
+            }
+        }
+        Expr::Unary(unary) => add(&mut unary.expr, matcher),
+        Expr::Binary(binary) => {
+            add(&mut binary.lhs, matcher);
+            add(&mut binary.rhs, matcher);
+        }
+        Expr::Paren(paren) => add(&mut paren.expr, matcher),
+        Expr::Subquery(subquery) => add(&mut subquery.expr, matcher),
+        Expr::Call(call) => {
+            for arg in &mut call.args.args {
+                add(arg, matcher);
+            }
+        }
+        Expr::VectorSelector(selector) => select(selector, matcher),
+        Expr::MatrixSelector(range) => select(&mut range.vs, matcher),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn select(selector: &mut promql_parser::parser::VectorSelector, matcher: &Matcher) {
+    selector.matchers.matchers.push(matcher.clone());
+    for group in &mut selector.matchers.or_matchers {
+        group.push(matcher.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_selector_gets_the_matcher() {
+        let scoped = scope(
+            r#"sum by (a) (rate(x{code=~"5.."}[5m])) / on (a) group_left max(y offset 1m) > 0.5 or vector(1)"#,
+            "salve_test",
+            "r-1",
+        )
+        .expect("scoped");
+        assert_eq!(scoped.matches(r#"salve_test="r-1""#).count(), 2, "{scoped}");
+        // It still means the same, only narrower.
+        let reparsed = parse_promql(&scoped).expect("valid PromQL");
+        let again = reparsed.to_string();
+        assert_eq!(again, scoped);
+        assert!(scoped.contains(r#"code=~"5..""#), "{scoped}");
+        assert!(scoped.contains("offset 1m"), "{scoped}");
+    }
+
+    #[test]
+    fn every_generated_query_survives_scoping() {
+        use crate::playbook::load::load_paths;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+        let loaded = load_paths(&[root]);
+        let mut checked = 0;
+        for playbook in &loaded.playbooks {
+            let Some(q) = crate::signal::queries(&playbook.trigger.kind) else {
+                continue;
+            };
+            let all = [
+                Some(q.condition.clone()),
+                q.inputs_query(),
+                q.values_query(),
+            ];
+            for expr in all.iter().flatten() {
+                let scoped = scope(expr, "salve_test", "t").expect("scoped");
+                let selectors = parse_promql(expr).expect("valid").to_string();
+                assert!(
+                    scoped.matches("salve_test").count() >= 1,
+                    "{}: {scoped}",
+                    playbook.name
+                );
+                // Dropping the added matcher gives back the query as the parser prints it.
+                let unscoped = scoped
+                    .replace(r#"{salve_test="t"}"#, "")
+                    .replace(r#",salve_test="t""#, "")
+                    .replace(r#"salve_test="t","#, "");
+                assert_eq!(unscoped, selectors, "{}", playbook.name);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} queries checked");
+    }
+
+    #[test]
+    fn bad_promql_is_an_error() {
+        assert!(scope("sum(", "a", "b").is_err());
+    }
+}
