@@ -7,45 +7,57 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use salve::playbook::Trigger;
+use std::sync::Arc;
+
+use salve::playbook::Playbook;
 use salve::playbook::load::{Loaded, load_text};
 use salve::prometheus::{self, RunningPrometheus, Scenario};
 use salve::series::Sample as Point;
+use salve::signal::SignalQueries;
 use salve::signal::evaluate::Evaluator;
+use salve::signal::evaluation::{Alerts, Sources, Tracked};
 use salve::signal::state::{Observation, SignalEvent, Tracker, Transition};
-use salve::signal::{self, SignalQueries};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The compiled trigger of a playbook whose `trigger:` block is `trigger` (indented by 4).
-fn trigger(trigger: &str) -> Trigger {
+/// A compiled playbook whose `trigger:` block is `trigger` (indented by 4).
+fn trigger(trigger: &str) -> Arc<Playbook> {
     let text = format!(
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: t}}\nspec:\n  trigger:\n{trigger}  target: {{kind: Deployment, namespace: \"${{labels.namespace}}\", name: x}}\n  steps:\n    - {{action: capture_logs, risk: none}}\n"
     );
     let mut loaded = Loaded::default();
     load_text(Path::new("t.yaml"), &text, &mut loaded);
     assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
-    loaded.playbooks[0].trigger.clone()
+    Arc::clone(&loaded.playbooks[0])
 }
 
 fn at(unix: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(unix, 0).expect("valid time")
 }
 
-/// Evaluates `trigger` at every step in `steps`, as the engine would; returns all events.
+/// Evaluates the trigger of `playbook` at every step in `steps` through the engine's own
+/// path (`Tracked::evaluate`, as live and replay do); returns all events.
 async fn run(
     prometheus: &RunningPrometheus,
-    trigger: &Trigger,
+    playbook: &Arc<Playbook>,
     steps: std::ops::Range<usize>,
 ) -> Vec<SignalEvent> {
-    let queries = signal::queries(&trigger.kind).expect("a PromQL-based trigger");
     let evaluator = Evaluator::new(prometheus.url(), Duration::from_secs(5)).expect("evaluator");
-    let mut tracker = Tracker::new(trigger.for_, trigger.keep_firing_for);
+    let sources = Sources {
+        prometheus: Some(evaluator),
+        alerts: Alerts::None,
+    };
+    let tracked = Tracked::new(Arc::clone(playbook)).expect("a PromQL-based trigger");
     let mut events = Vec::new();
     for step in steps {
         let when = at(prometheus.time_at(step));
-        let observation = evaluator.observe(&queries, when).await;
-        events.extend(tracker.observe(when, observation));
+        events.extend(
+            tracked
+                .evaluate(&sources, when)
+                .await
+                .into_iter()
+                .map(|e| e.event),
+        );
     }
     events
 }
@@ -125,12 +137,27 @@ async fn memory_leak_fires_on_a_leak_and_not_on_a_gc_sawtooth() {
         at(prometheus.time_at(32)),
         "fires once `for` has elapsed"
     );
-    // (2e9 - 1.6e9) bytes of headroom at 2e7 bytes a minute: 20 minutes to OOM at step 30.
+    // (2e9 - 1.64e9) bytes of headroom at 2e7 bytes a minute: 18 minutes to OOM at step 32.
     let seconds_to_oom = first.value.expect("value");
     assert!(
         (1000.0..1300.0).contains(&seconds_to_oom),
         "{seconds_to_oom}"
     );
+    // The signal carries what an SRE asks first: how fast, how full, how long.
+    let value = |name: &str| {
+        *first
+            .values
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}: {first:#?}"))
+    };
+    assert_eq!(value("secondsToOOM"), seconds_to_oom);
+    let growth = 2e7 / (1024.0 * 1024.0);
+    assert!(
+        (value("growthMiBPerMinute") - growth).abs() < 0.01,
+        "{first:#?}"
+    );
+    assert!((value("percentOfLimit") - 82.0).abs() < 0.5, "{first:#?}");
+    assert_eq!(value("limitBytes"), 2e9);
 }
 
 /// A histogram's cumulative bucket counters from per-minute increments of each bucket.
