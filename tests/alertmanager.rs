@@ -214,6 +214,42 @@ async fn the_receiver_takes_only_post() {
     assert_eq!(store.known(), 1);
 }
 
+#[tokio::test]
+async fn with_a_token_the_receiver_takes_only_requests_that_carry_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free loopback port");
+    let address = listener.local_addr().expect("a bound address");
+    let store = AlertStore::new();
+    let app = salve::alertmanager::routes_with_token(store.clone(), "s3cret".into());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{address}{WEBHOOK_PATH}");
+    let client = reqwest::Client::new();
+    for authorization in [
+        None,
+        Some("Bearer wrong"),
+        Some("s3cret"),
+        Some("Bearer s3cret2"),
+    ] {
+        let mut post = client.post(&url).body(FIRING);
+        if let Some(value) = authorization {
+            post = post.header("authorization", value);
+        }
+        let response = post.send().await.expect("the receiver answers");
+        assert_eq!(response.status().as_u16(), 401, "{authorization:?}");
+    }
+    assert_eq!(store.known(), 0, "nothing applied without the token");
+    let response = client
+        .post(&url)
+        .header("authorization", "Bearer s3cret")
+        .body(FIRING)
+        .send()
+        .await
+        .expect("the receiver answers");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(store.known(), 1);
+}
+
 /// A notification captured from the real Alertmanager.
 const FIRING: &str = include_str!("../engine/src/alertmanager/testdata/firing.json");
 

@@ -113,6 +113,10 @@ pub enum Command {
         /// (`POST /api/v1/alerts/alertmanager`), feeding `alert` triggers.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Require `Authorization: Bearer <token>` on the webhook, the token read from this
+        /// file (give Alertmanager the same file as `authorization: {credentials_file: ...}`).
+        #[arg(long, requires = "listen")]
+        webhook_token_file: Option<PathBuf>,
     },
 }
 
@@ -180,6 +184,14 @@ pub enum Error {
     /// The Prometheus URL is not usable.
     #[error(transparent)]
     Evaluator(#[from] crate::signal::evaluate::Error),
+    /// The webhook's token file cannot be used.
+    #[error("cannot use {path} as the webhook token: {reason}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The webhook listener could not bind its address.
     #[error("cannot listen on {address}")]
     Listen {
@@ -208,7 +220,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             debounce_ms,
             prometheus,
             listen,
-        } => watch_paths(paths, debounce_ms, prometheus.as_deref(), listen),
+            webhook_token_file,
+        } => {
+            let webhook = match listen {
+                Some(address) => Some(Webhook {
+                    address,
+                    token: webhook_token_file.as_deref().map(read_token).transpose()?,
+                }),
+                None => None,
+            };
+            watch_paths(paths, debounce_ms, prometheus.as_deref(), webhook)
+        }
         Command::Test { paths, prometheus } => test(&paths, prometheus.as_deref()),
         Command::Replay {
             playbooks,
@@ -392,11 +414,31 @@ fn schema(kind: SchemaKind, out: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where and how to serve Alertmanager's webhook.
+struct Webhook {
+    address: std::net::SocketAddr,
+    token: Option<String>,
+}
+
+/// The bearer token in `path`, without surrounding whitespace.
+fn read_token(path: &Path) -> Result<String> {
+    let fail = |reason: String| Error::Token {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    Ok(token.to_string())
+}
+
 fn watch_paths(
     paths: Vec<PathBuf>,
     debounce_ms: u64,
     prometheus: Option<&str>,
-    listen: Option<std::net::SocketAddr>,
+    webhook: Option<Webhook>,
 ) -> Result<ExitCode> {
     let prometheus = prometheus
         .map(|url| Evaluator::new(url, std::time::Duration::from_secs(10)))
@@ -436,8 +478,8 @@ fn watch_paths(
             debounce: std::time::Duration::from_millis(debounce_ms),
             ..WatchOptions::default()
         };
-        let alerts = match listen {
-            Some(address) => Alerts::Webhook(serve_webhook(address, cancel.clone()).await?),
+        let alerts = match webhook {
+            Some(webhook) => Alerts::Webhook(serve_webhook(webhook, cancel.clone()).await?),
             None => Alerts::None,
         };
         let mut tasks = Vec::new();
@@ -472,16 +514,23 @@ fn watch_paths(
     })
 }
 
-/// Serves Alertmanager's webhook on `address` until `cancel`; the store it fills.
-async fn serve_webhook(
-    address: std::net::SocketAddr,
-    cancel: CancellationToken,
-) -> Result<AlertStore> {
+/// Serves Alertmanager's webhook until `cancel`; the store it fills.
+async fn serve_webhook(webhook: Webhook, cancel: CancellationToken) -> Result<AlertStore> {
+    let address = webhook.address;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| Error::Listen { address, source })?;
     let store = AlertStore::new();
-    let app = crate::alertmanager::routes(store.clone());
+    let app = match webhook.token {
+        Some(token) => crate::alertmanager::routes_with_token(store.clone(), token),
+        None => {
+            tracing::warn!(
+                "the webhook takes alerts from anyone who can reach it; \
+                 set --webhook-token-file outside a trusted network"
+            );
+            crate::alertmanager::routes(store.clone())
+        }
+    };
     tracing::info!(%address, path = crate::alertmanager::WEBHOOK_PATH, "listening for Alertmanager's webhook");
     tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crate::process;
 
-pub use receiver::{MAX_BODY, WEBHOOK_PATH, routes};
+pub use receiver::{MAX_BODY, WEBHOOK_PATH, routes, routes_with_token};
 pub use store::{AlertStore, Applied, RESOLVED_RETENTION};
 pub use webhook::{Alert, Status, VERSION, Webhook};
 
