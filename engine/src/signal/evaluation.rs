@@ -114,6 +114,11 @@ impl Tracked {
         &self.playbook
     }
 
+    /// Whether a cron schedule drives it.
+    pub fn is_schedule(&self) -> bool {
+        matches!(self.source, Source::Schedule(_))
+    }
+
     /// Whether Alertmanager's webhook feeds it.
     pub fn is_alert(&self) -> bool {
         matches!(self.source, Source::Alert { .. })

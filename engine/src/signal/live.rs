@@ -91,7 +91,7 @@ pub async fn run(
             .filter(|(_, e)| !e.running && e.due <= now)
         {
             entry.running = true;
-            entry.due = due(&entry.tracked);
+            entry.due = next_due(&entry.tracked, entry.due, now);
             let (name, sources, permits, events, tracked) = (
                 name.clone(),
                 Arc::clone(&sources),
@@ -115,8 +115,24 @@ pub async fn run(
     tasks.shutdown().await;
 }
 
-/// When `tracked` is next due, as a monotonic instant.
-fn due(tracked: &Tracked) -> Instant {
+/// When `tracked`, due at `due` and started at `now`, is next due: on the grid of its interval
+/// from `due` (skipping what the loop missed), as Prometheus keeps rule evaluations on a grid;
+/// a schedule at its cron's next fire.
+fn next_due(tracked: &Tracked, due: Instant, now: Instant) -> Instant {
+    let interval = tracked.playbook().trigger.interval;
+    if tracked.is_schedule() || interval.is_zero() {
+        return by_clock(tracked);
+    }
+    let missed = now.saturating_duration_since(due).as_nanos() / interval.as_nanos();
+    let steps = u32::try_from(missed.saturating_add(1)).unwrap_or(u32::MAX);
+    interval
+        .checked_mul(steps)
+        .and_then(|ahead| due.checked_add(ahead))
+        .unwrap_or_else(|| now + interval)
+}
+
+/// When `tracked` is next due by the wall clock, as a monotonic instant.
+fn by_clock(tracked: &Tracked) -> Instant {
     let now = Utc::now();
     let wait = (tracked.next_due(now) - now)
         .to_std()
@@ -146,5 +162,42 @@ fn sync_entries(set: &PlaybookSet, entries: &mut HashMap<String, Entry>) {
                 running: false,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::playbook::load::{Loaded, load_text};
+
+    fn tracked(trigger: &str) -> Tracked {
+        let text = format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: p}}\nspec:\n  trigger:\n{trigger}  target: {{kind: Deployment, namespace: a, name: b}}\n  steps:\n    - {{action: capture_logs, risk: none}}\n"
+        );
+        let mut loaded = Loaded::default();
+        load_text(Path::new("p.yaml"), &text, &mut loaded);
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        Tracked::new(Arc::clone(&loaded.playbooks[0])).expect("tracked")
+    }
+
+    #[test]
+    fn evaluations_stay_on_the_grid_of_the_interval() {
+        let tracked = tracked("    promql: {expr: up}\n    interval: 30s\n");
+        let due = Instant::now();
+        let s = Duration::from_secs;
+        // Started a little late: the next one is still one interval after the due time.
+        let late = due + Duration::from_millis(250);
+        assert_eq!(next_due(&tracked, due, late), due + s(30));
+        // The loop missed two evaluations: skip them, keep the grid.
+        assert_eq!(next_due(&tracked, due, due + s(95)), due + s(120));
+    }
+
+    #[test]
+    fn schedules_follow_the_clock() {
+        let tracked = tracked("    schedule: {cron: '0 0 1 1 *'}\n");
+        let now = Instant::now();
+        assert!(next_due(&tracked, now, now) > now + Duration::from_secs(60));
     }
 }
