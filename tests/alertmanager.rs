@@ -253,8 +253,9 @@ async fn with_a_token_the_receiver_takes_only_requests_that_carry_it() {
 /// A notification captured from the real Alertmanager.
 const FIRING: &str = include_str!("../engine/src/alertmanager/testdata/firing.json");
 
-/// `salve watch --listen` as a user runs it, with the real Alertmanager posting to it: a
-/// firing alert opens an incident on the playbook's target, its resolve resolves it.
+/// `salve watch --listen --webhook-token-file` as a user runs it, with the real Alertmanager
+/// posting to it with the token: a firing alert opens an incident on the playbook's target, its
+/// resolve resolves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn salve_watch_turns_alertmanager_notifications_into_incidents() {
     use std::io::BufRead as _;
@@ -265,6 +266,8 @@ async fn salve_watch_turns_alertmanager_notifications_into_incidents() {
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: crashing}\nspec:\n  trigger:\n    alert: {alertname: KubePodCrashLooping, labels: {severity: critical}}\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: api}\n  steps:\n    - {action: capture_logs, risk: none}\n",
     )
     .expect("write playbook");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("write the token");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -273,6 +276,8 @@ async fn salve_watch_turns_alertmanager_notifications_into_incidents() {
         .args(["--log-format", "json", "watch"])
         .arg(dir.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--webhook-token-file")
+        .arg(&token)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start salve watch");
@@ -301,7 +306,11 @@ async fn salve_watch_turns_alertmanager_notifications_into_incidents() {
     next("listening for Alertmanager's webhook").await;
 
     let url = format!("http://127.0.0.1:{port}{WEBHOOK_PATH}");
-    let alertmanager = harness::start(&AlertmanagerOptions::new(url)).expect("alertmanager");
+    let options = AlertmanagerOptions {
+        bearer_token: Some("s3cret".into()),
+        ..AlertmanagerOptions::new(url)
+    };
+    let alertmanager = harness::start(&options).expect("alertmanager");
     let began = Instant::now();
     alertmanager
         .post(&[PostedAlert::firing(CRASHING.iter().copied())])

@@ -403,6 +403,7 @@ async fn run(options: &Options) {
         group_wait: Duration::from_secs(options.group_wait),
         group_interval: GROUP_INTERVAL,
         repeat_interval: REPEAT_INTERVAL,
+        bearer_token: None,
     };
     let alertmanager = tokio::task::spawn_blocking(move || harness::start(&alertmanager_options))
         .await

@@ -33,6 +33,8 @@ pub struct AlertmanagerOptions {
     pub group_interval: Duration,
     /// How long before an unchanged group is notified again.
     pub repeat_interval: Duration,
+    /// Sent as `Authorization: Bearer <token>` with each notification, when set.
+    pub bearer_token: Option<String>,
 }
 
 impl AlertmanagerOptions {
@@ -44,6 +46,7 @@ impl AlertmanagerOptions {
             group_wait: Duration::ZERO,
             group_interval: Duration::from_secs(1),
             repeat_interval: Duration::from_secs(3600),
+            bearer_token: None,
         }
     }
 
@@ -51,10 +54,17 @@ impl AlertmanagerOptions {
     fn config(&self) -> String {
         // JSON strings are valid YAML scalars, and escape whatever the URL holds.
         let url = serde_json::Value::from(self.webhook_url.as_str());
+        let authorization = match &self.bearer_token {
+            Some(token) => format!(
+                "        http_config:\n          authorization:\n            credentials: {}\n",
+                serde_json::Value::from(token.as_str())
+            ),
+            None => String::new(),
+        };
         format!(
             "route:\n  receiver: salve\n  group_by: ['...']\n  group_wait: {}\n  \
              group_interval: {}\n  repeat_interval: {}\nreceivers:\n  - name: salve\n    \
-             webhook_configs:\n      - url: {url}\n        send_resolved: true\n",
+             webhook_configs:\n      - url: {url}\n        send_resolved: true\n{authorization}",
             duration(self.group_wait),
             duration(self.group_interval),
             duration(self.repeat_interval),
