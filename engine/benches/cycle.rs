@@ -30,7 +30,6 @@
 //! `--warmup N` = 5 untimed cycles), `--concurrency N` (the live loop's default).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -54,6 +53,10 @@ use tokio::runtime::Runtime;
 
 #[path = "common/playbooks.rs"]
 mod playbooks;
+#[path = "common/stats.rs"]
+mod stats;
+
+use stats::Stats;
 
 /// The name of the fake Prometheus's runtime thread, which tells its CPU time from Salve's.
 const FAKE_THREAD: &str = "fake-prom";
@@ -946,54 +949,6 @@ fn ticks(stat: &str) -> Option<u64> {
 
 // ---------------------------------------------------------------------------------------------
 // Statistics
-
-struct Stats {
-    samples: Vec<Duration>,
-}
-
-impl Stats {
-    fn new(mut samples: Vec<Duration>) -> Self {
-        assert!(!samples.is_empty(), "no samples");
-        samples.sort_unstable();
-        Stats { samples }
-    }
-
-    /// Nearest-rank percentile.
-    fn percentile(&self, p: f64) -> Duration {
-        let n = self.samples.len();
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        self.samples[rank.clamp(1, n) - 1]
-    }
-
-    fn mean(&self) -> Duration {
-        self.samples.iter().sum::<Duration>() / u32::try_from(self.samples.len()).unwrap_or(1)
-    }
-
-    /// A Markdown row, in µs when the median is under a millisecond, else in ms.
-    fn row(&self, name: &str) -> String {
-        let micros = self.percentile(50.0) < Duration::from_millis(1);
-        let unit = |d: Duration| {
-            if micros {
-                format!("{:.1} µs", d.as_secs_f64() * 1e6)
-            } else {
-                format!("{:.2} ms", d.as_secs_f64() * 1e3)
-            }
-        };
-        let mut row = String::new();
-        write!(
-            row,
-            "| {name} | {} | {} | {} | {} | {} | {} |",
-            self.samples.len(),
-            unit(self.samples[0]),
-            unit(self.percentile(50.0)),
-            unit(self.percentile(99.0)),
-            unit(self.mean()),
-            unit(self.samples[self.samples.len() - 1]),
-        )
-        .expect("writing to a String cannot fail");
-        row
-    }
-}
 
 fn format_duration(d: Duration) -> String {
     if d < Duration::from_millis(1) {

@@ -14,7 +14,6 @@
 //! (default 50), and `--write DIR`, which only writes the generated playbooks into `DIR` and
 //! exits, so that they can be checked with `salve validate DIR`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "common/playbooks.rs"]
 mod playbooks;
+#[path = "common/stats.rs"]
+mod stats;
+
+use stats::Stats;
 
 use playbooks::{file_name, generate, playbook_name, playbook_yaml};
 
@@ -129,49 +132,6 @@ fn main() {
             "\nnote: {} extra reload(s) ran during the watch benchmark (trailing file events)",
             watched.extra_reloads
         );
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Statistics
-
-struct Stats {
-    samples: Vec<Duration>,
-}
-
-impl Stats {
-    fn new(mut samples: Vec<Duration>) -> Self {
-        assert!(!samples.is_empty(), "no samples");
-        samples.sort_unstable();
-        Stats { samples }
-    }
-
-    /// Nearest-rank percentile.
-    fn percentile(&self, p: f64) -> Duration {
-        let n = self.samples.len();
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        self.samples[rank.clamp(1, n) - 1]
-    }
-
-    fn mean(&self) -> Duration {
-        self.samples.iter().sum::<Duration>() / self.samples.len() as u32
-    }
-
-    fn row(&self, name: &str) -> String {
-        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
-        let mut row = String::new();
-        write!(
-            row,
-            "| {name} | {} | {} | {} | {} | {} | {} |",
-            self.samples.len(),
-            ms(self.samples[0]),
-            ms(self.percentile(50.0)),
-            ms(self.percentile(99.0)),
-            ms(self.mean()),
-            ms(self.samples[self.samples.len() - 1]),
-        )
-        .expect("writing to a String cannot fail");
-        row
     }
 }
 
