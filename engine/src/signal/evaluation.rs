@@ -147,6 +147,11 @@ impl Tracked {
         }
     }
 
+    /// How many evaluations it has had, and how many were inconclusive.
+    pub fn counts(&self) -> super::state::Counts {
+        self.lock().tracker.counts()
+    }
+
     /// A copy of its signal states.
     pub fn tracker(&self) -> Tracker {
         self.lock().tracker.clone()

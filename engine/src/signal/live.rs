@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::evaluation::{Alerts, PlaybookEvent, Sources, Tracked};
+use super::state::Counts;
 use crate::playbook::PlaybookSet;
 
 /// How the loop runs.
@@ -27,6 +28,8 @@ pub struct LiveOptions {
     pub concurrency: usize,
     /// How often the loop looks for triggers that are due.
     pub tick: Duration,
+    /// How often it logs how many evaluations ran and how many were inconclusive.
+    pub summary: Duration,
 }
 
 impl Default for LiveOptions {
@@ -34,6 +37,7 @@ impl Default for LiveOptions {
         LiveOptions {
             concurrency: 8,
             tick: Duration::from_millis(250),
+            summary: Duration::from_secs(300),
         }
     }
 }
@@ -63,10 +67,16 @@ pub async fn run(
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut tick = tokio::time::interval(options.tick);
+    let mut summary = tokio::time::interval_at(Instant::now() + options.summary, options.summary);
+    let mut logged = HashMap::new();
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
+            _ = summary.tick() => {
+                log_summary(&entries, &mut logged);
+                continue;
+            }
             Some(Ok(())) = async { Some(alerts.as_mut()?.changed().await) } => {
                 // Alertmanager delivered: evaluate alert triggers now, not at their interval.
                 let now = Instant::now();
@@ -113,6 +123,48 @@ pub async fn run(
         }
     }
     tasks.shutdown().await;
+}
+
+/// Evaluations since the last summary: in all, and per playbook that had inconclusive ones.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Summary {
+    evaluations: u64,
+    inconclusive: u64,
+    by_playbook: Vec<(String, u64)>,
+}
+
+/// What ran since `logged` (the counts at the last summary, by playbook digest, so that a
+/// changed playbook counts afresh), which it updates.
+fn summarize(entries: &HashMap<String, Entry>, logged: &mut HashMap<String, Counts>) -> Summary {
+    let mut summary = Summary::default();
+    for (name, entry) in entries {
+        let now = entry.tracked.counts();
+        let before = logged.insert(entry.digest.clone(), now).unwrap_or_default();
+        let inconclusive = now.inconclusive.saturating_sub(before.inconclusive);
+        summary.evaluations += now.evaluations.saturating_sub(before.evaluations);
+        summary.inconclusive += inconclusive;
+        if inconclusive > 0 {
+            summary.by_playbook.push((name.clone(), inconclusive));
+        }
+    }
+    let current: std::collections::HashSet<&String> = entries.values().map(|e| &e.digest).collect();
+    logged.retain(|digest, _| current.contains(digest));
+    summary.by_playbook.sort();
+    summary
+}
+
+/// Logs [`summarize`]: missing data is counted, not only reported when it starts.
+fn log_summary(entries: &HashMap<String, Entry>, logged: &mut HashMap<String, Counts>) {
+    let summary = summarize(entries, logged);
+    for (playbook, inconclusive) in &summary.by_playbook {
+        tracing::warn!(playbook, inconclusive, "inconclusive evaluations");
+    }
+    tracing::info!(
+        triggers = entries.len(),
+        evaluations = summary.evaluations,
+        inconclusive = summary.inconclusive,
+        "evaluations since the last summary"
+    );
 }
 
 /// When `tracked`, due at `due` and started at `now`, is next due: on the grid of its interval
@@ -199,5 +251,39 @@ mod tests {
         let tracked = tracked("    schedule: {cron: '0 0 1 1 *'}\n");
         let now = Instant::now();
         assert!(next_due(&tracked, now, now) > now + Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn summaries_count_inconclusive_evaluations_since_the_last_one() {
+        let tracked = Arc::new(tracked("    promql: {expr: up}\n"));
+        let entry = |digest: &str| Entry {
+            digest: digest.to_string(),
+            tracked: Arc::clone(&tracked),
+            due: Instant::now(),
+            running: false,
+        };
+        let mut entries = HashMap::from([("p".to_string(), entry("d1"))]);
+        let mut logged = HashMap::new();
+        let sources = Sources::default();
+        for _ in 0..2 {
+            tracked.evaluate(&sources, Utc::now()).await;
+        }
+        let first = summarize(&entries, &mut logged);
+        assert_eq!(
+            first,
+            Summary {
+                evaluations: 2,
+                inconclusive: 2,
+                by_playbook: vec![("p".into(), 2)]
+            }
+        );
+        assert_eq!(summarize(&entries, &mut logged), Summary::default());
+        tracked.evaluate(&sources, Utc::now()).await;
+        // The playbook changed: its counts start afresh (here the tracker is the same, so all
+        // three count), and the old digest is forgotten.
+        entries.insert("p".into(), entry("d2"));
+        let changed = summarize(&entries, &mut logged);
+        assert_eq!((changed.evaluations, changed.inconclusive), (3, 3));
+        assert_eq!(logged.len(), 1);
     }
 }
