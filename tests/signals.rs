@@ -338,7 +338,7 @@ fn replay(
     dir: &Path,
     prometheus: &RunningPrometheus,
     steps: std::ops::RangeInclusive<usize>,
-    format: &str,
+    args: &[&str],
 ) -> (String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
         .args(["replay", "--playbooks"])
@@ -346,7 +346,8 @@ fn replay(
         .args(["--prometheus", prometheus.url()])
         .args(["--from", &prometheus.time_at(*steps.start()).to_string()])
         .args(["--to", &prometheus.time_at(*steps.end()).to_string()])
-        .args(["--step", "1m", "--format", format])
+        .args(["--step", "1m"])
+        .args(args)
         .output()
         .expect("run salve replay");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -369,7 +370,7 @@ fn replay_backtests_playbooks_over_history_as_json_lines() {
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: crash-loop}\nspec:\n  trigger:\n    crashLoop: {restarts: 5, window: 15m}\n    for: 2m\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: x}\n  steps:\n    - {action: capture_logs, risk: none}\n",
     )
     .expect("write playbook");
-    let replay = |format: &str| replay(dir.path(), &prometheus, 20..=119, format).0;
+    let replay = |format: &str| replay(dir.path(), &prometheus, 20..=119, &["--format", format]).0;
 
     let lines: Vec<serde_json::Value> = replay("json")
         .lines()
@@ -732,7 +733,9 @@ fn a_flapping_series_is_one_incident_in_a_replay() {
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: queue}\nspec:\n  trigger:\n    promql: {expr: 'max by (namespace, deployment) (queue_depth) > 50'}\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: \"${labels.deployment}\"}\n  cooldown: 30m\n  steps:\n    - {action: capture_logs, risk: none}\n",
     )
     .expect("write playbook");
-    let (stdout, summary) = replay(dir.path(), &prometheus, 0..=40, "json");
+    let journal = dir.path().join("replay.db");
+    let journal = journal.to_str().expect("a UTF-8 path");
+    let (stdout, summary) = replay(dir.path(), &prometheus, 0..=40, &["--journal", journal]);
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))
@@ -774,4 +777,45 @@ fn a_flapping_series_is_one_incident_in_a_replay() {
             .any(|l| l["target"] == "Deployment shop/worker")
     );
     assert!(summary.contains("1 incident(s) opened"), "{summary}");
+
+    // The journal tells the same story to `salve incidents`.
+    let id = incidents[0].1.to_string();
+    let incidents = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["incidents", "--journal", journal])
+            .args(args)
+            .output()
+            .expect("run salve incidents");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let list = incidents(&[]);
+    assert!(
+        list.contains(&id) && list.contains("Deployment shop/worker"),
+        "{list}"
+    );
+    // Held from minute 0, resolved for the last time at minute 19: detected at once (`for`
+    // is 0), recovered 19 minutes after it started.
+    assert!(
+        list.contains("1 incident(s), 0 open; MTTD 0s, MTTR 19m00s"),
+        "{list}"
+    );
+    let timeline = incidents(&[&id]);
+    let verbs: Vec<&str> = timeline
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        verbs,
+        [
+            "SIGNAL", "DETECT", "CLEARED", "RESOLVED", "SIGNAL", "REOPEN", "CLEARED", "RESOLVED",
+            "SIGNAL", "REOPEN", "CLEARED", "RESOLVED"
+        ],
+        "{timeline}"
+    );
 }

@@ -5,6 +5,7 @@
 //! backfilled scenarios.
 
 mod alertmanager;
+mod journal;
 mod prometheus;
 mod reload;
 mod signals;

@@ -37,6 +37,8 @@ pub struct Incident {
     pub target: Option<String>,
     /// The earliest signal: the root cause.
     pub root: LabelSet,
+    /// When the root signal started to hold, when known.
+    pub active_at: Option<DateTime<Utc>>,
     /// The signals firing now.
     pub signals: BTreeSet<LabelSet>,
     /// When it opened.
@@ -106,12 +108,20 @@ impl Incidents {
         self.open.values()
     }
 
+    /// The incident, open or cooling down, that a signal of `playbook` with `labels` belongs
+    /// to.
+    pub fn find(&self, playbook: &Playbook, labels: &LabelSet) -> Option<&Incident> {
+        let key = key(playbook, labels);
+        self.open
+            .get(&key)
+            .or_else(|| self.cooling.get(&key).map(|(incident, _)| incident))
+    }
+
     /// Applies a signal event of `playbook`'s trigger; returns the incident change it caused.
     pub fn apply(&mut self, playbook: &Playbook, event: &SignalEvent) -> Option<IncidentEvent> {
         self.cooling.retain(|_, (_, until)| *until > event.at);
         let target = render(&playbook.target, &event.labels);
-        let identity = target.clone().unwrap_or_else(|| describe(&event.labels));
-        let key = (playbook.name.clone(), identity);
+        let key = key(playbook, &event.labels);
         let change = |transition, incident: &Incident| IncidentEvent {
             at: event.at,
             transition,
@@ -138,6 +148,7 @@ impl Incidents {
                             playbook: playbook.name.clone(),
                             target,
                             root: event.labels.clone(),
+                            active_at: event.active_at,
                             signals: BTreeSet::new(),
                             opened_at: event.at,
                             resolved_at: None,
@@ -169,6 +180,13 @@ impl Incidents {
             Transition::Pending | Transition::Inconclusive { .. } => None,
         }
     }
+}
+
+/// The fingerprint of a signal of `playbook` with `labels`: its target, or its series when the
+/// target cannot be named from labels.
+fn key(playbook: &Playbook, labels: &LabelSet) -> Fingerprint {
+    let identity = render(&playbook.target, labels).unwrap_or_else(|| describe(labels));
+    (playbook.name.clone(), identity)
 }
 
 /// The target named for a signal with `labels`, when every variable is a label.
@@ -240,6 +258,7 @@ mod tests {
             transition,
             value: None,
             values: BTreeMap::new(),
+            active_at: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod condition;
 pub mod diagnostic;
 pub mod incident;
+pub mod journal;
 pub mod playbook;
 pub mod policy;
 mod process;

@@ -127,6 +127,8 @@ pub struct SignalEvent {
     /// Further named values of the signal at that evaluation (filled in by the evaluation for
     /// pending and firing signals).
     pub values: BTreeMap<String, f64>,
+    /// When the series started to hold, on pending and firing events.
+    pub active_at: Option<DateTime<Utc>>,
 }
 
 /// How many evaluations a tracker has seen, and how many of them were inconclusive in part or
@@ -274,7 +276,14 @@ impl Tracker {
                 }
             };
             if let Some(transition) = transition {
-                events.push(event(at, labels.clone(), transition, Some(*value)));
+                let mut change = event(at, labels.clone(), transition, Some(*value));
+                change.active_at = match self.series.get(labels) {
+                    Some(State::Pending { active_at } | State::Firing { active_at, .. }) => {
+                        Some(*active_at)
+                    }
+                    None => None,
+                };
+                events.push(change);
             }
         }
 
@@ -377,6 +386,7 @@ fn event(
         transition,
         value,
         values: BTreeMap::new(),
+        active_at: None,
     }
 }
 
@@ -414,6 +424,17 @@ mod tests {
             .iter()
             .map(|e| e.transition.event())
             .collect()
+    }
+
+    #[test]
+    fn firing_events_say_when_the_series_started_to_hold() {
+        let mut tracker = Tracker::new(Duration::from_secs(120), Duration::ZERO);
+        let pending = tracker.observe(t(0), holds(&[("a", 1.0)]));
+        assert_eq!(pending[0].active_at, Some(t(0)));
+        tracker.observe(t(1), holds(&[("a", 1.0)]));
+        let firing = tracker.observe(t(2), holds(&[("a", 1.0)]));
+        assert_eq!(firing[0].transition, Transition::Firing);
+        assert_eq!(firing[0].active_at, Some(t(0)));
     }
 
     #[test]

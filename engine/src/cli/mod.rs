@@ -1,5 +1,7 @@
 //! The `salve` command line.
 
+mod incidents;
+
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alertmanager::AlertStore;
 use crate::diagnostic::Severity;
 use crate::incident::{Incident, IncidentEvent, IncidentTransition, Incidents, describe};
+use crate::journal::{Journal, Record};
 use crate::playbook::load::{Loaded, load_paths};
 use crate::playbook::watch::{self, Reloader, WatchOptions};
 use crate::playbook::{Playbook, StepRun, TriggerKind};
@@ -96,6 +99,19 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReplayFormat::Json)]
         format: ReplayFormat,
+        /// Also record the events in this journal, for `salve incidents` (created when
+        /// missing; use a journal of its own, not the live engine's).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+    },
+    /// List the incidents in a journal with their times to detect and recover, or show one
+    /// incident's timeline.
+    Incidents {
+        /// The journal.
+        #[arg(long, env = "SALVE_JOURNAL")]
+        journal: PathBuf,
+        /// Show this incident's timeline.
+        id: Option<String>,
     },
     /// Load playbooks and policies, then hot-reload them on every change until interrupted.
     Watch {
@@ -113,6 +129,9 @@ pub enum Command {
         /// (`POST /api/v1/alerts/alertmanager`), feeding `alert` triggers.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Record every signal and incident in this journal (SQLite; created when missing).
+        #[arg(long, env = "SALVE_JOURNAL")]
+        journal: Option<PathBuf>,
         /// Require `Authorization: Bearer <token>` on the webhook, the token read from this
         /// file (give Alertmanager the same file as `authorization: {credentials_file: ...}`).
         #[arg(long, requires = "listen")]
@@ -184,6 +203,9 @@ pub enum Error {
     /// The Prometheus URL is not usable.
     #[error(transparent)]
     Evaluator(#[from] crate::signal::evaluate::Error),
+    /// The journal cannot be opened or written.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::Error),
     /// The webhook's token file cannot be used.
     #[error("cannot use {path} as the webhook token: {reason}")]
     Token {
@@ -220,6 +242,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             debounce_ms,
             prometheus,
             listen,
+            journal,
             webhook_token_file,
         } => {
             let webhook = match listen {
@@ -229,7 +252,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 }),
                 None => None,
             };
-            watch_paths(paths, debounce_ms, prometheus.as_deref(), webhook)
+            let journal = journal.as_deref().map(Journal::open).transpose()?;
+            watch_paths(paths, debounce_ms, prometheus.as_deref(), webhook, journal)
         }
         Command::Test { paths, prometheus } => test(&paths, prometheus.as_deref()),
         Command::Replay {
@@ -240,7 +264,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             step,
             timeout,
             format,
-        } => replay(&playbooks, &prometheus, (from, to, step), timeout, format),
+            journal,
+        } => {
+            let journal = journal.as_deref().map(Journal::open).transpose()?;
+            replay(
+                &playbooks,
+                &prometheus,
+                (from, to, step),
+                timeout,
+                (format, journal.as_ref()),
+            )
+        }
+        Command::Incidents { journal, id } => {
+            incidents::run(&Journal::open(&journal)?, id.as_deref())
+        }
     }
 }
 
@@ -439,6 +476,7 @@ fn watch_paths(
     debounce_ms: u64,
     prometheus: Option<&str>,
     webhook: Option<Webhook>,
+    journal: Option<Journal>,
 ) -> Result<ExitCode> {
     let prometheus = prometheus
         .map(|url| Evaluator::new(url, std::time::Duration::from_secs(10)))
@@ -494,7 +532,8 @@ fn watch_paths(
                 cancel.clone(),
                 events_tx,
             )));
-            tasks.push(tokio::spawn(log_signals(active, events)));
+            let journal = journal.map(Arc::new);
+            tasks.push(tokio::spawn(log_signals(active, events, journal)));
         }
         let task = tokio::spawn(watch::watch(reloader, options, cancel.clone(), tx));
         // Outcomes are logged by the watcher; drain them so the channel never fills.
@@ -544,13 +583,46 @@ async fn serve_webhook(webhook: Webhook, cancel: CancellationToken) -> Result<Al
     Ok(store)
 }
 
-/// Logs every signal event, and the incidents they open and resolve.
+/// Applies a signal event to the incidents: the incident change it caused, and the journal
+/// records of both (the signal tagged with the incident it belongs to).
+fn apply(
+    incidents: &mut Incidents,
+    playbook: Option<&Playbook>,
+    event: &PlaybookEvent,
+) -> (Option<IncidentEvent>, Vec<Record>) {
+    let change = playbook.and_then(|p| incidents.apply(p, &event.event));
+    let mut signal = Record::signal(event);
+    signal.incident = playbook
+        .and_then(|p| incidents.find(p, &event.event.labels))
+        .map(|incident| incident.id.clone());
+    let mut records = vec![signal];
+    records.extend(change.iter().map(Record::incident));
+    (change, records)
+}
+
+/// Journals (when asked) and logs every signal event, and the incidents they open and resolve.
 async fn log_signals(
     active: Arc<arc_swap::ArcSwap<crate::playbook::PlaybookSet>>,
     mut events: tokio::sync::mpsc::Receiver<PlaybookEvent>,
+    journal: Option<Arc<Journal>>,
 ) {
     let mut incidents = Incidents::new();
     while let Some(e) = events.recv().await {
+        let playbook = active.load().playbook(&e.playbook).cloned();
+        let (change, records) = apply(&mut incidents, playbook.as_deref(), &e);
+        // Written before anything is said or done about it.
+        if let Some(journal) = &journal {
+            let journal = Arc::clone(journal);
+            let written = tokio::task::spawn_blocking(move || {
+                records.iter().try_for_each(|r| journal.append(r).map(drop))
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "cannot write the journal"),
+                Err(error) => tracing::error!(%error, "the journal writer stopped"),
+            }
+        }
         let event = e.event.transition.event();
         let labels = describe(&e.event.labels);
         match &e.event.transition {
@@ -562,10 +634,7 @@ async fn log_signals(
                 tracing::info!(playbook = e.playbook, event, %labels, %values, "signal");
             }
         }
-        let Some(playbook) = active.load().playbook(&e.playbook).cloned() else {
-            continue;
-        };
-        if let Some(change) = incidents.apply(&playbook, &e.event) {
+        if let Some(change) = change {
             tracing::info!(
                 playbook = e.playbook,
                 event = change.transition.event(),
@@ -602,7 +671,7 @@ fn replay(
     url: &str,
     (from, to, step): (DateTime<Utc>, DateTime<Utc>, std::time::Duration),
     timeout: std::time::Duration,
-    format: ReplayFormat,
+    (format, journal): (ReplayFormat, Option<&Journal>),
 ) -> Result<ExitCode> {
     let Some(loaded) = load_valid(paths) else {
         return Ok(ExitCode::FAILURE);
@@ -637,9 +706,13 @@ fn replay(
     let mut at = from;
     while at <= to {
         for e in runtime.block_on(evaluation.step(at)) {
-            let change = playbooks
-                .get(e.playbook.as_str())
-                .and_then(|playbook| incidents.apply(playbook, &e.event));
+            let playbook = playbooks.get(e.playbook.as_str()).copied();
+            let (change, records) = apply(&mut incidents, playbook, &e);
+            if let Some(journal) = journal {
+                for record in &records {
+                    journal.append(record)?;
+                }
+            }
             let mut lines = vec![ReplayLine::signal(&e)];
             if let Some(change) = &change {
                 opened += u64::from(change.transition == IncidentTransition::Opened);

@@ -1,0 +1,161 @@
+//! `salve incidents`: the incidents in a journal, with their times to detect and recover, or
+//! one incident's timeline as a person reads it.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{Result, stdout_error};
+use crate::journal::{Entry, IncidentSummary, Journal, Kind};
+
+/// Lists the incidents of `journal`, or shows the timeline of incident `id`.
+pub(super) fn run(journal: &Journal, id: Option<&str>) -> Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    match id {
+        None => list(&mut out, &journal.incidents()?).map_err(stdout_error)?,
+        Some(id) => {
+            let entries = journal.timeline(id)?;
+            if entries.is_empty() {
+                eprintln!(
+                    "salve incidents: no incident `{id}` in {}",
+                    journal.path().display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            timeline(&mut out, &entries).map_err(stdout_error)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(out: &mut impl Write, incidents: &[IncidentSummary]) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<16}  {:<28}  {:<32}  {:<20}  {:<20}  {:>8}  {:>8}",
+        "INCIDENT", "PLAYBOOK", "TARGET", "OPENED", "RESOLVED", "MTTD", "MTTR"
+    )?;
+    for incident in incidents {
+        writeln!(
+            out,
+            "{:<16}  {:<28}  {:<32}  {:<20}  {:<20}  {:>8}  {:>8}",
+            incident.id,
+            incident.playbook,
+            incident.target.as_deref().unwrap_or("-"),
+            time(incident.opened_at),
+            incident.resolved_at.map_or("open".into(), time),
+            incident.time_to_detect().map_or("-".into(), span),
+            incident.time_to_recover().map_or("-".into(), span),
+        )?;
+    }
+    let open = incidents.iter().filter(|i| i.resolved_at.is_none()).count();
+    let mean = |spans: Vec<Duration>| {
+        let n = u32::try_from(spans.len()).unwrap_or(u32::MAX);
+        (n > 0).then(|| spans.iter().sum::<Duration>() / n)
+    };
+    let detect = mean(
+        incidents
+            .iter()
+            .filter_map(|i| i.time_to_detect())
+            .collect(),
+    );
+    let recover = mean(
+        incidents
+            .iter()
+            .filter_map(|i| i.time_to_recover())
+            .collect(),
+    );
+    writeln!(
+        out,
+        "{} incident(s), {open} open; MTTD {}, MTTR {}",
+        incidents.len(),
+        detect.map_or("-".into(), span),
+        recover.map_or("-".into(), span),
+    )
+}
+
+/// One line per entry: `03:17:22 DETECT  crash-loop  Deployment shop/api  {pod="..."} ...`.
+fn timeline(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
+    let first = &entries[0].record;
+    writeln!(
+        out,
+        "incident {} of playbook {} ({})",
+        first.incident.as_deref().unwrap_or("-"),
+        first.playbook,
+        first.at.format("%Y-%m-%d UTC")
+    )?;
+    for Entry { record, .. } in entries {
+        let detail = &record.detail;
+        let mut text = String::new();
+        if let Some(target) = detail["target"].as_str()
+            && record.kind == Kind::IncidentOpened
+        {
+            text.push_str(target);
+            text.push_str("  ");
+        }
+        if let Some(labels) = detail["labels"].as_object() {
+            let pairs: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k}={}",
+                        v.as_str().map_or(v.to_string(), |s| format!("{s:?}"))
+                    )
+                })
+                .collect();
+            text.push_str(&format!("{{{}}}", pairs.join(", ")));
+        }
+        if let Some(values) = detail["values"].as_object() {
+            for (name, value) in values {
+                if let Some(value) = value.as_f64() {
+                    text.push_str(&format!(" {name}={}", short(value)));
+                }
+            }
+        }
+        if let Some(reason) = detail["reason"].as_str() {
+            text.push_str(&format!(" ({reason})"));
+        }
+        writeln!(
+            out,
+            "{} {:<8} {text}",
+            record.at.format("%H:%M:%S"),
+            record.kind.verb()
+        )?;
+    }
+    Ok(())
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `45s`, `12m30s`, `3h05m`.
+fn span(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// A value with at most 4 significant decimals.
+fn short(value: f64) -> String {
+    let text = format!("{value:.4}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_like_an_sre_writes_them() {
+        assert_eq!(span(Duration::from_secs(45)), "45s");
+        assert_eq!(span(Duration::from_secs(750)), "12m30s");
+        assert_eq!(span(Duration::from_secs(11_100)), "3h05m");
+        assert_eq!(short(8.0), "8");
+        assert_eq!(short(0.123_456), "0.1235");
+    }
+}

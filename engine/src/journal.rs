@@ -1,0 +1,586 @@
+//! The journal: every decision Salve makes — a signal, an incident opening or resolving, and
+//! (with remediation) plans, gate verdicts, approvals, steps and rollbacks — written durably
+//! *before* it takes effect, so that a person can read what happened and a restarted engine can
+//! find what was in flight.
+//!
+//! It is an SQLite database in WAL mode with `synchronous = FULL`: [`Journal::append`] returns
+//! only once the entry's transaction is committed and fsynced. Why SQLite rather than an
+//! fsynced append-only file of our own: the same one-file durability, but a torn last write is
+//! rolled back by SQLite's recovery instead of by a parser we would have to write and trust;
+//! timelines, open incidents and in-flight remediations are indexed queries rather than scans;
+//! and the schema can grow (with `PRAGMA user_version`) as remediation lands. The cost per
+//! decision is measured in BENCHMARKS.md.
+//!
+//! Entries are never updated or deleted: the journal is the record.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use crate::incident::{IncidentEvent, IncidentTransition};
+use crate::signal::evaluation::PlaybookEvent;
+use crate::signal::state::Transition;
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Why the journal cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite refused (cannot open, not a database, disk full, ...).
+    #[error("journal {path}: {source}")]
+    Sqlite {
+        /// The journal's file.
+        path: PathBuf,
+        /// SQLite's reason.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer Salve.
+    #[error(
+        "journal {path} has schema version {found}; this Salve reads up to {SCHEMA_VERSION}: \
+         upgrade Salve, or point it at another journal"
+    )]
+    Newer {
+        /// The journal's file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+    },
+    /// An entry could not be read back.
+    #[error("journal {path}: entry {seq} is unreadable: {reason}")]
+    Corrupt {
+        /// The journal's file.
+        path: PathBuf,
+        /// The entry.
+        seq: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What an entry records. The names are those of the pipeline and of `salve replay`'s events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A signal started to hold.
+    SignalPending,
+    /// A signal fired.
+    SignalFiring,
+    /// A signal resolved.
+    SignalResolved,
+    /// Nothing could be concluded about a signal.
+    SignalInconclusive,
+    /// An incident opened.
+    IncidentOpened,
+    /// An incident reopened within its cooldown.
+    IncidentReopened,
+    /// An incident resolved.
+    IncidentResolved,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 7] = [
+        Kind::SignalPending,
+        Kind::SignalFiring,
+        Kind::SignalResolved,
+        Kind::SignalInconclusive,
+        Kind::IncidentOpened,
+        Kind::IncidentReopened,
+        Kind::IncidentResolved,
+    ];
+
+    /// The name stored and shown (`incident_opened`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::SignalPending => "signal_pending",
+            Kind::SignalFiring => "signal_firing",
+            Kind::SignalResolved => "signal_resolved",
+            Kind::SignalInconclusive => "signal_inconclusive",
+            Kind::IncidentOpened => "incident_opened",
+            Kind::IncidentReopened => "incident_reopened",
+            Kind::IncidentResolved => "incident_resolved",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The word a timeline shows for it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Kind::SignalPending => "PENDING",
+            Kind::SignalFiring => "SIGNAL",
+            Kind::SignalResolved => "CLEARED",
+            Kind::SignalInconclusive => "UNKNOWN",
+            Kind::IncidentOpened => "DETECT",
+            Kind::IncidentReopened => "REOPEN",
+            Kind::IncidentResolved => "RESOLVED",
+        }
+    }
+}
+
+/// An entry to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// When the decision was made.
+    pub at: DateTime<Utc>,
+    /// What it is.
+    pub kind: Kind,
+    /// The playbook it concerns.
+    pub playbook: String,
+    /// The incident it belongs to, if any.
+    pub incident: Option<String>,
+    /// Everything else, as JSON (labels, values, target, reason, ...).
+    pub detail: serde_json::Value,
+}
+
+impl Record {
+    /// A signal event of a playbook: labels, value, values and, when inconclusive, the reason.
+    pub fn signal(event: &PlaybookEvent) -> Self {
+        let signal = &event.event;
+        let kind = match signal.transition {
+            Transition::Pending => Kind::SignalPending,
+            Transition::Firing => Kind::SignalFiring,
+            Transition::Resolved => Kind::SignalResolved,
+            Transition::Inconclusive { .. } => Kind::SignalInconclusive,
+        };
+        let mut detail = json!({
+            "labels": signal.labels,
+            "values": finite(&signal.values),
+        });
+        if let Some(value) = signal.value.filter(|v| v.is_finite()) {
+            detail["value"] = json!(value);
+        }
+        if let Some(active_at) = signal.active_at {
+            detail["activeAt"] = json!(active_at.to_rfc3339_opts(SecondsFormat::Secs, true));
+        }
+        if let Transition::Inconclusive { reason } = &signal.transition {
+            detail["reason"] = json!(reason);
+        }
+        Record {
+            at: signal.at,
+            kind,
+            playbook: event.playbook.clone(),
+            incident: None,
+            detail,
+        }
+    }
+
+    /// An incident change: the incident, its target and root signal, and the signal that
+    /// caused the change.
+    pub fn incident(change: &IncidentEvent) -> Self {
+        let kind = match change.transition {
+            IncidentTransition::Opened => Kind::IncidentOpened,
+            IncidentTransition::Reopened => Kind::IncidentReopened,
+            IncidentTransition::Resolved => Kind::IncidentResolved,
+        };
+        let incident = &change.incident;
+        let mut detail = json!({
+            "target": incident.target,
+            "root": incident.root,
+            "labels": change.labels,
+            "values": finite(&change.values),
+        });
+        if let Some(active_at) = incident.active_at {
+            detail["activeAt"] = json!(active_at.to_rfc3339_opts(SecondsFormat::Secs, true));
+        }
+        Record {
+            at: change.at,
+            kind,
+            playbook: incident.playbook.clone(),
+            incident: Some(incident.id.clone()),
+            detail,
+        }
+    }
+}
+
+/// The finite values (JSON has no NaN).
+fn finite(values: &BTreeMap<String, f64>) -> BTreeMap<&str, f64> {
+    values
+        .iter()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect()
+}
+
+/// An entry as read back: the record and its position in the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Its sequence number: the order entries were written in.
+    pub seq: i64,
+    /// What was written.
+    pub record: Record,
+}
+
+/// One incident as the journal tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentSummary {
+    /// Its id.
+    pub id: String,
+    /// Its playbook.
+    pub playbook: String,
+    /// Its target, when one could be named.
+    pub target: Option<String>,
+    /// When its root signal started to hold, when known.
+    pub active_at: Option<DateTime<Utc>>,
+    /// When it opened (detection).
+    pub opened_at: DateTime<Utc>,
+    /// When it last resolved, unless it is open.
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl IncidentSummary {
+    /// Mean time to detect, for this incident: from its root signal starting to hold to the
+    /// incident opening.
+    pub fn time_to_detect(&self) -> Option<Duration> {
+        self.active_at
+            .and_then(|active| (self.opened_at - active).to_std().ok())
+    }
+
+    /// Time to recover: from its root signal starting to hold (or, unknown, from opening) to
+    /// the incident resolving.
+    pub fn time_to_recover(&self) -> Option<Duration> {
+        let start = self.active_at.unwrap_or(self.opened_at);
+        self.resolved_at
+            .and_then(|resolved| (resolved - start).to_std().ok())
+    }
+}
+
+/// The journal: one SQLite file, written by one engine.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl Journal {
+    /// Opens the journal at `path`, creating it (and its schema) when missing.
+    pub fn open(path: &Path) -> Result<Self> {
+        let fail = |source| Error::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(fail)?;
+        // Another process (`salve incidents`) may read while the engine writes.
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(fail)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(fail)?;
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(fail)?;
+        match version {
+            0 => {
+                connection
+                    .execute_batch(
+                        "BEGIN;
+                         CREATE TABLE entries (
+                             seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+                             at       TEXT NOT NULL,
+                             kind     TEXT NOT NULL,
+                             playbook TEXT NOT NULL,
+                             incident TEXT,
+                             detail   TEXT NOT NULL
+                         );
+                         CREATE INDEX entries_incident ON entries (incident, seq);
+                         PRAGMA user_version = 1;
+                         COMMIT;",
+                    )
+                    .map_err(fail)?;
+            }
+            SCHEMA_VERSION => {}
+            found => {
+                return Err(Error::Newer {
+                    path: path.to_path_buf(),
+                    found,
+                });
+            }
+        }
+        Ok(Journal {
+            path: path.to_path_buf(),
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// Its file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn fail(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        |source| Error::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `record`; returns its sequence number once it is on disk.
+    pub fn append(&self, record: &Record) -> Result<i64> {
+        let connection = self.connection();
+        connection
+            .execute(
+                "INSERT INTO entries (at, kind, playbook, incident, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    record.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    record.kind.as_str(),
+                    record.playbook,
+                    record.incident,
+                    record.detail.to_string(),
+                ],
+            )
+            .map_err(self.fail())?;
+        Ok(connection.last_insert_rowid())
+    }
+
+    /// Every entry of `incident`, in the order written.
+    pub fn timeline(&self, incident: &str) -> Result<Vec<Entry>> {
+        self.select(
+            "SELECT seq, at, kind, playbook, incident, detail FROM entries
+             WHERE incident = ?1 ORDER BY seq",
+            [incident],
+        )
+    }
+
+    /// Every entry after `seq`, in the order written.
+    pub fn since(&self, seq: i64) -> Result<Vec<Entry>> {
+        self.select(
+            "SELECT seq, at, kind, playbook, incident, detail FROM entries
+             WHERE seq > ?1 ORDER BY seq",
+            [seq],
+        )
+    }
+
+    fn select(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Entry>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(sql).map_err(self.fail())?;
+        let rows = statement
+            .query_map(params, |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(self.fail())?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (seq, at, kind, playbook, incident, detail) = row.map_err(self.fail())?;
+            let corrupt = |reason: String| Error::Corrupt {
+                path: self.path.clone(),
+                seq,
+                reason,
+            };
+            let at = DateTime::parse_from_rfc3339(&at)
+                .map_err(|e| corrupt(format!("time `{at}`: {e}")))?
+                .with_timezone(&Utc);
+            let kind = Kind::parse(&kind).ok_or_else(|| corrupt(format!("kind `{kind}`")))?;
+            let detail = serde_json::from_str(&detail)
+                .map_err(|e| corrupt(format!("detail is not JSON: {e}")))?;
+            entries.push(Entry {
+                seq,
+                record: Record {
+                    at,
+                    kind,
+                    playbook,
+                    incident,
+                    detail,
+                },
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Every incident, oldest first, from its opening, last reopening and last resolution.
+    pub fn incidents(&self) -> Result<Vec<IncidentSummary>> {
+        let entries = self.select(
+            "SELECT seq, at, kind, playbook, incident, detail FROM entries
+             WHERE incident IS NOT NULL
+               AND kind IN ('incident_opened', 'incident_reopened', 'incident_resolved')
+             ORDER BY seq",
+            [],
+        )?;
+        let mut incidents: Vec<IncidentSummary> = Vec::new();
+        for Entry { record, .. } in entries {
+            let Some(id) = record.incident else { continue };
+            let found = incidents.iter().position(|i| i.id == id);
+            match (record.kind, found) {
+                (Kind::IncidentOpened, None) => incidents.push(IncidentSummary {
+                    id,
+                    playbook: record.playbook,
+                    target: record.detail["target"].as_str().map(str::to_string),
+                    active_at: record.detail["activeAt"]
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc)),
+                    opened_at: record.at,
+                    resolved_at: None,
+                }),
+                (Kind::IncidentReopened, Some(i)) => incidents[i].resolved_at = None,
+                (Kind::IncidentResolved, Some(i)) => incidents[i].resolved_at = Some(record.at),
+                _ => {}
+            }
+        }
+        Ok(incidents)
+    }
+
+    /// The sequence number of the last entry, or 0 for an empty journal.
+    pub fn last_seq(&self) -> Result<i64> {
+        let connection = self.connection();
+        connection
+            .query_row("SELECT max(seq) FROM entries", [], |row| {
+                row.get::<_, Option<i64>>(0)
+            })
+            .optional()
+            .map(|seq| seq.flatten().unwrap_or(0))
+            .map_err(self.fail())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).expect("valid time")
+    }
+
+    fn record(
+        seconds: i64,
+        kind: Kind,
+        incident: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Record {
+        Record {
+            at: t(seconds),
+            kind,
+            playbook: "p".into(),
+            incident: incident.map(str::to_string),
+            detail,
+        }
+    }
+
+    #[test]
+    fn entries_survive_a_reopen_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.db");
+        {
+            let journal = Journal::open(&path).expect("open");
+            assert_eq!(journal.last_seq().expect("seq"), 0);
+            let first = journal
+                .append(&record(
+                    0,
+                    Kind::SignalFiring,
+                    None,
+                    json!({"labels": {"pod": "a"}}),
+                ))
+                .expect("append");
+            let second = journal
+                .append(&record(
+                    0,
+                    Kind::IncidentOpened,
+                    Some("inc-1"),
+                    json!({"target": "Deployment shop/api"}),
+                ))
+                .expect("append");
+            assert!(second > first);
+        }
+        let journal = Journal::open(&path).expect("reopen");
+        let all = journal.since(0).expect("read");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].record.detail["labels"]["pod"], "a");
+        assert_eq!(all[1].record.kind, Kind::IncidentOpened);
+        assert_eq!(journal.timeline("inc-1").expect("timeline").len(), 1);
+        assert_eq!(journal.since(all[0].seq).expect("read").len(), 1);
+    }
+
+    #[test]
+    fn incidents_carry_their_times_to_detect_and_recover() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(&dir.path().join("j.db")).expect("open");
+        let active = t(0).to_rfc3339();
+        for r in [
+            record(
+                300,
+                Kind::IncidentOpened,
+                Some("a"),
+                json!({"target": "Deployment shop/api", "activeAt": active}),
+            ),
+            record(900, Kind::IncidentResolved, Some("a"), json!({})),
+            record(1000, Kind::IncidentOpened, Some("b"), json!({})),
+            record(1200, Kind::IncidentResolved, Some("b"), json!({})),
+            record(1300, Kind::IncidentReopened, Some("b"), json!({})),
+        ] {
+            journal.append(&r).expect("append");
+        }
+        let incidents = journal.incidents().expect("incidents");
+        assert_eq!(incidents.len(), 2);
+        let (a, b) = (&incidents[0], &incidents[1]);
+        assert_eq!(a.target.as_deref(), Some("Deployment shop/api"));
+        assert_eq!(a.time_to_detect(), Some(Duration::from_secs(300)));
+        assert_eq!(a.time_to_recover(), Some(Duration::from_secs(900)));
+        assert_eq!(b.time_to_detect(), None, "no start time recorded");
+        assert_eq!(b.resolved_at, None, "reopened: open again");
+        assert_eq!(b.time_to_recover(), None);
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_salve_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        Journal::open(&path).expect("create");
+        Connection::open(&path)
+            .and_then(|c| c.pragma_update(None, "user_version", 7))
+            .expect("bump the version");
+        let error = Journal::open(&path).expect_err("refused").to_string();
+        assert!(
+            error.contains("schema version 7") && error.contains("upgrade Salve"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_journal_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        std::fs::write(
+            &path,
+            "this is not a database, just text that is long enough to be read",
+        )
+        .expect("write");
+        let error = Journal::open(&path).expect_err("refused").to_string();
+        assert!(error.contains("j.db"), "{error}");
+    }
+
+    #[test]
+    fn every_kind_reads_back_as_itself() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(Kind::parse("nope"), None);
+    }
+}
