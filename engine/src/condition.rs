@@ -76,6 +76,8 @@ pub const CONTEXT: &[(&str, Shape)] = &[
 pub struct Condition {
     source: String,
     program: Arc<Program>,
+    /// The context variables it reads (`target`, `steps`, ...).
+    roots: Vec<String>,
 }
 
 /// Why a condition is refused.
@@ -110,16 +112,25 @@ impl Condition {
                 .join("; ");
             vec![Error::Syntax(message)]
         })?;
-        let mut errors = Vec::new();
-        walk(program.expression(), &mut Vec::new(), &mut errors);
-        if errors.is_empty() {
+        let mut found = Found::default();
+        walk(program.expression(), &mut Vec::new(), &mut found);
+        if found.errors.is_empty() {
+            let mut roots: Vec<String> = found.roots.into_iter().collect();
+            roots.sort();
+            roots.dedup();
             Ok(Condition {
                 source: source.to_string(),
                 program: Arc::new(program),
+                roots,
             })
         } else {
-            Err(errors)
+            Err(found.errors)
         }
+    }
+
+    /// The context variables it reads, each once, sorted.
+    pub fn roots(&self) -> impl Iterator<Item = &str> {
+        self.roots.iter().map(String::as_str)
     }
 
     /// The expression as written.
@@ -133,7 +144,14 @@ impl Condition {
     }
 }
 
-fn walk(expr: &IdedExpr, bound: &mut Vec<String>, errors: &mut Vec<Error>) {
+/// What walking a condition finds: problems, and the context variables it reads.
+#[derive(Default)]
+struct Found {
+    errors: Vec<Error>,
+    roots: Vec<String>,
+}
+
+fn walk(expr: &IdedExpr, bound: &mut Vec<String>, errors: &mut Found) {
     match &expr.expr {
         Expr::Ident(_) | Expr::Select(_) if path_of(expr).is_some() => {
             if let Some(path) = path_of(expr) {
@@ -197,13 +215,15 @@ fn path_of(expr: &IdedExpr) -> Option<Vec<&str>> {
     }
 }
 
-fn check_path(path: &[&str], bound: &[String], errors: &mut Vec<Error>) {
+fn check_path(path: &[&str], bound: &[String], found: &mut Found) {
     let Some((root, fields)) = path.split_first() else {
         return;
     };
     if bound.iter().any(|b| b == root) {
         return;
     }
+    found.roots.push((*root).to_string());
+    let errors = &mut found.errors;
     let Some(mut shape) = lookup(CONTEXT, root) else {
         errors.push(Error::UnknownName {
             message: format!("unknown variable `{root}`"),

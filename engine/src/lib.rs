@@ -14,6 +14,7 @@ pub mod condition;
 pub mod diagnostic;
 pub mod incident;
 pub mod journal;
+pub mod plan;
 pub mod playbook;
 pub mod policy;
 mod process;

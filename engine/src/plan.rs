@@ -1,0 +1,563 @@
+//! Plans: a playbook's steps resolved for one incident — the target named, `${...}` templates
+//! filled from the signal's labels and what is known of the target, each step's `when`
+//! condition (CEL) decided, each step's risk carried for the gate, its rollback and the
+//! `verify` check filled in.
+//!
+//! Planning only reads: it never acts. What it knows of the cluster comes in as [`Facts`]
+//! (from the Kubernetes API in the engine; from a test's `facts:` in `salve test`). Missing data
+//! fails safe: a template that names something unknown is an error (nothing acts on a
+//! half-filled name), and a `when` that cannot be decided — it reads a fact nobody could supply
+//! — skips its step, with the reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use cel::{Context, Value};
+use chrono::{DateTime, Utc};
+
+use crate::action::{Action, TargetKind};
+use crate::condition::Condition;
+use crate::incident::Incident;
+use crate::playbook::{Param, Playbook, Step, StepRun, Target};
+use crate::risk::Risk;
+use crate::signal::state::{LabelSet, SignalEvent};
+use crate::template::{Template, Variable};
+
+/// What is known of the cluster when planning.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    /// The workload that owns the signal's pod (`${owner.*}`), when known.
+    pub owner: Option<ObjectRef>,
+    /// The target object as read, when it could be.
+    pub target: TargetFacts,
+}
+
+/// A Kubernetes object's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Its kind (`Deployment`).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its namespace (none for cluster-scoped kinds).
+    pub namespace: Option<String>,
+}
+
+/// What was read of the target; every field may be unknown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetFacts {
+    /// Its rollout revision.
+    pub revision: Option<i64>,
+    /// When its current revision was rolled out.
+    pub deployed_at: Option<DateTime<Utc>>,
+    /// Desired replicas.
+    pub replicas: Option<i64>,
+    /// Ready replicas.
+    pub ready_replicas: Option<i64>,
+    /// Its node (for pods).
+    pub node: Option<String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A playbook resolved for one incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The incident.
+    pub incident: String,
+    /// The playbook.
+    pub playbook: String,
+    /// The target, named.
+    pub target: ObjectRef,
+    /// The steps, in order, each decided.
+    pub steps: Vec<PlannedStep>,
+    /// The check after the steps: PromQL filled in, and how long to wait for it.
+    pub verify: Option<(String, Duration)>,
+    /// What undoes the steps, in the order written (run in reverse of completion).
+    pub rollback: Vec<PlannedStep>,
+}
+
+impl Plan {
+    /// The names of the steps that will run, in order.
+    pub fn runs(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter(|s| s.decision == Decision::Run)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    /// The highest risk among the steps that will run.
+    pub fn max_risk(&self) -> Risk {
+        self.steps
+            .iter()
+            .filter(|s| s.decision == Decision::Run)
+            .map(|s| s.risk)
+            .max()
+            .unwrap_or(Risk::None)
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStep {
+    /// Its name.
+    pub name: String,
+    /// The action it runs, or `None` for a WASM step (whose actions come from the module).
+    pub action: Option<Action>,
+    /// Its declared risk.
+    pub risk: Risk,
+    /// Its parameters, templates filled in.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// How long it may take.
+    pub timeout: Duration,
+    /// Whether it runs.
+    pub decision: Decision,
+}
+
+/// Whether a planned step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// It runs (its `when` holds, or it has none).
+    Run,
+    /// It does not: its `when` is false, or could not be decided (why).
+    Skip(String),
+    /// Its `when` reads earlier steps' outputs: decided when it is reached.
+    Deferred,
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A template names something unknown.
+    #[error("{place}: `${{{variable}}}` is unknown{hint}")]
+    Unresolved {
+        /// Where (`target.name`, `steps[rollback].params.message`, `verify`).
+        place: String,
+        /// The variable.
+        variable: String,
+        /// How to supply it.
+        hint: String,
+    },
+}
+
+/// Plans `playbook` for `incident`, opened by `signal`, with what is known of the cluster.
+pub fn plan(
+    playbook: &Playbook,
+    incident: &Incident,
+    signal: &SignalEvent,
+    facts: &Facts,
+    now: DateTime<Utc>,
+) -> Result<Plan, Error> {
+    let target = name_target(&playbook.target, &signal.labels, facts)?;
+    let scope = Scope {
+        playbook,
+        incident,
+        signal,
+        facts,
+        target: &target,
+        now,
+    };
+    let steps = playbook
+        .steps
+        .iter()
+        .map(|step| scope.step(step, "steps"))
+        .collect::<Result<_, _>>()?;
+    let rollback = playbook
+        .rollback
+        .iter()
+        .map(|step| scope.step(step, "rollback"))
+        .collect::<Result<_, _>>()?;
+    let verify = playbook
+        .verify
+        .as_ref()
+        .map(|verify| {
+            scope
+                .fill(&verify.promql, "verify.promql")
+                .map(|promql| (promql, verify.within))
+        })
+        .transpose()?;
+    Ok(Plan {
+        incident: incident.id.clone(),
+        playbook: playbook.name.clone(),
+        target,
+        steps,
+        verify,
+        rollback,
+    })
+}
+
+/// Names the target: its templates may read the signal's labels and the owner.
+fn name_target(target: &Target, labels: &LabelSet, facts: &Facts) -> Result<ObjectRef, Error> {
+    let lookup = |v: &Variable| match v.path.as_slice() {
+        [root, name] if root == "labels" => labels.get(name).cloned(),
+        [root, field] if root == "owner" => owner_field(facts.owner.as_ref()?, field),
+        _ => None,
+    };
+    let fill = |template: &Template, place: &str| {
+        template
+            .render(lookup)
+            .map_err(|variable| unresolved(place, variable))
+    };
+    Ok(ObjectRef {
+        kind: target.kind.to_string(),
+        name: fill(&target.name, "target.name")?,
+        namespace: match (&target.namespace, target.kind) {
+            (_, TargetKind::Node) | (None, _) => None,
+            (Some(namespace), _) => Some(fill(namespace, "target.namespace")?),
+        },
+    })
+}
+
+fn owner_field(owner: &ObjectRef, field: &str) -> Option<String> {
+    match field {
+        "kind" => Some(owner.kind.clone()),
+        "name" => Some(owner.name.clone()),
+        "namespace" => owner.namespace.clone(),
+        _ => None,
+    }
+}
+
+fn unresolved(place: &str, variable: &Variable) -> Error {
+    let hint = match variable.path.first().map(String::as_str) {
+        Some("owner") => {
+            ": the signal's owner comes from the Kubernetes API (in a test, from `facts.owner`)"
+        }
+        Some("labels") => ": the signal does not carry that label",
+        _ => "",
+    };
+    Error::Unresolved {
+        place: place.to_string(),
+        variable: variable.to_string(),
+        hint: hint.to_string(),
+    }
+}
+
+/// Everything a step's templates and conditions may read.
+struct Scope<'a> {
+    playbook: &'a Playbook,
+    incident: &'a Incident,
+    signal: &'a SignalEvent,
+    facts: &'a Facts,
+    target: &'a ObjectRef,
+    now: DateTime<Utc>,
+}
+
+impl Scope<'_> {
+    fn step(&self, step: &Step, list: &str) -> Result<PlannedStep, Error> {
+        let mut params = BTreeMap::new();
+        for (name, param) in &step.params {
+            let value = match param {
+                Param::Text(template) => serde_json::Value::String(
+                    self.fill(template, &format!("{list}[{}].params.{name}", step.name))?,
+                ),
+                Param::Value(value) => value.clone(),
+            };
+            params.insert(name.clone(), value);
+        }
+        let decision = match &step.when {
+            None => Decision::Run,
+            Some(when) => self.decide(when),
+        };
+        Ok(PlannedStep {
+            name: step.name.clone(),
+            action: match &step.run {
+                StepRun::Action(action) => Some(*action),
+                StepRun::Wasm { .. } => None,
+            },
+            risk: step.risk,
+            params,
+            timeout: step.timeout,
+            decision,
+        })
+    }
+
+    /// Fills `template` (`${labels.x}`, `${target.name}`, `${owner.name}`, ...).
+    fn fill(&self, template: &Template, place: &str) -> Result<String, Error> {
+        template
+            .render(|v| self.variable(v))
+            .map_err(|variable| unresolved(place, variable))
+    }
+
+    fn variable(&self, variable: &Variable) -> Option<String> {
+        let [root, field] = variable.path.as_slice() else {
+            return None;
+        };
+        match root.as_str() {
+            "labels" => self.signal.labels.get(field).cloned(),
+            "owner" => owner_field(self.facts.owner.as_ref()?, field),
+            "target" => owner_field(self.target, field),
+            "playbook" if field == "name" => Some(self.playbook.name.clone()),
+            "incident" if field == "id" => Some(self.incident.id.clone()),
+            "incident" if field == "fingerprint" => Some(format!(
+                "{}/{}",
+                self.playbook.name,
+                self.incident.target.clone().unwrap_or_default()
+            )),
+            "signal" if field == "kind" => Some(self.playbook.trigger.kind.name().to_string()),
+            "signal" if field == "value" => self.signal.value.map(|v| v.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Decides a step's `when`.
+    fn decide(&self, when: &Condition) -> Decision {
+        if when.roots().any(|root| root == "steps") {
+            return Decision::Deferred;
+        }
+        let context = self.context();
+        match when.program().execute(&context) {
+            Ok(Value::Bool(true)) => Decision::Run,
+            Ok(Value::Bool(false)) => Decision::Skip(format!("`{}` is false", when.source())),
+            Ok(other) => Decision::Skip(format!(
+                "`{}` gave {other:?}, not true or false",
+                when.source()
+            )),
+            Err(error) => Decision::Skip(format!(
+                "`{}` cannot be decided ({error}); a step is not run on unknown facts",
+                when.source()
+            )),
+        }
+    }
+
+    /// The CEL variables, holding only what is known (an unknown field is an error, never a
+    /// default).
+    fn context(&self) -> Context<'static, 'static> {
+        let facts = &self.facts.target;
+        let mut target = map([
+            ("kind", Some(string(&self.target.kind))),
+            ("name", Some(string(&self.target.name))),
+            ("namespace", self.target.namespace.as_deref().map(string)),
+            ("revision", facts.revision.map(Value::Int)),
+            (
+                "revisionAge",
+                facts.deployed_at.map(|at| Value::Duration(self.now - at)),
+            ),
+            ("deployedAt", facts.deployed_at.map(timestamp)),
+            ("replicas", facts.replicas.map(Value::Int)),
+            ("readyReplicas", facts.ready_replicas.map(Value::Int)),
+            ("node", facts.node.as_deref().map(string)),
+        ]);
+        target.insert("labels".into(), strings(&facts.labels));
+        target.insert("annotations".into(), strings(&facts.annotations));
+        let signal = map([
+            ("kind", Some(string(self.playbook.trigger.kind.name()))),
+            ("value", self.signal.value.map(Value::Float)),
+            ("labels", Some(strings(&self.signal.labels))),
+            (
+                "values",
+                Some(Value::from(
+                    self.signal
+                        .values
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::Float(*v)))
+                        .collect::<HashMap<String, Value>>(),
+                )),
+            ),
+            ("firstSeen", self.signal.active_at.map(timestamp)),
+            (
+                "activeFor",
+                self.signal
+                    .active_at
+                    .map(|at| Value::Duration(self.now - at)),
+            ),
+        ]);
+        let incident = map([
+            ("id", Some(string(&self.incident.id))),
+            ("namespace", self.target.namespace.as_deref().map(string)),
+            ("startedAt", Some(timestamp(self.incident.opened_at))),
+            (
+                "age",
+                Some(Value::Duration(self.now - self.incident.opened_at)),
+            ),
+            (
+                "signals",
+                Some(Value::from(
+                    self.incident
+                        .signals
+                        .iter()
+                        .map(strings)
+                        .collect::<Vec<_>>(),
+                )),
+            ),
+        ]);
+        let mut context = Context::default();
+        context.add_variable_from_value("target", Value::from(target));
+        if let Some(owner) = &self.facts.owner {
+            let owner = map([
+                ("kind", Some(string(&owner.kind))),
+                ("name", Some(string(&owner.name))),
+                ("namespace", owner.namespace.as_deref().map(string)),
+            ]);
+            context.add_variable_from_value("owner", Value::from(owner));
+        }
+        context.add_variable_from_value("signal", Value::from(signal));
+        context.add_variable_from_value("labels", strings(&self.signal.labels));
+        context.add_variable_from_value("incident", Value::from(incident));
+        context.add_variable_from_value(
+            "playbook",
+            Value::from(map([("name", Some(string(&self.playbook.name)))])),
+        );
+        context.add_variable_from_value("now", timestamp(self.now));
+        context
+    }
+}
+
+fn string(text: &str) -> Value {
+    Value::String(text.to_string().into())
+}
+
+fn timestamp(at: DateTime<Utc>) -> Value {
+    Value::Timestamp(at.fixed_offset())
+}
+
+fn strings(map: &BTreeMap<String, String>) -> Value {
+    Value::from(
+        map.iter()
+            .map(|(k, v)| (k.clone(), string(v)))
+            .collect::<HashMap<String, Value>>(),
+    )
+}
+
+/// A CEL map of the known fields.
+fn map<const N: usize>(fields: [(&str, Option<Value>); N]) -> HashMap<String, Value> {
+    fields
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::incident::Incidents;
+    use crate::playbook::load::{Loaded, load_paths, load_text};
+    use crate::signal::state::Transition;
+
+    fn shipped(name: &str) -> Arc<Playbook> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+        let loaded = load_paths(&[root]);
+        let found = loaded.playbooks.iter().find(|p| p.name == name);
+        Arc::clone(found.expect("a shipped playbook"))
+    }
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + minutes * 60, 0).expect("valid time")
+    }
+
+    fn leak() -> SignalEvent {
+        SignalEvent {
+            at: t(0),
+            labels: LabelSet::from([
+                ("namespace".to_string(), "prod".to_string()),
+                ("pod".to_string(), "api-7d9f-x2".to_string()),
+                ("container".to_string(), "api".to_string()),
+            ]),
+            transition: Transition::Firing,
+            value: Some(1140.0),
+            values: BTreeMap::from([("growthMiBPerMinute".to_string(), 19.0)]),
+            active_at: Some(t(-2)),
+        }
+    }
+
+    fn facts(deployed_minutes_ago: Option<i64>) -> Facts {
+        Facts {
+            owner: Some(ObjectRef {
+                kind: "Deployment".into(),
+                name: "api".into(),
+                namespace: Some("prod".into()),
+            }),
+            target: TargetFacts {
+                deployed_at: deployed_minutes_ago.map(|m| t(-m)),
+                replicas: Some(3),
+                ..TargetFacts::default()
+            },
+        }
+    }
+
+    fn plan_for(playbook: &Playbook, facts: &Facts) -> Result<Plan, Error> {
+        let signal = leak();
+        let mut incidents = Incidents::new();
+        let opened = incidents.apply(playbook, &signal).expect("an incident");
+        plan(playbook, &opened.incident, &signal, facts, t(1))
+    }
+
+    #[test]
+    fn a_leak_after_a_recent_deploy_plans_the_rollback_with_every_template_filled() {
+        let playbook = shipped("memory-leak-rollback");
+        let plan = plan_for(&playbook, &facts(Some(20))).expect("a plan");
+        assert_eq!(plan.runs(), ["capture-logs", "rollback", "tell-owners"]);
+        assert_eq!(
+            plan.target,
+            ObjectRef {
+                kind: "Deployment".into(),
+                name: "api".into(),
+                namespace: Some("prod".into())
+            }
+        );
+        assert_eq!(
+            plan.steps[2].params["message"],
+            "Rolled back prod/api: memory leak projected to OOM within 1h"
+        );
+        let (verify, within) = plan.verify.clone().expect("verify");
+        assert!(
+            verify.contains(r#"namespace="prod", pod=~"api-.*""#),
+            "{verify}"
+        );
+        assert_eq!(within, Duration::from_secs(600));
+        assert_eq!(plan.rollback.len(), 1);
+        assert_eq!(plan.max_risk(), Risk::Medium);
+    }
+
+    #[test]
+    fn an_old_deploy_is_not_rolled_back() {
+        let playbook = shipped("memory-leak-rollback");
+        let plan = plan_for(&playbook, &facts(Some(180))).expect("a plan");
+        assert_eq!(plan.runs(), ["capture-logs", "tell-owners"]);
+        assert!(
+            matches!(&plan.steps[1].decision, Decision::Skip(why) if why.contains("is false")),
+            "{:?}",
+            plan.steps[1].decision
+        );
+    }
+
+    #[test]
+    fn an_unknown_fact_skips_the_step_it_guards() {
+        let playbook = shipped("memory-leak-rollback");
+        let plan = plan_for(&playbook, &facts(None)).expect("a plan");
+        assert_eq!(plan.runs(), ["capture-logs", "tell-owners"]);
+        assert!(
+            matches!(&plan.steps[1].decision, Decision::Skip(why) if why.contains("cannot be decided")),
+            "{:?}",
+            plan.steps[1].decision
+        );
+    }
+
+    #[test]
+    fn a_target_that_cannot_be_named_is_no_plan() {
+        let playbook = shipped("memory-leak-rollback");
+        let error = plan_for(&playbook, &Facts::default()).expect_err("no owner");
+        let text = error.to_string();
+        assert!(
+            text.contains("target.name: `${owner.name}` is unknown")
+                && text.contains("facts.owner"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_condition_on_earlier_steps_is_decided_when_reached() {
+        let text = "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: p}\nspec:\n  trigger:\n    crashLoop: {restarts: 3}\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: api}\n  steps:\n    - {name: logs, action: capture_logs, risk: none}\n    - {name: restart, action: rollout_restart, risk: low, when: \"steps.logs.lines > 0\"}\n";
+        let mut loaded = Loaded::default();
+        load_text(Path::new("p.yaml"), text, &mut loaded);
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        let plan = plan_for(&loaded.playbooks[0], &Facts::default()).expect("a plan");
+        assert_eq!(plan.steps[1].decision, Decision::Deferred);
+        assert_eq!(plan.runs(), ["logs"]);
+    }
+}
