@@ -819,3 +819,64 @@ fn a_flapping_series_is_one_incident_in_a_replay() {
         "{timeline}"
     );
 }
+
+#[test]
+fn salve_test_checks_the_steps_the_plan_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let series = r#"      series: {'queue_depth{namespace="shop",deployment="worker"}': '90x10'}
+"#;
+    let tests = format!(
+        "    - name: recent deploy rolls back\n{series}      facts: {{target: {{revisionAge: 10m}}}}\n      expect: {{incident: true, steps: [logs, undo]}}\n\
+         \x20   - name: wrongly expects a rollback of an old deploy\n{series}      facts: {{target: {{revisionAge: 2d}}}}\n      expect: {{incident: true, steps: [logs, undo]}}\n\
+         \x20   - name: unknown age skips the rollback\n{series}      expect: {{incident: true, steps: [logs]}}\n\
+         \x20   - name: a target named from labels needs no facts\n{series}      expect: {{incident: true, steps: [logs]}}\n"
+    );
+    std::fs::write(
+        dir.path().join("queue.yaml"),
+        format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: queue}}\nspec:\n  trigger:\n    promql: {{expr: 'max by (namespace, deployment) (queue_depth) > 50'}}\n  target: {{kind: Deployment, namespace: \"${{labels.namespace}}\", name: \"${{labels.deployment}}\"}}\n  steps:\n    - {{name: logs, action: capture_logs, risk: none}}\n    - {{name: undo, action: rollout_undo, risk: medium, when: \"target.revisionAge < duration('1h')\"}}\n  tests:\n{tests}"
+        ),
+    )
+    .expect("write playbook");
+    std::fs::write(
+        dir.path().join("owned.yaml"),
+        format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: owned}}\nspec:\n  trigger:\n    promql: {{expr: 'max by (namespace, deployment) (queue_depth) > 50'}}\n  target: {{kind: Deployment, namespace: \"${{labels.namespace}}\", name: \"${{owner.name}}\"}}\n  steps:\n    - {{name: logs, action: capture_logs, risk: none}}\n  tests:\n    - name: without the owner\n{series}      expect: {{incident: true, steps: [logs]}}\n    - name: with the owner\n{series}      facts: {{owner: {{name: worker}}}}\n      expect: {{incident: true, steps: [logs]}}\n"
+        ),
+    )
+    .expect("write playbook");
+    let (code, text) = salve_test(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("  ok    recent deploy rolls back"), "{text}");
+    assert!(
+        text.contains("  FAIL  wrongly expects a rollback of an old deploy")
+            && text.contains("expected steps [logs, undo]; the plan runs [logs]; skipped: undo (`target.revisionAge < duration('1h')` is false)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  ok    unknown age skips the rollback"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  FAIL  without the owner")
+            && text.contains("no plan: target.name: `${owner.name}` is unknown"),
+        "{text}"
+    );
+    assert!(text.contains("  ok    with the owner"), "{text}");
+    assert!(
+        text.contains("result: 4 passed, 2 failed, 0 skipped"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_readme_playbook_is_valid_and_its_tests_pass() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```yaml\n").expect("a YAML example") + "```yaml\n".len();
+    let example = &readme[start..start + readme[start..].find("```").expect("its end")];
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("example.yaml"), example).expect("write the example");
+    let (code, text) = salve_test(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("result: 1 passed, 0 failed"), "{text}");
+}

@@ -5,7 +5,9 @@
 //! written into a running one under a label of their own); the playbook's trigger is then
 //! evaluated from the first sample to the expectation's time (default: the last sample) at the
 //! trigger's interval, through the same evaluation code as the live engine and `salve replay`.
-//! An incident is expected when a signal is firing at that time.
+//! An incident is expected when a signal is firing at that time. `expect.steps` is checked by
+//! planning that incident (see [`crate::plan`]) with the facts the test gives in place of the
+//! Kubernetes API (`facts.owner`, `facts.target.revisionAge`, ...).
 //!
 //! An `alert` trigger is tested the way a replay evaluates it: through the `ALERTS` series
 //! Prometheus keeps for its alerting rules, so a test writes
@@ -21,7 +23,9 @@ use crate::playbook::{Playbook, PlaybookTest, TriggerKind};
 use crate::prometheus::{Harness, Scenario, remote_write};
 use crate::signal::evaluate::Evaluator;
 use crate::signal::evaluation::{Alerts, Evaluation, Sources};
-use crate::signal::state::{LabelSet, Transition};
+use crate::incident::Incidents;
+use crate::plan;
+use crate::signal::state::{LabelSet, SignalEvent, Transition};
 
 /// How one test ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,18 +119,18 @@ async fn run_test(
         return (Verdict::Skipped(why.into()), None);
     }
     match evaluate(playbook, test, backend).await {
-        Ok(firing) => judge(test, &firing),
+        Ok((firing, end)) => judge(playbook, test, &firing, end),
         Err(why) => (Verdict::Failed(why), None),
     }
 }
 
-/// Evaluates the trigger over the test's series; the signals firing at the end, or why the
-/// test could not run or conclude.
+/// Evaluates the trigger over the test's series; the signals firing at the end (with the
+/// end's time), or why the test could not run or conclude.
 async fn evaluate(
     playbook: &Arc<Playbook>,
     test: &PlaybookTest,
     backend: &Backend,
-) -> Result<BTreeMap<LabelSet, f64>, String> {
+) -> Result<(BTreeMap<LabelSet, SignalEvent>, DateTime<Utc>), String> {
     let scenario =
         Scenario::from_test(test).map_err(|e| format!("cannot build the scenario: {e}"))?;
     // A local Prometheus lives until the test ends.
@@ -174,22 +178,26 @@ async fn evaluate(
         alerts: Alerts::History,
     };
     let evaluation = Evaluation::new(sources, 1, [Arc::clone(playbook)]);
-    let mut firing: BTreeMap<LabelSet, f64> = BTreeMap::new();
+    let mut firing: BTreeMap<LabelSet, SignalEvent> = BTreeMap::new();
+    let mut last = DateTime::<Utc>::UNIX_EPOCH;
     let mut inconclusive = Vec::new();
     let mut at = start;
     while at <= end {
         let Some(when) = DateTime::<Utc>::from_timestamp(at, 0) else {
             break;
         };
+        last = when;
         for e in evaluation.step(when).await {
-            match e.event.transition {
+            match &e.event.transition {
                 Transition::Firing => {
-                    firing.insert(e.event.labels, e.event.value.unwrap_or(f64::NAN));
+                    firing.insert(e.event.labels.clone(), e.event);
                 }
                 Transition::Resolved => {
                     firing.remove(&e.event.labels);
                 }
-                Transition::Inconclusive { reason } if at == end => inconclusive.push(reason),
+                Transition::Inconclusive { reason } if at == end => {
+                    inconclusive.push(reason.clone());
+                }
                 _ => {}
             }
         }
@@ -197,7 +205,7 @@ async fn evaluate(
     }
     drop(server);
     if inconclusive.is_empty() {
-        Ok(firing)
+        Ok((firing, last))
     } else {
         Err(format!(
             "inconclusive at the end: {}",
@@ -206,12 +214,13 @@ async fn evaluate(
     }
 }
 
-fn judge(test: &PlaybookTest, firing: &BTreeMap<LabelSet, f64>) -> (Verdict, Option<String>) {
+fn judge(
+    playbook: &Playbook,
+    test: &PlaybookTest,
+    firing: &BTreeMap<LabelSet, SignalEvent>,
+    end: DateTime<Utc>,
+) -> (Verdict, Option<String>) {
     let expect = &test.expect;
-    let describe = |labels: &LabelSet| {
-        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-        format!("{{{}}}", pairs.join(", "))
-    };
     match (expect.incident, firing.is_empty()) {
         (true, true) => {
             let why = "expected an incident; no signal is firing".to_string();
@@ -224,24 +233,79 @@ fn judge(test: &PlaybookTest, firing: &BTreeMap<LabelSet, f64>) -> (Verdict, Opt
         }
         _ => {}
     }
-    if !expect.labels.is_empty()
-        && !firing
-            .keys()
-            .any(|labels| expect.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-    {
-        let found: Vec<String> = firing.keys().map(describe).collect();
-        let why = format!(
-            "no firing signal carries {}; firing: {}",
-            describe(&expect.labels),
-            found.join(", ")
-        );
-        return (Verdict::Failed(why), None);
+    let matching = firing
+        .values()
+        .find(|e| expect.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+    let signal = match matching {
+        Some(signal) => signal,
+        None if !expect.incident => return (Verdict::Passed, None),
+        None => {
+            let found: Vec<String> = firing.keys().map(describe).collect();
+            let why = format!(
+                "no firing signal carries {}; firing: {}",
+                describe(&expect.labels),
+                found.join(", ")
+            );
+            return (Verdict::Failed(why), None);
+        }
+    };
+    match &expect.steps {
+        Some(steps) => (judge_steps(playbook, test, signal, end, steps), None),
+        None => (Verdict::Passed, None),
     }
-    // The planner that evaluates `when` against the target arrives with remediation; say so
-    // rather than let a pass imply the steps were checked.
-    let note = expect
+}
+
+/// Plans the incident `signal` opens with the test's facts, and compares the steps that run.
+fn judge_steps(
+    playbook: &Playbook,
+    test: &PlaybookTest,
+    signal: &SignalEvent,
+    end: DateTime<Utc>,
+    expected: &[String],
+) -> Verdict {
+    let Some(opened) = Incidents::new().apply(playbook, signal) else {
+        return Verdict::Failed("the firing signal opened no incident".into());
+    };
+    let mut facts = test.facts.clone();
+    if let Some(owner) = &mut facts.owner
+        && owner.namespace.is_none()
+    {
+        owner.namespace = signal.labels.get("namespace").cloned();
+    }
+    facts.target.deployed_at = test
+        .revision_age
+        .and_then(|age| chrono::Duration::from_std(age).ok())
+        .and_then(|age| end.checked_sub_signed(age));
+    let plan = match plan::plan(playbook, &opened.incident, signal, &facts, end) {
+        Ok(plan) => plan,
+        Err(e) => return Verdict::Failed(format!("no plan: {e}")),
+    };
+    let runs = plan.runs();
+    if runs == expected {
+        return Verdict::Passed;
+    }
+    let skipped: Vec<String> = plan
         .steps
-        .as_ref()
-        .map(|_| "`expect.steps` is not checked yet: it needs the planner".to_string());
-    (Verdict::Passed, note)
+        .iter()
+        .filter_map(|s| match &s.decision {
+            plan::Decision::Skip(why) => Some(format!("{} ({why})", s.name)),
+            plan::Decision::Deferred => Some(format!("{} (decided when reached)", s.name)),
+            plan::Decision::Run => None,
+        })
+        .collect();
+    Verdict::Failed(format!(
+        "expected steps [{}]; the plan runs [{}]{}",
+        expected.join(", "),
+        runs.join(", "),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped: {}", skipped.join("; "))
+        }
+    ))
+}
+
+fn describe(labels: &LabelSet) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", pairs.join(", "))
 }

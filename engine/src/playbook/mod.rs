@@ -265,6 +265,10 @@ pub struct PlaybookTest {
     pub series: Vec<(String, Vec<Sample>)>,
     /// Alerts sent during the test: offset and labels.
     pub alerts: Vec<(Duration, BTreeMap<String, String>)>,
+    /// What the cluster would say, for planning (`expect.steps`).
+    pub facts: crate::plan::Facts,
+    /// How long before the check the target's revision was rolled out, when given.
+    pub revision_age: Option<Duration>,
     /// The expected outcome.
     pub expect: spec::TestExpectation,
     /// When the expectation is checked, from the start.

@@ -348,8 +348,65 @@ pub struct PlaybookTest {
     /// Alerts delivered to the webhook during the test (for `alert` triggers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<TestAlert>,
+    /// What the Kubernetes API would say, for planning the steps that `expect.steps` checks:
+    /// the signal's owner (for `${owner.*}`) and facts about the target (for `when`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<TestFacts>,
     /// What must happen.
     pub expect: TestExpectation,
+}
+
+/// What the cluster would say during a playbook test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TestFacts {
+    /// The workload that owns the signal's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<TestOwner>,
+    /// The target object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TestTarget>,
+}
+
+/// The owner of the signal's pod in a playbook test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TestOwner {
+    /// Its kind (default `Deployment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Its namespace (default: the signal's `namespace` label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Facts about the target in a playbook test; what is left out is unknown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TestTarget {
+    /// How long before the check its current revision was rolled out (`target.revisionAge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_age: Option<String>,
+    /// Its rollout revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Desired replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+    /// Ready replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i64>,
+    /// Its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// An alert sent during a playbook test.

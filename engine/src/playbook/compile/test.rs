@@ -8,6 +8,7 @@ use promql_parser::parser::Expr;
 use super::defaults;
 use crate::check::Checker;
 use crate::diagnostic::did_you_mean;
+use crate::plan::{Facts, ObjectRef, TargetFacts};
 use crate::playbook::PlaybookTest;
 use crate::playbook::spec;
 use crate::series;
@@ -93,11 +94,37 @@ pub(super) fn compile_test(
         .at
         .as_ref()
         .and_then(|a| checker.duration(&format!("{pointer}/expect/at"), a));
+    let facts = test.facts.clone().unwrap_or(spec::TestFacts {
+        owner: None,
+        target: None,
+    });
+    let target = facts.target.unwrap_or_default();
+    let revision_age = target
+        .revision_age
+        .as_ref()
+        .and_then(|age| checker.duration(&p("facts/target/revisionAge"), age));
     Some(PlaybookTest {
         name: test.name.clone(),
         interval,
         series,
         alerts,
+        facts: Facts {
+            owner: facts.owner.map(|owner| ObjectRef {
+                kind: owner.kind.unwrap_or_else(|| "Deployment".into()),
+                name: owner.name,
+                namespace: owner.namespace,
+            }),
+            target: TargetFacts {
+                revision: target.revision,
+                deployed_at: None,
+                replicas: target.replicas,
+                ready_replicas: target.ready_replicas,
+                node: target.node,
+                labels: target.labels,
+                annotations: target.annotations,
+            },
+        },
+        revision_age,
         expect: test.expect.clone(),
         at,
     })
