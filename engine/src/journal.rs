@@ -84,11 +84,19 @@ pub enum Kind {
     IncidentReopened,
     /// An incident resolved.
     IncidentResolved,
+    /// A step above the ceiling waits for a human.
+    ApprovalRequested,
+    /// A human approved it.
+    ApprovalGranted,
+    /// A human rejected it.
+    ApprovalRejected,
+    /// Nobody answered in time: rejected.
+    ApprovalExpired,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 11] = [
         Kind::SignalPending,
         Kind::SignalFiring,
         Kind::SignalResolved,
@@ -96,6 +104,10 @@ impl Kind {
         Kind::IncidentOpened,
         Kind::IncidentReopened,
         Kind::IncidentResolved,
+        Kind::ApprovalRequested,
+        Kind::ApprovalGranted,
+        Kind::ApprovalRejected,
+        Kind::ApprovalExpired,
     ];
 
     /// The name stored and shown (`incident_opened`, ...).
@@ -108,6 +120,10 @@ impl Kind {
             Kind::IncidentOpened => "incident_opened",
             Kind::IncidentReopened => "incident_reopened",
             Kind::IncidentResolved => "incident_resolved",
+            Kind::ApprovalRequested => "approval_requested",
+            Kind::ApprovalGranted => "approval_granted",
+            Kind::ApprovalRejected => "approval_rejected",
+            Kind::ApprovalExpired => "approval_expired",
         }
     }
 
@@ -126,6 +142,10 @@ impl Kind {
             Kind::IncidentOpened => "DETECT",
             Kind::IncidentReopened => "REOPEN",
             Kind::IncidentResolved => "RESOLVED",
+            Kind::ApprovalRequested => "ASK",
+            Kind::ApprovalGranted => "APPROVED",
+            Kind::ApprovalRejected => "REJECTED",
+            Kind::ApprovalExpired => "EXPIRED",
         }
     }
 }
@@ -212,6 +232,33 @@ fn finite(values: &BTreeMap<String, f64>) -> BTreeMap<&str, f64> {
         .filter(|(_, v)| v.is_finite())
         .map(|(k, v)| (k.as_str(), *v))
         .collect()
+}
+
+const INSERT: &str =
+    "INSERT INTO entries (at, kind, playbook, incident, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+fn insert_params(record: &Record) -> (String, &'static str, &str, Option<&str>, String) {
+    (
+        record.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        record.kind.as_str(),
+        &record.playbook,
+        record.incident.as_deref(),
+        record.detail.to_string(),
+    )
+}
+
+/// A row of `entries` as stored.
+type Row = (i64, String, String, String, Option<String>, String);
+
+fn row_tuple(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
 }
 
 /// An entry as read back: the record and its position in the journal.
@@ -340,16 +387,7 @@ impl Journal {
     pub fn append(&self, record: &Record) -> Result<i64> {
         let connection = self.connection();
         connection
-            .execute(
-                "INSERT INTO entries (at, kind, playbook, incident, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    record.at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                    record.kind.as_str(),
-                    record.playbook,
-                    record.incident,
-                    record.detail.to_string(),
-                ],
-            )
+            .execute(INSERT, insert_params(record))
             .map_err(self.fail())?;
         Ok(connection.last_insert_rowid())
     }
@@ -376,43 +414,37 @@ impl Journal {
         let connection = self.connection();
         let mut statement = connection.prepare_cached(sql).map_err(self.fail())?;
         let rows = statement
-            .query_map(params, |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                    row.get::<_, String>(5)?,
-                ))
-            })
+            .query_map(params, row_tuple)
             .map_err(self.fail())?;
         let mut entries = Vec::new();
         for row in rows {
-            let (seq, at, kind, playbook, incident, detail) = row.map_err(self.fail())?;
-            let corrupt = |reason: String| Error::Corrupt {
-                path: self.path.clone(),
-                seq,
-                reason,
-            };
-            let at = DateTime::parse_from_rfc3339(&at)
-                .map_err(|e| corrupt(format!("time `{at}`: {e}")))?
-                .with_timezone(&Utc);
-            let kind = Kind::parse(&kind).ok_or_else(|| corrupt(format!("kind `{kind}`")))?;
-            let detail = serde_json::from_str(&detail)
-                .map_err(|e| corrupt(format!("detail is not JSON: {e}")))?;
-            entries.push(Entry {
-                seq,
-                record: Record {
-                    at,
-                    kind,
-                    playbook,
-                    incident,
-                    detail,
-                },
-            });
+            entries.push(self.entry(row.map_err(self.fail())?)?);
         }
         Ok(entries)
+    }
+
+    fn entry(&self, (seq, at, kind, playbook, incident, detail): Row) -> Result<Entry> {
+        let corrupt = |reason: String| Error::Corrupt {
+            path: self.path.clone(),
+            seq,
+            reason,
+        };
+        let at = DateTime::parse_from_rfc3339(&at)
+            .map_err(|e| corrupt(format!("time `{at}`: {e}")))?
+            .with_timezone(&Utc);
+        let kind = Kind::parse(&kind).ok_or_else(|| corrupt(format!("kind `{kind}`")))?;
+        let detail = serde_json::from_str(&detail)
+            .map_err(|e| corrupt(format!("detail is not JSON: {e}")))?;
+        Ok(Entry {
+            seq,
+            record: Record {
+                at,
+                kind,
+                playbook,
+                incident,
+                detail,
+            },
+        })
     }
 
     /// Every incident, oldest first, from its opening, last reopening and last resolution.
@@ -446,6 +478,55 @@ impl Journal {
             }
         }
         Ok(incidents)
+    }
+
+    /// Every entry whose detail has `key` = `value`, in the order written.
+    pub fn by_detail(&self, key: &str, value: &str) -> Result<Vec<Entry>> {
+        self.select(
+            "SELECT seq, at, kind, playbook, incident, detail FROM entries
+             WHERE json_extract(detail, '$.' || ?1) = ?2 ORDER BY seq",
+            params![key, value],
+        )
+    }
+
+    /// Writes what `decide` returns, if anything, after it has looked at the entries whose
+    /// detail has `key` = `value` — all in one exclusive transaction, so two processes cannot
+    /// both act on the same state (two answers to one approval).
+    pub fn append_after<T>(
+        &self,
+        (key, value): (&str, &str),
+        decide: impl FnOnce(&[Entry]) -> std::result::Result<(Record, T), T>,
+    ) -> Result<std::result::Result<(i64, T), T>> {
+        let mut connection = self.connection();
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.fail())?;
+        let entries = {
+            let mut statement = transaction
+                .prepare(
+                    "SELECT seq, at, kind, playbook, incident, detail FROM entries
+                     WHERE json_extract(detail, '$.' || ?1) = ?2 ORDER BY seq",
+                )
+                .map_err(self.fail())?;
+            let rows = statement
+                .query_map(params![key, value], row_tuple)
+                .map_err(self.fail())?;
+            let mut entries = Vec::new();
+            for row in rows {
+                entries.push(self.entry(row.map_err(self.fail())?)?);
+            }
+            entries
+        };
+        let (record, outcome) = match decide(&entries) {
+            Ok(decided) => decided,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        transaction
+            .execute(INSERT, insert_params(&record))
+            .map_err(self.fail())?;
+        let seq = transaction.last_insert_rowid();
+        transaction.commit().map_err(self.fail())?;
+        Ok(Ok((seq, outcome)))
     }
 
     /// The sequence number of the last entry, or 0 for an empty journal.

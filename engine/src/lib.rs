@@ -12,6 +12,7 @@ pub mod check;
 pub mod cli;
 pub mod condition;
 pub mod diagnostic;
+pub mod gate;
 pub mod incident;
 pub mod journal;
 pub mod plan;
