@@ -93,3 +93,92 @@ fn a_killed_writer_loses_no_acknowledged_entry() {
         })
         .expect("append after the crash");
 }
+
+/// `salve` with `args`: exit code, stdout and stderr.
+fn salve(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(args)
+        .output()
+        .expect("run salve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_person_answers_an_approval_once_from_the_command_line() {
+    use salve::approval::{Approvals, Ask};
+    use salve::risk::Risk;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.db");
+    let approvals = Approvals::new(std::sync::Arc::new(Journal::open(&path).expect("open")));
+    let ask = |step: &str| Ask {
+        incident: "inc-1".into(),
+        playbook: "memory-leak-rollback".into(),
+        step: step.into(),
+        risk: Risk::High,
+        reason: "risk high is above the policy's ceiling medium".into(),
+        plan: json!({}),
+        evidence: json!({}),
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let first = approvals
+        .request(ask("rollback"), Utc::now(), hour)
+        .expect("ask");
+    let second = approvals
+        .request(ask("scale"), Utc::now(), hour)
+        .expect("ask");
+    let journal = path.to_str().expect("UTF-8 path");
+
+    let (code, listed, _) = salve(&["approvals", "--journal", journal]);
+    assert_eq!(code, Some(0));
+    assert!(
+        listed.contains(&first.id) && listed.contains("2 waiting"),
+        "{listed}"
+    );
+
+    let (code, out, err) = salve(&["approve", &first.id, "--journal", journal, "--by", "alice"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("approved by alice: step `rollback`"), "{out}");
+    let (code, _, err) = salve(&["reject", &first.id, "--journal", journal, "--by", "bob"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no longer pending: approved by alice"),
+        "{err}"
+    );
+    let (code, _, err) = salve(&["approve", "apr-0000", "--journal", journal]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no approval request `apr-0000`"), "{err}");
+
+    // Two people answering at the same moment: exactly one answer counts.
+    let racers: Vec<_> = ["approve", "reject"]
+        .iter()
+        .map(|verb| {
+            Command::new(env!("CARGO_BIN_EXE_salve"))
+                .args([verb, second.id.as_str(), "--journal", journal, "--by", verb])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start")
+        })
+        .collect();
+    let codes: Vec<Option<i32>> = racers
+        .into_iter()
+        .map(|mut c| c.wait().expect("wait").code())
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(0)).count(),
+        1,
+        "{codes:?}"
+    );
+    let (_, timeline, _) = salve(&["incidents", "--journal", journal, "inc-1"]);
+    assert_eq!(timeline.matches(" ASK ").count(), 2, "{timeline}");
+    assert_eq!(
+        timeline.matches("APPROVED").count() + timeline.matches("REJECTED").count(),
+        2,
+        "{timeline}"
+    );
+}

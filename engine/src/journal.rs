@@ -480,6 +480,15 @@ impl Journal {
         Ok(incidents)
     }
 
+    /// Every entry of `kind`, in the order written.
+    pub fn by_kind(&self, kind: Kind) -> Result<Vec<Entry>> {
+        self.select(
+            "SELECT seq, at, kind, playbook, incident, detail FROM entries
+             WHERE kind = ?1 ORDER BY seq",
+            [kind.as_str()],
+        )
+    }
+
     /// Every entry whose detail has `key` = `value`, in the order written.
     pub fn by_detail(&self, key: &str, value: &str) -> Result<Vec<Entry>> {
         self.select(
@@ -492,11 +501,11 @@ impl Journal {
     /// Writes what `decide` returns, if anything, after it has looked at the entries whose
     /// detail has `key` = `value` — all in one exclusive transaction, so two processes cannot
     /// both act on the same state (two answers to one approval).
-    pub fn append_after<T>(
+    pub fn append_after<T, E>(
         &self,
         (key, value): (&str, &str),
-        decide: impl FnOnce(&[Entry]) -> std::result::Result<(Record, T), T>,
-    ) -> Result<std::result::Result<(i64, T), T>> {
+        decide: impl FnOnce(&[Entry]) -> std::result::Result<(Record, T), E>,
+    ) -> Result<std::result::Result<(i64, T), E>> {
         let mut connection = self.connection();
         let transaction = connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

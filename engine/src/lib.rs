@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod alertmanager;
+pub mod approval;
 pub mod check;
 pub mod cli;
 pub mod condition;

@@ -113,7 +113,19 @@ fn timeline(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
                 }
             }
         }
-        if let Some(reason) = detail["reason"].as_str() {
+        if let Some(step) = detail["step"].as_str() {
+            text.push_str(&format!("step {step}"));
+            if let Some(risk) = detail["risk"].as_str() {
+                text.push_str(&format!(" (risk {risk})"));
+            }
+        }
+        if let Some(by) = detail["by"].as_str() {
+            text.push_str(&format!("by {by}"));
+        }
+        if let Some(id) = detail["approval"].as_str() {
+            text.push_str(&format!(" [{id}]"));
+        }
+        if let Some(reason) = detail["reason"].as_str().filter(|r| !r.is_empty()) {
             text.push_str(&format!(" ({reason})"));
         }
         writeln!(

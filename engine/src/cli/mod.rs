@@ -1,5 +1,6 @@
 //! The `salve` command line.
 
+mod approvals;
 mod incidents;
 
 use std::fmt::Write as _;
@@ -14,6 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::alertmanager::AlertStore;
+use crate::approval::Answer;
 use crate::diagnostic::Severity;
 use crate::incident::{Incident, IncidentEvent, IncidentTransition, Incidents, describe};
 use crate::journal::{Journal, Record};
@@ -103,6 +105,37 @@ pub enum Command {
         /// missing; use a journal of its own, not the live engine's).
         #[arg(long)]
         journal: Option<PathBuf>,
+    },
+    /// List the approval requests waiting for an answer.
+    Approvals {
+        /// The engine's journal.
+        #[arg(long, env = "SALVE_JOURNAL")]
+        journal: PathBuf,
+    },
+    /// Approve a step waiting above the risk ceiling.
+    Approve {
+        /// The request's id (`apr-...`).
+        id: String,
+        /// The engine's journal.
+        #[arg(long, env = "SALVE_JOURNAL")]
+        journal: PathBuf,
+        /// Who approves (recorded with the answer).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Reject a step waiting above the risk ceiling.
+    Reject {
+        /// The request's id (`apr-...`).
+        id: String,
+        /// The engine's journal.
+        #[arg(long, env = "SALVE_JOURNAL")]
+        journal: PathBuf,
+        /// Who rejects (recorded with the answer).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// List the incidents in a journal with their times to detect and recover, or show one
     /// incident's timeline.
@@ -206,6 +239,9 @@ pub enum Error {
     /// The journal cannot be opened or written.
     #[error(transparent)]
     Journal(#[from] crate::journal::Error),
+    /// An approval could not be read or answered.
+    #[error("{0}")]
+    Approval(String),
     /// The webhook's token file cannot be used.
     #[error("cannot use {path} as the webhook token: {reason}")]
     Token {
@@ -275,6 +311,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 (format, journal.as_ref()),
             )
         }
+        Command::Approvals { journal } => approvals::list(Journal::open(&journal)?),
+        Command::Approve { id, journal, by } => {
+            approvals::answer(Journal::open(&journal)?, &id, Answer::Approve, &by)
+        }
+        Command::Reject {
+            id,
+            journal,
+            by,
+            reason,
+        } => approvals::answer(Journal::open(&journal)?, &id, Answer::Reject(reason), &by),
         Command::Incidents { journal, id } => {
             incidents::run(&Journal::open(&journal)?, id.as_deref())
         }
