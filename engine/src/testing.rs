@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::incident::Incidents;
+use crate::plan;
 use crate::playbook::{Playbook, PlaybookTest, TriggerKind};
 use crate::prometheus::{Harness, Scenario, remote_write};
 use crate::signal::evaluate::Evaluator;
 use crate::signal::evaluation::{Alerts, Evaluation, Sources};
-use crate::incident::Incidents;
-use crate::plan;
 use crate::signal::state::{LabelSet, SignalEvent, Transition};
 
 /// How one test ended.
@@ -233,9 +233,12 @@ fn judge(
         }
         _ => {}
     }
-    let matching = firing
-        .values()
-        .find(|e| expect.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+    let matching = firing.values().find(|e| {
+        expect
+            .labels
+            .iter()
+            .all(|(k, v)| e.labels.get(k) == Some(v))
+    });
     let signal = match matching {
         Some(signal) => signal,
         None if !expect.incident => return (Verdict::Passed, None),
