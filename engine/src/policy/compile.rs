@@ -38,6 +38,15 @@ pub fn compile(
         "policy name",
     );
 
+    if spec.max_autonomous_risk == crate::risk::Risk::Critical {
+        let d = checker
+            .at(
+                "/spec/maxAutonomousRisk",
+                "a critical step always waits for a human, whatever the ceiling: `critical` acts as `high`",
+            )
+            .warning();
+        checker.push(d);
+    }
     let mut overrides = Vec::new();
     for (i, o) in spec.overrides.iter().enumerate() {
         let pointer = format!("/spec/overrides/{i}");
@@ -144,4 +153,25 @@ pub fn compile(
         limits,
         approval_timeout,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::diagnostic::Severity;
+    use crate::playbook::load::{Loaded, load_text};
+
+    #[test]
+    fn a_critical_ceiling_is_a_warning_that_it_acts_as_high() {
+        let text = "apiVersion: salve.dev/v1\nkind: AutonomyPolicy\nmetadata: {name: p}\nspec:\n  maxAutonomousRisk: critical\n";
+        let mut loaded = Loaded::default();
+        load_text(Path::new("p.yaml"), text, &mut loaded);
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        let warning = &loaded.diagnostics[0];
+        assert_eq!(warning.severity, Severity::Warning);
+        assert!(warning.message.contains("acts as `high`"), "{warning:?}");
+        assert_eq!(warning.pos.line, 5);
+        assert_eq!(loaded.policies.len(), 1);
+    }
 }
