@@ -135,7 +135,7 @@ fn main() {
     let sequential = evaluation(evaluator(&fake.url), 1, &playbooks);
     let triggers = concurrent.len();
 
-    let queries = cycle_queries(&playbooks);
+    let queries = cycle_queries(&playbooks, &series);
     let replayer = Replayer::new(&fake, queries, options.concurrency);
     let mut trackers = Trackers::new(&playbooks, &series);
     assert_eq!(
@@ -480,7 +480,8 @@ async fn serve(
     let query = form_value(&form, "query").unwrap_or_default();
     let parts = parts(&query);
     state.served.fetch_add(1, Ordering::Relaxed);
-    if query.contains("timestamp(") {
+    // The input summary (`count(...)`, stale ages) and the presence check (`group ...`).
+    if query.contains("timestamp(") || query.contains("group ") {
         state.inputs.fetch_add(1, Ordering::Relaxed);
     } else if !parts.is_empty() {
         state.values.fetch_add(1, Ordering::Relaxed);
@@ -562,7 +563,9 @@ fn series_labels(count: usize) -> Vec<LabelSet> {
         .collect()
 }
 
-/// A vector of `series`, once for a plain query, or once per part, labelled with it.
+/// A vector of `series`, once for a plain query, or once per part, labelled with it; for the
+/// input summary's parts, one `count:` series per input and no `stale:` series (every input is
+/// fresh).
 fn answer(series: &[LabelSet], parts: &[String]) -> Bytes {
     let plain = [None];
     let labelled: Vec<Option<&String>> = parts.iter().map(Some).collect();
@@ -573,16 +576,32 @@ fn answer(series: &[LabelSet], parts: &[String]) -> Bytes {
     }
     .iter()
     .flat_map(|part| {
-        series.iter().map(move |labels| {
-            let mut metric = labels.clone();
-            if let Some(part) = part {
-                metric.insert(PART_LABEL.to_string(), (*part).clone());
-            }
+        let count = part.filter(|p| p.starts_with("count:"));
+        let stale = part.is_some_and(|p| p.starts_with("stale:"));
+        let each: &[LabelSet] = if stale || count.is_some() {
+            &[]
+        } else {
+            series
+        };
+        let counted = count.map(|part| {
             serde_json::json!({
-                "metric": metric,
-                "value": [START, VALUE.to_string()],
+                "metric": {PART_LABEL: part},
+                "value": [START, series.len().to_string()],
             })
-        })
+        });
+        each.iter()
+            .map(move |labels| {
+                let mut metric = labels.clone();
+                if let Some(part) = part {
+                    metric.insert(PART_LABEL.to_string(), (*part).clone());
+                }
+                serde_json::json!({
+                    "metric": metric,
+                    "value": [START, VALUE.to_string()],
+                })
+            })
+            .chain(counted)
+            .collect::<Vec<_>>()
     })
     .collect();
     let body = serde_json::json!({
@@ -706,9 +725,10 @@ impl<'a> Trackers<'a> {
 }
 
 /// The queries of one cycle by trigger, as far as the public API tells: each trigger's condition
-/// and input check (asked together), and an `ALERTS` selector per alert trigger. (The few
-/// queries for further values, sent when a signal changes, are left out.)
-fn cycle_queries(playbooks: &[Arc<Playbook>]) -> Vec<Vec<String>> {
+/// and input summary (asked together), the presence check of the signals that hold, and an
+/// `ALERTS` selector per alert trigger. (The few queries for further values, sent when a signal
+/// changes, are left out.)
+fn cycle_queries(playbooks: &[Arc<Playbook>], series: &[LabelSet]) -> Vec<Vec<String>> {
     let mut queries = Vec::new();
     for playbook in playbooks {
         match &playbook.trigger.kind {
@@ -721,7 +741,13 @@ fn cycle_queries(playbooks: &[Arc<Playbook>]) -> Vec<Vec<String>> {
             _ => {
                 if let Some(q) = signal::for_trigger(&playbook.trigger) {
                     let inputs = q.inputs_query();
-                    queries.push(std::iter::once(q.condition).chain(inputs).collect());
+                    let presence = q.presence_query(series);
+                    queries.push(
+                        std::iter::once(q.condition)
+                            .chain(inputs)
+                            .chain(presence)
+                            .collect(),
+                    );
                 }
             }
         }

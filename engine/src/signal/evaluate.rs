@@ -3,8 +3,11 @@
 //! Every way an evaluation can fail — Prometheus unreachable, an HTTP or PromQL error, a
 //! timeout, a result of the wrong type, an input of a built-in signal with no series at all —
 //! becomes an [`Observation::Inconclusive`] with the reason, never an empty (healthy-looking)
-//! result. For built-in signals the inputs are asked alongside the condition (one more query)
-//! and judged per series: present and fresh, stale, or absent.
+//! result. For built-in signals the inputs are checked alongside the condition: one small
+//! summary query (how many series each input has, and only the signals whose inputs are stale),
+//! then, when some signal holds or is tracked, whether those signals' inputs are still there
+//! (a query naming just them). So the answers stay small however many containers a selector
+//! matches, and each signal that matters is judged present and fresh, stale, or absent.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -79,13 +82,24 @@ impl Evaluator {
     /// Evaluates `queries.condition` at `at`, and the freshness of its inputs: the series that
     /// hold, or why nothing can be concluded.
     pub async fn observe(&self, queries: &SignalQueries, at: DateTime<Utc>) -> Observation {
+        self.observe_tracking(queries, at, &[]).await
+    }
+
+    /// [`observe`](Self::observe), also checking whether the inputs of the `tracked` signals
+    /// (pending or firing ones that may have stopped holding) are still there.
+    pub async fn observe_tracking(
+        &self,
+        queries: &SignalQueries,
+        at: DateTime<Utc>,
+        tracked: &[LabelSet],
+    ) -> Observation {
         let Some(inputs_query) = queries.inputs_query() else {
             return match self.instant(&queries.condition, at).await {
                 Ok(samples) => Observation::Holds(samples),
                 Err(reason) => Observation::Inconclusive(reason),
             };
         };
-        let (holds, ages) = tokio::join!(
+        let (holds, summary) = tokio::join!(
             self.instant(&queries.condition, at),
             self.instant(&inputs_query, at)
         );
@@ -93,14 +107,52 @@ impl Evaluator {
             Ok(holds) => holds,
             Err(reason) => return Observation::Inconclusive(reason),
         };
-        let ages = match ages {
-            Ok(ages) => ages,
+        let summary = match summary {
+            Ok(summary) => summary,
             Err(reason) => return Observation::Inconclusive(format!("checking inputs: {reason}")),
         };
-        match judge_inputs(queries, ages) {
-            Ok(inputs) => Observation::Checked { holds, inputs },
-            Err(reason) => Observation::Inconclusive(reason),
+        let stale = match judge_summary(queries, summary) {
+            Ok(stale) => stale,
+            Err(reason) => return Observation::Inconclusive(reason),
+        };
+        // Whether the other signals that matter still have their inputs.
+        let check: Vec<LabelSet> = holds
+            .iter()
+            .map(|s| &s.labels)
+            .chain(tracked)
+            .filter(|labels| !stale.contains_key(*labels))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut present: BTreeMap<LabelSet, usize> = BTreeMap::new();
+        for keys in check.chunks(PRESENCE_BATCH) {
+            let Some(query) = queries.presence_query(keys) else {
+                continue;
+            };
+            match self.instant(&query, at).await {
+                Ok(samples) => {
+                    for (_, labels, _) in parts(samples) {
+                        *present.entry(labels).or_default() += 1;
+                    }
+                }
+                Err(reason) => {
+                    return Observation::Inconclusive(format!("checking inputs: {reason}"));
+                }
+            }
         }
+        let all = queries.inputs.len();
+        let mut inputs: BTreeMap<LabelSet, Freshness> = check
+            .into_iter()
+            .filter(|labels| present.get(labels) == Some(&all))
+            .map(|labels| (labels, Freshness::Fresh))
+            .collect();
+        inputs.extend(
+            stale
+                .into_iter()
+                .map(|(labels, reason)| (labels, Freshness::Stale(reason))),
+        );
+        Observation::Checked { holds, inputs }
     }
 
     /// The further values of every signal at `at`, by the signal's labels.
@@ -180,43 +232,34 @@ fn parts(samples: Vec<Sample>) -> impl Iterator<Item = (String, LabelSet, f64)> 
     })
 }
 
-/// Judges the ages of the inputs' newest samples: every input must have series; a signal
-/// whose inputs are all present is fresh unless one is older than `stale_after`; a signal
-/// missing an input is left out (absent).
-fn judge_inputs(
+/// How many signals one presence query asks about (the query grows with each).
+const PRESENCE_BATCH: usize = 50;
+
+/// Reads the inputs summary: every input must have series; the signals whose inputs are
+/// stale, with why.
+fn judge_summary(
     queries: &SignalQueries,
-    ages: Vec<Sample>,
-) -> std::result::Result<BTreeMap<LabelSet, Freshness>, String> {
-    let mut by_signal: BTreeMap<LabelSet, BTreeMap<String, f64>> = BTreeMap::new();
-    for (part, labels, age) in parts(ages) {
-        by_signal.entry(labels).or_default().insert(part, age);
-    }
-    for input in &queries.inputs {
-        if !by_signal.values().any(|ages| ages.contains_key(input.name)) {
-            return Err(format!(
-                "input `{}` has no series: `{}` matches nothing",
-                input.name, input.selector
-            ));
+    summary: Vec<Sample>,
+) -> std::result::Result<BTreeMap<LabelSet, String>, String> {
+    let mut counted = std::collections::BTreeSet::new();
+    let mut stale: BTreeMap<LabelSet, String> = BTreeMap::new();
+    for (part, labels, _) in parts(summary) {
+        if let Some(input) = part.strip_prefix("count:") {
+            counted.insert(input.to_string());
+        } else if let Some(input) = part.strip_prefix("stale:") {
+            stale.entry(labels).or_insert_with(|| {
+                format!(
+                    "the newest `{input}` sample is older than staleAfter ({}s)",
+                    queries.stale_after.as_secs()
+                )
+            });
         }
     }
-    let limit = queries.stale_after.as_secs_f64();
-    Ok(by_signal
-        .into_iter()
-        .filter(|(_, ages)| queries.inputs.iter().all(|i| ages.contains_key(i.name)))
-        .map(|(labels, ages)| {
-            let stale = queries.inputs.iter().find(|i| {
-                ages.get(i.name)
-                    .is_none_or(|age| age.is_nan() || *age > limit)
-            });
-            let freshness = match stale {
-                Some(input) => Freshness::Stale(format!(
-                    "the newest `{}` sample is older than staleAfter ({}s)",
-                    input.name,
-                    queries.stale_after.as_secs()
-                )),
-                None => Freshness::Fresh,
-            };
-            (labels, freshness)
-        })
-        .collect())
+    if let Some(input) = queries.inputs.iter().find(|i| !counted.contains(i.name)) {
+        return Err(format!(
+            "input `{}` has no series: `{}` matches nothing",
+            input.name, input.selector
+        ));
+    }
+    Ok(stale)
 }

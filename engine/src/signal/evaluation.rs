@@ -185,7 +185,11 @@ impl Tracked {
     async fn observe(&self, sources: &Sources, at: DateTime<Utc>) -> Observation {
         match (&self.source, sources) {
             (Source::Prometheus(queries), Sources { prometheus, .. }) => match prometheus {
-                Some(prometheus) => prometheus.observe(queries, at).await,
+                Some(prometheus) => {
+                    let tracked: Vec<LabelSet> =
+                        self.lock().tracker.states().keys().cloned().collect();
+                    prometheus.observe_tracking(queries, at, &tracked).await
+                }
                 None => Observation::Inconclusive("no Prometheus to query".into()),
             },
             (Source::Schedule(schedule), _) => {

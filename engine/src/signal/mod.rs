@@ -26,6 +26,7 @@ pub mod state;
 use std::time::Duration;
 
 use crate::playbook::{Trigger, TriggerKind};
+use state::LabelSet;
 
 /// What one trigger asks Prometheus at each evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,29 +73,68 @@ impl SignalQueries {
         }
     }
 
-    /// One query for the age in seconds of every input's newest sample, per signal, each
-    /// series labelled with [`PART_LABEL`] = the input's name; `None` without inputs.
+    /// One small query about the inputs as a whole: how many series each has
+    /// (`count:<input>`, none when it has no series at all) and which signals' inputs are
+    /// stale (`stale:<input>`, the age in seconds of the newest sample, only when older than
+    /// `stale_after`); `None` without inputs. Fresh inputs, the usual case, return nothing
+    /// per signal, so the answer stays small however many containers a selector matches.
     pub fn inputs_query(&self) -> Option<String> {
-        combine(self.inputs.iter().map(|input| {
-            let age = format!("min {} (time() - timestamp({}))", input.by, input.selector);
-            (input.name, age)
+        let stale = self.stale_after.as_secs();
+        combine(self.inputs.iter().flat_map(|input| {
+            let count = format!("count({})", input.selector);
+            let old = format!(
+                "min {} (time() - timestamp({})) > {stale}",
+                input.by, input.selector
+            );
+            [
+                (format!("count:{}", input.name), count),
+                (format!("stale:{}", input.name), old),
+            ]
+        }))
+    }
+
+    /// One query for whether the inputs of the signals `keys` (label sets, as the condition's
+    /// series carry them) are there now: a series per key and input present (part =
+    /// `<input>`); `None` without inputs or keys.
+    pub fn presence_query(&self, keys: &[LabelSet]) -> Option<String> {
+        combine(self.inputs.iter().flat_map(|input| {
+            keys.iter().map(move |key| {
+                let matchers: Vec<String> = key
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", quote(v)))
+                    .collect();
+                let selector = select(&input.selector, &[&format!("{{{}}}", matchers.join(", "))]);
+                (
+                    input.name.to_string(),
+                    format!("group {} ({selector})", input.by),
+                )
+            })
         }))
     }
 
     /// One query for every further value, each series labelled with [`PART_LABEL`] = the
     /// value's name; `None` without values.
     pub fn values_query(&self) -> Option<String> {
-        combine(self.values.iter().map(|(name, expr)| (*name, expr.clone())))
+        combine(
+            self.values
+                .iter()
+                .map(|(name, expr)| ((*name).to_string(), expr.clone())),
+        )
     }
 }
 
 /// `label_replace(a, PART, "name", "", "") or ...`: one round trip for several queries whose
 /// series carry the same labels.
-fn combine(parts: impl Iterator<Item = (&'static str, String)>) -> Option<String> {
+fn combine(parts: impl Iterator<Item = (String, String)>) -> Option<String> {
     let parts: Vec<String> = parts
         .map(|(name, expr)| format!(r#"label_replace({expr}, "{PART_LABEL}", "{name}", "", "")"#))
         .collect();
     (!parts.is_empty()).then(|| parts.join(" or "))
+}
+
+/// A PromQL string literal (JSON's escaping is a subset PromQL reads).
+pub fn quote(value: &str) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_string())
 }
 
 /// The queries of `kind`, or `None` for kinds that are not evaluated against Prometheus
@@ -220,7 +260,8 @@ mod tests {
             let Some(q) = queries(&playbook.trigger.kind) else {
                 continue;
             };
-            let combined = [q.inputs_query(), q.values_query()];
+            let key = LabelSet::from([("pod".to_string(), "a\\b\"c".to_string())]);
+            let combined = [q.inputs_query(), q.values_query(), q.presence_query(&[key])];
             for expr in std::iter::once(&q.condition).chain(combined.iter().flatten()) {
                 promql_parser::parser::parse(expr)
                     .unwrap_or_else(|e| panic!("{}: {expr}: {e}", playbook.name));

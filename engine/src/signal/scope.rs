@@ -79,10 +79,15 @@ mod tests {
             let Some(q) = crate::signal::queries(&playbook.trigger.kind) else {
                 continue;
             };
+            let key = crate::signal::state::LabelSet::from([(
+                "namespace".to_string(),
+                "a\"b".to_string(),
+            )]);
             let all = [
                 Some(q.condition.clone()),
                 q.inputs_query(),
                 q.values_query(),
+                q.presence_query(&[key]),
             ];
             for expr in all.iter().flatten() {
                 let scoped = scope(expr, "salve_test", "t").expect("scoped");
