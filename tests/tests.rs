@@ -6,6 +6,7 @@
 
 mod alertmanager;
 mod journal;
+mod kube_fake;
 mod prometheus;
 mod reload;
 mod signals;

@@ -16,6 +16,7 @@ pub mod diagnostic;
 pub mod gate;
 pub mod incident;
 pub mod journal;
+pub mod kube_fake;
 pub mod plan;
 pub mod playbook;
 pub mod policy;

@@ -1,0 +1,289 @@
+//! An in-process fake Kubernetes API server, so Salve's Kubernetes actions are tested through
+//! the real [`kube::Client`] over real HTTP/JSON (no kube-apiserver can run in CI).
+//!
+//! [`FakeApiServer::start`] serves on `127.0.0.1:0` and returns a client for it. Objects live
+//! in memory as JSON, keyed by (group/version, resource plural, namespace, name) — see
+//! [`ObjectKey`]. Tests seed objects with [`FakeApiServer::insert`], read them back with
+//! [`FakeApiServer::get`] / [`FakeApiServer::get_typed`], and see what the client sent with
+//! [`FakeApiServer::requests`].
+//!
+//! # What it serves
+//!
+//! The real URL scheme: `/api/v1/...` and `/apis/{group}/{version}/...`, namespaced
+//! (`namespaces/{ns}/{plural}`) and cluster-scoped, for the built-in types in [`ResourceType`]'s
+//! table (Pods, Nodes, Namespaces, Services, ConfigMaps, Secrets, Events, ServiceAccounts,
+//! PVCs, Deployments, StatefulSets, ReplicaSets, DaemonSets, ControllerRevisions, Jobs,
+//! CronJobs, PDBs, Leases, HPAs) plus any type added with [`FakeApiServer::register`].
+//!
+//! - **GET** one object; **LIST** (also across namespaces) with `labelSelector` (`=`, `==`,
+//!   `!=`, `in`, `notin`, `k`, `!k`) and `fieldSelector` (`metadata.name`,
+//!   `metadata.namespace`, and the per-kind fields the real server allows, e.g. a Pod's
+//!   `spec.nodeName`), answered as `{kind: "XList", apiVersion, metadata: {resourceVersion},
+//!   items}` with items lacking `kind`/`apiVersion` as from the real server. `limit` is
+//!   ignored: every list is one page.
+//! - **WATCH** (`watch=true`): newline-delimited `ADDED`/`MODIFIED`/`DELETED` events. With no
+//!   `resourceVersion` (or `0`) existing objects come first as `ADDED`; with one, the changes
+//!   after it are replayed from a bounded history (older is an `ERROR` event with a 410
+//!   Expired Status, so watchers relist); with `sendInitialEvents=true` the existing objects
+//!   are followed by the `k8s.io/initial-events-end` BOOKMARK. Objects entering or leaving a
+//!   selector are `ADDED`/`DELETED`. The stream ends at `timeoutSeconds`. No periodic
+//!   bookmarks.
+//! - **POST** (create; 409 AlreadyExists; `generateName`), **PUT** (replace; 409 Conflict on a
+//!   stale `metadata.resourceVersion`), **DELETE** (404 when missing; `preconditions`; also
+//!   DELETE of a collection by selector), **PATCH** with `application/merge-patch+json`,
+//!   `application/strategic-merge-patch+json` (the subset described on
+//!   [`patch::strategic_merge`]: lists such as `containers` merged by `name`) and
+//!   `application/json-patch+json` (RFC 6902). Server-side apply is a 415.
+//! - The **`status`** subresource (main-resource writes keep the stored status; `/status`
+//!   writes change only status) and the **`scale`** subresource of Deployments, StatefulSets
+//!   and ReplicaSets (an `autoscaling/v1` Scale; PUT/PATCH set `spec.replicas`).
+//! - **`dryRun=All`** on every write (or `dryRun: ["All"]` in a delete's body): validated and
+//!   answered as if written, nothing stored, no resourceVersion used.
+//! - Every write bumps one global `resourceVersion` and stamps `metadata.resourceVersion`;
+//!   creates set `uid`, `creationTimestamp` and `generation: 1`, drop `status` for types with
+//!   a status subresource and default `spec.replicas` to 1 for scalable types; a change to
+//!   anything outside `metadata` and `status` bumps `generation`.
+//! - Errors are real `Status` objects (`NotFound` 404, `AlreadyExists`/`Conflict` 409,
+//!   `Invalid` 422, `BadRequest` 400, ...), so callers see [`kube::Error::Api`]. Validation
+//!   covers names (RFC 1123 subdomain), `apiVersion`/`kind`/namespace agreement, negative
+//!   replicas, and decoding as the typed k8s-openapi object (a wrong type is a 400, a missing
+//!   required field a 422).
+//!
+//! # Not (yet) served
+//!
+//! Evictions (`pods/{name}/eviction`), ReplicaSet revision bookkeeping for `rollout undo`,
+//! Event generation, controllers of any kind (nothing schedules Pods or rolls Deployments
+//! out), finalizers and `deletionTimestamp`, garbage collection, admission (a namespace need
+//! not exist), defaulting beyond `spec.replicas`, server-side apply, paging, discovery,
+//! `pods/log`, exec/attach, authentication and authorization.
+
+mod patch;
+mod resource;
+mod selector;
+mod server;
+mod status;
+mod store;
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub use resource::ResourceType;
+pub use store::ObjectKey;
+
+use server::Shared;
+use store::Store;
+
+/// Errors from setting up or seeding the fake.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listener could not be bound.
+    #[error("cannot bind the fake API server")]
+    Bind(#[source] std::io::Error),
+    /// The client could not be built for the fake's URL.
+    #[error("cannot build a kube client for the fake API server")]
+    Client(#[source] kube::Error),
+    /// A seeded object does not serialize to JSON, or a stored one does not decode.
+    #[error("object is not valid JSON for its type")]
+    Json(#[source] serde_json::Error),
+    /// A seeded object has an `apiVersion`/`kind` the fake does not serve.
+    #[error("the fake API server does not serve {kind} in {api_version}")]
+    UnknownType {
+        /// The object's `apiVersion`.
+        api_version: String,
+        /// The object's `kind`.
+        kind: String,
+    },
+    /// A seeded object is rejected by the same validation as a create.
+    #[error("invalid object: {0}")]
+    Invalid(String),
+}
+
+/// A `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One request the fake received, for tests to assert what the client did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// The HTTP method (`GET`, `PATCH`, ...).
+    pub method: String,
+    /// The URL path (`/apis/apps/v1/namespaces/prod/deployments/api`).
+    pub path: String,
+    /// The raw query string, without `?` (`dryRun=All&fieldManager=salve`).
+    pub query: String,
+    /// The `Content-Type` header, if any (tells the patch type).
+    pub content_type: Option<String>,
+}
+
+impl RecordedRequest {
+    /// The value of query parameter `name`, if present (raw, not percent-decoded).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A running fake API server; dropping it stops the server and ends its watches.
+pub struct FakeApiServer {
+    shared: Arc<Shared>,
+    url: String,
+}
+
+impl FakeApiServer {
+    /// Starts a fake on a free loopback port and returns it with a [`kube::Client`] for it
+    /// (plain HTTP, no auth, default namespace `default`).
+    pub async fn start() -> Result<(Self, kube::Client)> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(Error::Bind)?;
+        let addr = listener.local_addr().map_err(Error::Bind)?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new()),
+            cancel: CancellationToken::new(),
+        });
+        let app = axum::Router::new()
+            .fallback(server::handle)
+            .with_state(shared.clone());
+        let cancel = shared.cancel.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "fake API server stopped");
+            }
+        });
+        let fake = Self {
+            shared,
+            url: format!("http://{addr}"),
+        };
+        let client = fake.client()?;
+        Ok((fake, client))
+    }
+
+    /// The server's base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Another client for this server.
+    pub fn client(&self) -> Result<kube::Client> {
+        let uri = self
+            .url
+            .parse()
+            .map_err(|e| Error::Invalid(format!("{e}")))?;
+        kube::Client::try_from(kube::Config::new(uri)).map_err(Error::Client)
+    }
+
+    /// Serves one more resource type (e.g. a CRD such as Salve's own).
+    pub fn register(&self, resource: ResourceType) {
+        let mut store = self.shared.store();
+        store
+            .types
+            .retain(|t| !(t.api_version == resource.api_version && t.kind == resource.kind));
+        store.types.push(resource);
+    }
+
+    /// Seeds an object (typed or JSON, with `apiVersion` and `kind`), creating or overwriting
+    /// it as a controller would: unlike a create through the API it keeps `status` and
+    /// `generation`. Watchers see ADDED or MODIFIED. Returns the stored object.
+    pub fn insert(&self, obj: impl Serialize) -> Result<Value> {
+        let mut obj = serde_json::to_value(obj).map_err(Error::Json)?;
+        let mut store = self.shared.store();
+        let field = |f: &str| {
+            obj.get(f)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (api_version, kind) = (field("apiVersion"), field("kind"));
+        let rt = store
+            .type_by_kind(&api_version, &kind)
+            .ok_or(Error::UnknownType { api_version, kind })?;
+        let meta = &obj["metadata"];
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = match (rt.namespaced, meta.get("namespace").and_then(Value::as_str)) {
+            (true, ns) => Some(ns.unwrap_or("default").to_owned()),
+            (false, _) => None,
+        };
+        obj["metadata"]["namespace"] = namespace.clone().map_or(Value::Null, Value::String);
+        if namespace.is_none()
+            && let Some(m) = obj["metadata"].as_object_mut()
+        {
+            m.remove("namespace");
+        }
+        server::validate_object(&rt, &obj, &name).map_err(|e| Error::Invalid(e.message))?;
+        let key = ObjectKey {
+            api_version: rt.api_version,
+            plural: rt.plural,
+            namespace,
+            name,
+        };
+        match store.objects.get(&key).map(|o| o["metadata"].clone()) {
+            Some(old) => {
+                obj["metadata"]["uid"] = old["uid"].clone();
+                obj["metadata"]["creationTimestamp"] = old["creationTimestamp"].clone();
+            }
+            None => server::stamp_new(&mut store, &mut obj),
+        }
+        Ok(store.commit(key, Some(obj)))
+    }
+
+    /// The stored object of `kind` in `api_version`, if any (`namespace` is ignored for
+    /// cluster-scoped kinds).
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let store = self.shared.store();
+        let rt = store.type_by_kind(api_version, kind)?;
+        let key = ObjectKey {
+            namespace: if rt.namespaced {
+                namespace.map(str::to_owned)
+            } else {
+                None
+            },
+            api_version: rt.api_version,
+            plural: rt.plural,
+            name: name.to_owned(),
+        };
+        store.objects.get(&key).cloned()
+    }
+
+    /// The stored object as a typed k8s-openapi resource, if any.
+    pub fn get_typed<K>(&self, namespace: Option<&str>, name: &str) -> Result<Option<K>>
+    where
+        K: k8s_openapi::Resource + DeserializeOwned,
+    {
+        self.get(K::API_VERSION, K::KIND, namespace, name)
+            .map(|v| serde_json::from_value(v).map_err(Error::Json))
+            .transpose()
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.store().requests.clone()
+    }
+
+    /// The current global `resourceVersion`.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store().rv
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
