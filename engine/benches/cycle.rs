@@ -740,14 +740,10 @@ fn cycle_queries(playbooks: &[Arc<Playbook>], series: &[LabelSet]) -> Vec<Vec<St
             }
             _ => {
                 if let Some(q) = signal::for_trigger(&playbook.trigger) {
-                    let inputs = q.inputs_query();
-                    let presence = q.presence_query(series);
-                    queries.push(
-                        std::iter::once(q.condition)
-                            .chain(inputs)
-                            .chain(presence)
-                            .collect(),
-                    );
+                    // From the second cycle on, the holding signals are tracked: their
+                    // presence is asked with the input summary.
+                    let inputs = q.inputs_query(series);
+                    queries.push(std::iter::once(q.condition).chain(inputs).collect());
                 }
             }
         }

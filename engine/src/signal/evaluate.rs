@@ -9,7 +9,7 @@
 //! (a query naming just them). So the answers stay small however many containers a selector
 //! matches, and each signal that matters is judged present and fresh, stale, or absent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -93,7 +93,8 @@ impl Evaluator {
         at: DateTime<Utc>,
         tracked: &[LabelSet],
     ) -> Observation {
-        let Some(inputs_query) = queries.inputs_query() else {
+        let (asked, later) = tracked.split_at(tracked.len().min(PRESENCE_BATCH));
+        let Some(inputs_query) = queries.inputs_query(asked) else {
             return match self.instant(&queries.condition, at).await {
                 Ok(samples) => Observation::Holds(samples),
                 Err(reason) => Observation::Inconclusive(reason),
@@ -111,22 +112,23 @@ impl Evaluator {
             Ok(summary) => summary,
             Err(reason) => return Observation::Inconclusive(format!("checking inputs: {reason}")),
         };
-        let stale = match judge_summary(queries, summary) {
-            Ok(stale) => stale,
+        let Summary { stale, mut present } = match judge_summary(queries, summary) {
+            Ok(summary) => summary,
             Err(reason) => return Observation::Inconclusive(reason),
         };
-        // Whether the other signals that matter still have their inputs.
-        let check: Vec<LabelSet> = holds
+        // Signals the first round trip could not ask about: newly holding ones (a range
+        // function can hold over inputs that are gone) and tracked ones beyond the batch.
+        let asked: BTreeSet<&LabelSet> = asked.iter().collect();
+        let rest: Vec<LabelSet> = holds
             .iter()
             .map(|s| &s.labels)
-            .chain(tracked)
-            .filter(|labels| !stale.contains_key(*labels))
+            .chain(later)
+            .filter(|labels| !asked.contains(labels) && !stale.contains_key(*labels))
             .cloned()
-            .collect::<std::collections::BTreeSet<_>>()
+            .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut present: BTreeMap<LabelSet, usize> = BTreeMap::new();
-        for keys in check.chunks(PRESENCE_BATCH) {
+        for keys in rest.chunks(PRESENCE_BATCH) {
             let Some(query) = queries.presence_query(keys) else {
                 continue;
             };
@@ -142,10 +144,10 @@ impl Evaluator {
             }
         }
         let all = queries.inputs.len();
-        let mut inputs: BTreeMap<LabelSet, Freshness> = check
+        let mut inputs: BTreeMap<LabelSet, Freshness> = present
             .into_iter()
-            .filter(|labels| present.get(labels) == Some(&all))
-            .map(|labels| (labels, Freshness::Fresh))
+            .filter(|(_, count)| *count == all)
+            .map(|(labels, _)| (labels, Freshness::Fresh))
             .collect();
         inputs.extend(
             stale
@@ -235,14 +237,23 @@ fn parts(samples: Vec<Sample>) -> impl Iterator<Item = (String, LabelSet, f64)> 
 /// How many signals one presence query asks about (the query grows with each).
 const PRESENCE_BATCH: usize = 50;
 
-/// Reads the inputs summary: every input must have series; the signals whose inputs are
-/// stale, with why.
+/// What the inputs summary says about the signals.
+struct Summary {
+    /// Signals whose inputs are stale, with why.
+    stale: BTreeMap<LabelSet, String>,
+    /// Signals asked about, with how many of their inputs are present.
+    present: BTreeMap<LabelSet, usize>,
+}
+
+/// Reads the inputs summary: every input must have series; which signals' inputs are stale,
+/// and how many inputs the signals asked about have.
 fn judge_summary(
     queries: &SignalQueries,
     summary: Vec<Sample>,
-) -> std::result::Result<BTreeMap<LabelSet, String>, String> {
-    let mut counted = std::collections::BTreeSet::new();
+) -> std::result::Result<Summary, String> {
+    let mut counted = BTreeSet::new();
     let mut stale: BTreeMap<LabelSet, String> = BTreeMap::new();
+    let mut present: BTreeMap<LabelSet, usize> = BTreeMap::new();
     for (part, labels, _) in parts(summary) {
         if let Some(input) = part.strip_prefix("count:") {
             counted.insert(input.to_string());
@@ -253,6 +264,8 @@ fn judge_summary(
                     queries.stale_after.as_secs()
                 )
             });
+        } else {
+            *present.entry(labels).or_default() += 1;
         }
     }
     if let Some(input) = queries.inputs.iter().find(|i| !counted.contains(i.name)) {
@@ -261,5 +274,5 @@ fn judge_summary(
             input.name, input.selector
         ));
     }
-    Ok(stale)
+    Ok(Summary { stale, present })
 }

@@ -76,11 +76,13 @@ impl SignalQueries {
     /// One small query about the inputs as a whole: how many series each has
     /// (`count:<input>`, none when it has no series at all) and which signals' inputs are
     /// stale (`stale:<input>`, the age in seconds of the newest sample, only when older than
-    /// `stale_after`); `None` without inputs. Fresh inputs, the usual case, return nothing
-    /// per signal, so the answer stays small however many containers a selector matches.
-    pub fn inputs_query(&self) -> Option<String> {
+    /// `stale_after`); with the presence of the `tracked` signals' inputs (see
+    /// [`presence_query`](Self::presence_query)) in the same round trip. `None` without inputs.
+    /// Fresh inputs, the usual case, return nothing per signal, so the answer stays small
+    /// however many containers a selector matches.
+    pub fn inputs_query(&self, tracked: &[LabelSet]) -> Option<String> {
         let stale = self.stale_after.as_secs();
-        combine(self.inputs.iter().flat_map(|input| {
+        let summary = combine(self.inputs.iter().flat_map(|input| {
             let count = format!("count({})", input.selector);
             let old = format!(
                 "min {} (time() - timestamp({})) > {stale}",
@@ -90,7 +92,11 @@ impl SignalQueries {
                 (format!("count:{}", input.name), count),
                 (format!("stale:{}", input.name), old),
             ]
-        }))
+        }))?;
+        Some(match self.presence_query(tracked) {
+            Some(presence) => format!("{summary} or {presence}"),
+            None => summary,
+        })
     }
 
     /// One query for whether the inputs of the signals `keys` (label sets, as the condition's
@@ -261,7 +267,7 @@ mod tests {
                 continue;
             };
             let key = LabelSet::from([("pod".to_string(), "a\\b\"c".to_string())]);
-            let combined = [q.inputs_query(), q.values_query(), q.presence_query(&[key])];
+            let combined = [q.inputs_query(&[key]), q.values_query()];
             for expr in std::iter::once(&q.condition).chain(combined.iter().flatten()) {
                 promql_parser::parser::parse(expr)
                     .unwrap_or_else(|e| panic!("{}: {expr}: {e}", playbook.name));

@@ -85,9 +85,8 @@ mod tests {
             )]);
             let all = [
                 Some(q.condition.clone()),
-                q.inputs_query(),
+                q.inputs_query(&[key]),
                 q.values_query(),
-                q.presence_query(&[key]),
             ];
             for expr in all.iter().flatten() {
                 let scoped = scope(expr, "salve_test", "t").expect("scoped");
