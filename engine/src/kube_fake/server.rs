@@ -336,6 +336,21 @@ fn valid_name(name: &str) -> bool {
         && alnum(name.chars().last())
 }
 
+/// A replica count as the real server takes it: a whole number from 0 to 2³¹−1.
+fn check_replicas(replicas: &Value, what: &str, name: &str) -> ApiResult<()> {
+    if replicas
+        .as_i64()
+        .is_some_and(|r| (0..=i64::from(i32::MAX)).contains(&r))
+    {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        what,
+        name,
+        format!("spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"),
+    ))
+}
+
 /// What the real server's validation would reject, as far as the fake checks: the name, a
 /// negative `spec.replicas`, and anything the typed k8s-openapi object cannot decode.
 pub(crate) fn validate_object(rt: &ResourceType, obj: &Value, name: &str) -> ApiResult<()> {
@@ -350,16 +365,9 @@ pub(crate) fn validate_object(rt: &ResourceType, obj: &Value, name: &str) -> Api
         ));
     }
     if rt.scale
-        && let Some(r) = obj["spec"].get("replicas")
-        && !r
-            .as_i64()
-            .is_some_and(|r| (0..=i64::from(i32::MAX)).contains(&r))
+        && let Some(replicas) = obj["spec"].get("replicas")
     {
-        return Err(ApiError::invalid(
-            &what,
-            name,
-            format!("spec.replicas: Invalid value: {r}: must be greater than or equal to 0"),
-        ));
+        check_replicas(replicas, &what, name)?;
     }
     if let Some(decode) = rt.decode
         && let Err(e) = decode(obj)
@@ -576,16 +584,7 @@ fn update_scale(store: &mut Store, t: &Target, name: &str, scale: Value, dry: bo
         .ok_or_else(|| t.not_found(name))?
         .clone();
     let replicas = &scale["spec"]["replicas"];
-    if !replicas
-        .as_i64()
-        .is_some_and(|r| (0..=i64::from(i32::MAX)).contains(&r))
-    {
-        return Err(ApiError::invalid(
-            &what,
-            name,
-            format!("spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"),
-        ));
-    }
+    check_replicas(replicas, &what, name)?;
     let mut new = old.clone();
     new["spec"]["replicas"] = replicas.clone();
     new["metadata"]["resourceVersion"] = match scale["metadata"].get("resourceVersion") {
