@@ -4,6 +4,7 @@
 //! (with real inotify events for hot reload), and a real Prometheus (Debian's package) serving
 //! backfilled scenarios.
 
+mod actions;
 mod alertmanager;
 mod journal;
 mod kube_fake;

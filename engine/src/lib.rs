@@ -7,6 +7,7 @@
 //! gate, executors and the journal.
 
 pub mod action;
+pub mod actions;
 pub mod alertmanager;
 pub mod approval;
 pub mod check;
