@@ -21,7 +21,12 @@ async fn cluster() -> (FakeApiServer, Cluster) {
             "replicas": 3,
             "selector": {"matchLabels": {"app": "api"}},
             "template": {"metadata": {"labels": {"app": "api"}},
-                         "spec": {"containers": [{"name": "app", "image": "api:1"}]}},
+                         "spec": {"containers": [
+                             {"name": "app", "image": "api:1",
+                              "resources": {"limits": {"memory": "512Mi", "cpu": "500m"},
+                                            "requests": {"memory": "256Mi"}}},
+                             {"name": "proxy", "image": "proxy:1"},
+                         ]}},
         },
     }))
     .expect("seed the deployment");
@@ -209,4 +214,44 @@ async fn a_missing_target_is_the_api_s_404_named() {
     let text = error.to_string();
     assert!(text.contains("scale on Deployment shop/nope"), "{text}");
     assert!(text.to_lowercase().contains("not found"), "{text}");
+}
+
+#[tokio::test]
+async fn patch_resources_raises_one_container_s_limit_once_per_step() {
+    let (fake, cluster) = cluster().await;
+    let api = target("Deployment", Some("shop"), "api");
+    let raise = step(
+        Action::PatchResources,
+        json!({"container": "app", "memoryLimitFactor": "1.5"}),
+    );
+    let done = run(&cluster, &raise, &api, false).await;
+    assert!(done.changed, "{done:?}");
+    assert_eq!(done.before["limits"]["memory"], "512Mi");
+    let stored = fake
+        .get("apps/v1", "Deployment", Some("shop"), "api")
+        .expect("the deployment");
+    let containers = &stored["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[0]["resources"]["limits"]["memory"], "768Mi");
+    // The rest of the container and the other container are as they were.
+    assert_eq!(containers[0]["resources"]["limits"]["cpu"], "500m");
+    assert_eq!(containers[0]["resources"]["requests"]["memory"], "256Mi");
+    assert_eq!(containers[1]["name"], "proxy");
+    // A retry of the same step does not raise it again.
+    assert!(!run(&cluster, &raise, &api, false).await.changed);
+    assert_eq!(
+        fake.get("apps/v1", "Deployment", Some("shop"), "api")
+            .expect("the deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            ["memory"],
+        "768Mi"
+    );
+    // A container without a memory limit cannot have it raised.
+    let proxy = step(
+        Action::PatchResources,
+        json!({"container": "proxy", "memoryLimitFactor": "2"}),
+    );
+    let error = cluster
+        .run(&proxy, &api, "inc-2/raise", false)
+        .await
+        .expect_err("no limit to raise");
+    assert!(error.to_string().contains("has no memory limit"), "{error}");
 }

@@ -2,13 +2,14 @@
 //! second run changes nothing and says so — runs as a server-side dry run (`dryRun=All`) when
 //! the policy says, and lists the RBAC verbs it needs ([`rbac`]).
 //!
-//! Built so far: `scale`, `rollout_restart`, `cordon`, `uncordon`, `annotate`, `delete_pod`.
-//! `rollout_undo`, `patch_resources`, `evict`, `capture_logs`, `notify` and `wait_for` follow
-//! with the executor.
+//! Built so far: `scale`, `rollout_restart`, `patch_resources`, `cordon`, `uncordon`,
+//! `annotate`, `delete_pod`. `rollout_undo`, `evict`, `capture_logs`, `notify` and `wait_for`
+//! follow with the executor.
 
 mod annotate;
 mod delete_pod;
 mod node;
+mod resources;
 mod restart;
 mod scale;
 
@@ -119,6 +120,7 @@ impl Cluster {
             Action::Uncordon => node::run(&call, false).await,
             Action::Annotate => annotate::run(&call).await,
             Action::DeletePod => delete_pod::run(&call).await,
+            Action::PatchResources => resources::run(&call).await,
             other => Err(Error::NotBuilt(other)),
         }
     }
@@ -241,6 +243,11 @@ pub fn rbac(action: Action) -> &'static [(&'static str, &'static str, &'static [
             ("", "nodes", &["get", "patch"]),
         ],
         Action::DeletePod => &[("", "pods", &["get", "delete"])],
+        Action::PatchResources => &[
+            ("apps", "deployments", &["get", "patch"]),
+            ("apps", "statefulsets", &["get", "patch"]),
+            ("apps", "daemonsets", &["get", "patch"]),
+        ],
         _ => &[],
     }
 }
