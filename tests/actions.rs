@@ -255,3 +255,62 @@ async fn patch_resources_raises_one_container_s_limit_once_per_step() {
         .expect_err("no limit to raise");
     assert!(error.to_string().contains("has no memory limit"), "{error}");
 }
+
+/// A webhook receiver on a free loopback port that answers `status` and keeps what it got.
+async fn webhook(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::http::StatusCode;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let keep = std::sync::Arc::clone(&keep);
+            async move {
+                keep.lock().expect("not poisoned").push(body);
+                StatusCode::from_u16(status).expect("a status")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn notify_posts_the_message_in_slack_s_format_and_marks_dry_runs() {
+    let (_fake, cluster) = cluster().await;
+    let api = target("Deployment", Some("shop"), "api");
+    let (url, got) = webhook(200).await;
+    let tell = step(
+        Action::Notify,
+        json!({"url": url, "message": "Rolled back shop/api"}),
+    );
+    assert!(run(&cluster, &tell, &api, false).await.changed);
+    run(&cluster, &tell, &api, true).await;
+    let bodies = got.lock().expect("not poisoned").clone();
+    assert_eq!(
+        bodies,
+        [
+            json!({"text": "Rolled back shop/api"}),
+            json!({"text": "[dry run] Rolled back shop/api"}),
+        ]
+    );
+    // A webhook that refuses is the step's failure, with what it said.
+    let (refusing, _) = webhook(500).await;
+    let error = cluster
+        .run(
+            &step(Action::Notify, json!({"url": refusing})),
+            &api,
+            "k",
+            false,
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        error.to_string().contains("the webhook answered 500"),
+        "{error}"
+    );
+}

@@ -3,12 +3,13 @@
 //! the policy says, and lists the RBAC verbs it needs ([`rbac`]).
 //!
 //! Built so far: `scale`, `rollout_restart`, `patch_resources`, `cordon`, `uncordon`,
-//! `annotate`, `delete_pod`. `rollout_undo`, `evict`, `capture_logs`, `notify` and `wait_for`
+//! `annotate`, `delete_pod`, `notify`. `rollout_undo`, `evict`, `capture_logs` and `wait_for`
 //! follow with the executor.
 
 mod annotate;
 mod delete_pod;
 mod node;
+mod notify;
 mod resources;
 mod restart;
 mod scale;
@@ -73,6 +74,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -84,7 +86,10 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Actions through `client`.
     pub fn new(client: Client) -> Self {
-        Cluster { client }
+        Cluster {
+            client,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Runs `step`'s action on `target`; with `dry_run`, as a server-side dry run. `key`
@@ -121,6 +126,7 @@ impl Cluster {
             Action::Annotate => annotate::run(&call).await,
             Action::DeletePod => delete_pod::run(&call).await,
             Action::PatchResources => resources::run(&call).await,
+            Action::Notify => notify::run(&call).await,
             other => Err(Error::NotBuilt(other)),
         }
     }
