@@ -225,8 +225,8 @@ impl Record {
     }
 }
 
-/// The finite values (JSON has no NaN).
-fn finite(values: &BTreeMap<String, f64>) -> BTreeMap<&str, f64> {
+/// The finite values (JSON has no NaN), as the journal and `salve replay` write them.
+pub(crate) fn finite(values: &BTreeMap<String, f64>) -> BTreeMap<&str, f64> {
     values
         .iter()
         .filter(|(_, v)| v.is_finite())

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::incident::Incidents;
+use crate::incident::{Incidents, describe};
 use crate::plan;
 use crate::playbook::{Playbook, PlaybookTest, TriggerKind};
 use crate::prometheus::{Harness, Scenario, remote_write};
@@ -306,9 +306,4 @@ fn judge_steps(
             format!("; skipped: {}", skipped.join("; "))
         }
     ))
-}
-
-fn describe(labels: &LabelSet) -> String {
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", pairs.join(", "))
 }

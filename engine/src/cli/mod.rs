@@ -834,18 +834,12 @@ impl<'a> ReplayLine<'a> {
     }
 
     fn json(&self) -> serde_json::Value {
-        let values: serde_json::Map<String, serde_json::Value> = self
-            .values
-            .iter()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
         let mut line = json!({
             "time": self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "event": self.event,
             "playbook": self.playbook,
             "labels": self.labels,
-            "values": values,
+            "values": crate::journal::finite(self.values),
         });
         if let Some(incident) = self.incident {
             line["incident"] = json!(incident.id);

@@ -57,6 +57,15 @@ impl Target {
     fn not_found(&self, name: &str) -> ApiError {
         ApiError::not_found(format!("{} \"{name}\" not found", self.rt.qualified()))
     }
+
+    /// A copy of the stored object `name`, or the API's 404.
+    fn stored(&self, store: &Store, name: &str) -> ApiResult<Value> {
+        store
+            .objects
+            .get(&self.key(name))
+            .cloned()
+            .ok_or_else(|| self.not_found(name))
+    }
 }
 
 fn no_such_resource() -> ApiError {
@@ -472,11 +481,7 @@ fn update(
 ) -> ApiResult<Value> {
     let what = t.rt.qualified();
     let key = t.key(name);
-    let old = store
-        .objects
-        .get(&key)
-        .ok_or_else(|| t.not_found(name))?
-        .clone();
+    let old = t.stored(store, name)?;
     check_type(&t.rt, &mut incoming)?;
     check_namespace(t, &mut incoming)?;
     match incoming["metadata"].get("name").and_then(Value::as_str) {
@@ -578,11 +583,7 @@ fn scale_of(obj: &Value) -> Value {
 /// Writes a Scale (a PUT body or a patched Scale) back to its object's `spec.replicas`.
 fn update_scale(store: &mut Store, t: &Target, name: &str, scale: Value, dry: bool) -> ApiResult {
     let what = t.rt.qualified();
-    let old = store
-        .objects
-        .get(&t.key(name))
-        .ok_or_else(|| t.not_found(name))?
-        .clone();
+    let old = t.stored(store, name)?;
     let replicas = &scale["spec"]["replicas"];
     check_replicas(replicas, &what, name)?;
     let mut new = old.clone();
@@ -597,11 +598,7 @@ fn update_scale(store: &mut Store, t: &Target, name: &str, scale: Value, dry: bo
 
 fn delete(store: &mut Store, t: &Target, name: &str, req: &Request) -> ApiResult {
     let key = t.key(name);
-    let old = store
-        .objects
-        .get(&key)
-        .ok_or_else(|| t.not_found(name))?
-        .clone();
+    let old = t.stored(store, name)?;
     let options = if req.body.is_empty() {
         json!({})
     } else {
