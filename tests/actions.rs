@@ -1,10 +1,28 @@
 //! Salve's built-in actions through the real `kube::Client` against the in-process fake API
 //! server: what each changes, that a second run changes nothing, and that a dry run sends
 //! `dryRun=All` and changes nothing.
+//!
+//! # Against a real cluster
+//!
+//! With `SALVE_TEST_KUBECONFIG=/path/to/kubeconfig`, the tests built on [`Env`]
+//! (`rollout_undo`, `evict`, `capture_logs`) run against that cluster instead of the fake:
+//! each in a fresh namespace `salve-test-…` labelled `salve.dev/test=true`, created by the
+//! test and deleted when it ends, even on failure (after a killed run:
+//! `kubectl delete namespace -l salve.dev/test=true`). Their pods run
+//! `registry.k8s.io/pause`, so the cluster must be able to pull it. What only the fake can do —
+//! seeded logs and pod status, draining a node, reading the requests sent — is skipped there
+//! with a printed note. The older tests (`scale`, `rollout_restart`, ...) use the fake only.
+//!
+//! ```text
+//! SALVE_TEST_KUBECONFIG=~/.kube/kind cargo test --test tests -- actions::
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use salve::action::Action;
 use salve::actions::{Cluster, Outcome};
 use salve::kube_fake::FakeApiServer;
@@ -312,5 +330,550 @@ async fn notify_posts_the_message_in_slack_s_format_and_marks_dry_runs() {
     assert!(
         error.to_string().contains("the webhook answered 500"),
         "{error}"
+    );
+}
+
+/// Where an [`Env`] test runs.
+const KUBECONFIG: &str = "SALVE_TEST_KUBECONFIG";
+/// The two images the rollout tests switch between (real ones, for real-cluster mode).
+const OLD_IMAGE: &str = "registry.k8s.io/pause:3.9";
+const NEW_IMAGE: &str = "registry.k8s.io/pause:3.10";
+
+/// A test's cluster: the in-process fake, or a real cluster (`SALVE_TEST_KUBECONFIG`) with a
+/// fresh namespace that is deleted when the `Env` is dropped.
+struct Env {
+    fake: Option<FakeApiServer>,
+    client: kube::Client,
+    namespace: String,
+    cluster: Cluster,
+    /// The kubeconfig of a real cluster (to delete the namespace at the end).
+    kubeconfig: Option<String>,
+}
+
+async fn real_config(path: &str) -> kube::Config {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("{KUBECONFIG}={path}: {e}"));
+    let options = kube::config::KubeConfigOptions::default();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap_or_else(|e| panic!("{KUBECONFIG}={path}: {e}"));
+    config.default_retry = false;
+    config
+}
+
+impl Env {
+    async fn start() -> Env {
+        let Some(path) = std::env::var(KUBECONFIG).ok().filter(|p| !p.is_empty()) else {
+            let (fake, client) = FakeApiServer::start().await.expect("the fake starts");
+            return Env {
+                fake: Some(fake),
+                cluster: Cluster::new(client.clone()),
+                client,
+                namespace: "shop".into(),
+                kubeconfig: None,
+            };
+        };
+        let config = real_config(&path).await;
+        let client = kube::Client::try_from(config.clone()).expect("a client");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let namespace = format!("salve-test-{}-{nanos:x}", std::process::id());
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": namespace, "labels": {"salve.dev/test": "true"}},
+        }))
+        .expect("a namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create the test namespace");
+        Env {
+            fake: None,
+            cluster: Cluster::from_config(config).expect("a client"),
+            client,
+            namespace,
+            kubeconfig: Some(path),
+        }
+    }
+
+    /// The fake, or `None` with a printed note in real-cluster mode.
+    fn fake_only(&self, what: &str) -> Option<&FakeApiServer> {
+        if self.fake.is_none() {
+            eprintln!("skipped against a real cluster: {what} needs the fake");
+        }
+        self.fake.as_ref()
+    }
+
+    fn target(&self, kind: &str, name: &str) -> ObjectRef {
+        target(kind, Some(&self.namespace), name)
+    }
+
+    fn api(&self, api_version: &str, kind: &str) -> Api<DynamicObject> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let plural = match kind {
+            "PodDisruptionBudget" => "poddisruptionbudgets".to_owned(),
+            other => format!("{}s", other.to_lowercase()),
+        };
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+    }
+
+    /// Seeds a namespaced object (its namespace is set to the test's). The fake keeps a
+    /// seeded `status`; a real cluster makes its own.
+    async fn seed(&self, mut obj: Value) -> Value {
+        obj["metadata"]["namespace"] = json!(self.namespace);
+        if let Some(fake) = &self.fake {
+            return fake.insert(obj).expect("seeded");
+        }
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+        let object: DynamicObject = serde_json::from_value(obj).expect("an object");
+        let created = self
+            .api(&api_version, &kind)
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("create {kind}: {e}"));
+        serde_json::to_value(created).expect("JSON")
+    }
+
+    async fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+        let found = self
+            .api(api_version, kind)
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("get {kind} {name}: {e}"));
+        found.map(|o| serde_json::to_value(o).expect("JSON"))
+    }
+
+    /// Waits (a real cluster's controllers take a moment; the fake's are done at once) until
+    /// `kind/name` satisfies `ok` — `None` standing for "gone" — and returns what it saw.
+    async fn wait_for(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+        what: &str,
+        ok: impl Fn(Option<&Value>) -> bool,
+    ) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let found = self.get(api_version, kind, name).await;
+            if ok(found.as_ref()) {
+                return found;
+            }
+            assert!(
+                self.fake.is_some() || tokio::time::Instant::now() < deadline,
+                "{kind} {name}: timed out waiting for {what}: {found:#?}"
+            );
+            assert!(self.fake.is_none(), "{kind} {name}: not {what}: {found:#?}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn run(&self, step: &PlannedStep, target: &ObjectRef, key: &str, dry: bool) -> Outcome {
+        self.cluster
+            .run(step, target, key, dry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Some(path) = self.kubeconfig.take() else {
+            return;
+        };
+        let namespace = self.namespace.clone();
+        // A fresh runtime on its own thread: Drop cannot await, and may run during a panic.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let client = kube::Client::try_from(real_config(&path).await)?;
+                Api::<Namespace>::all(client)
+                    .delete(&namespace, &DeleteParams::background())
+                    .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!("could not delete the test namespace {}", self.namespace);
+        }
+    }
+}
+
+fn web(name: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "app", "image": image}]}},
+        },
+    })
+}
+
+fn image_of(deployment: &Value) -> Value {
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"].clone()
+}
+
+fn revision_is(n: u64) -> impl Fn(Option<&Value>) -> bool {
+    move |d| {
+        d.and_then(|d| d["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str())
+            == Some(n.to_string().as_str())
+    }
+}
+
+fn expect_error(result: salve::actions::Result<Outcome>, what: &str) -> String {
+    match result {
+        Ok(outcome) => panic!("{what}: expected an error, got {outcome:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn rollout_undo_brings_back_the_previous_revision_s_image_once() {
+    let env = Env::start().await;
+    env.seed(web("web", OLD_IMAGE)).await;
+    let web_ref = env.target("Deployment", "web");
+    env.wait_for("apps/v1", "Deployment", "web", "revision 1", revision_is(1))
+        .await;
+    let undo = step(Action::RolloutUndo, json!({}));
+
+    // One revision: nothing to go back to.
+    let error = expect_error(
+        env.cluster.run(&undo, &web_ref, "inc-0/undo", false).await,
+        "one revision",
+    );
+    assert!(
+        error.contains("no previous revision to roll back to (revisions: 1)"),
+        "{error}"
+    );
+
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let new_image = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": NEW_IMAGE},
+    ]}}}});
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(new_image))
+        .await
+        .expect("roll out the new image");
+    env.wait_for("apps/v1", "Deployment", "web", "revision 2", revision_is(2))
+        .await;
+
+    // A dry run changes nothing.
+    let dry = env.run(&undo, &web_ref, "inc-1/undo", true).await;
+    assert!(dry.changed && dry.dry_run, "{dry:?}");
+    let stored = env.get("apps/v1", "Deployment", "web").await.expect("web");
+    assert_eq!(image_of(&stored), NEW_IMAGE, "a dry run changes nothing");
+    if let Some(fake) = &env.fake {
+        let patch = fake
+            .requests()
+            .into_iter()
+            .rfind(|r| r.method == "PATCH")
+            .expect("a patch");
+        assert_eq!(patch.param("dryRun"), Some("All"));
+        assert_eq!(
+            patch.content_type.as_deref(),
+            Some("application/json-patch+json")
+        );
+    }
+
+    // The undo puts revision 1's image back; the controller makes it revision 3.
+    let done = env.run(&undo, &web_ref, "inc-1/undo", false).await;
+    assert!(done.changed, "{done:?}");
+    assert_eq!(done.message, "rolled back from revision 2 to revision 1");
+    assert_eq!(done.before["revision"], 2);
+    assert_eq!(done.after["revision"], 1);
+    assert_eq!(done.after["images"]["app"], OLD_IMAGE);
+    let stored = env
+        .wait_for("apps/v1", "Deployment", "web", "revision 3", revision_is(3))
+        .await
+        .expect("web");
+    assert_eq!(image_of(&stored), OLD_IMAGE);
+    assert_eq!(
+        stored["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "web"}),
+        "the pod-template-hash label is not put back"
+    );
+
+    // A retry of the same step does not flip back to revision 2.
+    let retry = env.run(&undo, &web_ref, "inc-1/undo", false).await;
+    assert!(!retry.changed, "{retry:?}");
+
+    // Undoing the undo (what the executor does on rollback) goes to the revision it left.
+    let back = step(
+        Action::RolloutUndo,
+        json!({"toRevision": done.before["revision"]}),
+    );
+    let undone = env.run(&back, &web_ref, "inc-1/undo-undo", false).await;
+    assert!(undone.changed, "{undone:?}");
+    let stored = env
+        .wait_for("apps/v1", "Deployment", "web", "revision 4", revision_is(4))
+        .await
+        .expect("web");
+    assert_eq!(image_of(&stored), NEW_IMAGE);
+    // Already there: nothing to do (revision 2 is now numbered 4, as the controller keeps it).
+    let again = env.run(&back, &web_ref, "inc-2/undo", false).await;
+    assert!(!again.changed, "{again:?}");
+
+    let missing = step(Action::RolloutUndo, json!({"toRevision": 9}));
+    let error = expect_error(
+        env.cluster.run(&missing, &web_ref, "k", false).await,
+        "revision 9",
+    );
+    assert!(
+        error.contains("revision 9 is not in the rollout history (revisions: 3, 4)"),
+        "{error}"
+    );
+    let sts = env.target("StatefulSet", "db");
+    let error = expect_error(
+        env.cluster.run(&undo, &sts, "k", false).await,
+        "a StatefulSet",
+    );
+    assert!(error.contains("not supported yet"), "{error}");
+}
+
+/// A pod running `pause` (Ready in the fake; a real cluster makes it Ready).
+fn pause_pod(name: &str, app: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": app}},
+        "spec": {"containers": [{"name": "app", "image": NEW_IMAGE}],
+                 "terminationGracePeriodSeconds": 0},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
+fn is_ready(pod: Option<&Value>) -> bool {
+    pod.and_then(|p| p["status"]["conditions"].as_array())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// Gone, or on its way (a real pod terminates for a moment).
+fn is_going(pod: Option<&Value>) -> bool {
+    pod.is_none_or(|p| p["metadata"].get("deletionTimestamp").is_some())
+}
+
+#[tokio::test]
+async fn evict_respects_the_disruption_budget_and_a_gone_pod_is_nothing_to_do() {
+    let env = Env::start().await;
+    env.seed(pause_pod("web-1", "web")).await;
+    env.wait_for("v1", "Pod", "web-1", "Ready", is_ready).await;
+    env.seed(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }))
+    .await;
+    let pod = env.target("Pod", "web-1");
+    let evict = step(Action::Evict, json!({}));
+
+    let error = expect_error(
+        env.cluster.run(&evict, &pod, "inc-1/evict", false).await,
+        "the budget",
+    );
+    assert!(error.contains("pod "), "{error}");
+    assert!(error.contains("cannot be evicted now"), "{error}");
+    assert!(error.contains("disruption budget"), "{error}");
+    assert!(
+        env.get("v1", "Pod", "web-1").await.is_some(),
+        "the pod stays"
+    );
+
+    env.api("policy/v1", "PodDisruptionBudget")
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("drop the budget");
+    let dry = env.run(&evict, &pod, "inc-1/evict", true).await;
+    assert!(dry.changed && dry.dry_run, "{dry:?}");
+    let still = env.get("v1", "Pod", "web-1").await;
+    assert!(!is_going(still.as_ref()), "a dry run evicts nothing");
+    if let Some(fake) = &env.fake {
+        let post = fake
+            .requests()
+            .into_iter()
+            .rfind(|r| r.method == "POST")
+            .expect("a post");
+        assert!(post.path.ends_with("/pods/web-1/eviction"), "{post:?}");
+        assert_eq!(post.param("dryRun"), Some("All"));
+    }
+
+    let done = env.run(&evict, &pod, "inc-1/evict", false).await;
+    assert!(done.changed, "{done:?}");
+    assert_eq!(
+        done.after["evicted"],
+        json!([format!("{}/web-1", env.namespace)])
+    );
+    env.wait_for("v1", "Pod", "web-1", "gone", is_going).await;
+    let again = env.run(&evict, &pod, "inc-1/evict", false).await;
+    assert!(!again.changed, "{again:?}");
+}
+
+#[tokio::test]
+async fn evict_drains_a_node_but_leaves_daemon_set_mirror_and_critical_pods() {
+    let env = Env::start().await;
+    let Some(fake) = env.fake_only("draining a node") else {
+        return;
+    };
+    let on_n1 = |name: &str, extra: Value| {
+        let mut pod = pause_pod(name, "any");
+        pod["metadata"]["namespace"] = json!("shop");
+        pod["spec"]["nodeName"] = json!("n1");
+        if let (Some(pod), Some(extra)) = (pod["metadata"].as_object_mut(), extra.get("metadata")) {
+            pod.extend(extra.as_object().cloned().unwrap_or_default());
+        }
+        if let Some(class) = extra.get("priorityClassName") {
+            pod["spec"]["priorityClassName"] = class.clone();
+        }
+        fake.insert(pod).expect("seeded");
+    };
+    on_n1("api-1", json!({}));
+    on_n1("api-2", json!({}));
+    on_n1(
+        "logs-x",
+        json!({"metadata": {"ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "logs", "uid": "u1", "controller": true,
+        }]}}),
+    );
+    on_n1(
+        "etcd-n1",
+        json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "x"}}}),
+    );
+    on_n1(
+        "dns-1",
+        json!({"priorityClassName": "system-cluster-critical"}),
+    );
+    let mut elsewhere = pause_pod("api-9", "any");
+    elsewhere["metadata"]["namespace"] = json!("shop");
+    elsewhere["spec"]["nodeName"] = json!("n2");
+    fake.insert(elsewhere).expect("seeded");
+
+    let node = target("Node", None, "n1");
+    let drain = step(Action::Evict, json!({"skipCritical": true, "maxPods": 1}));
+    let first = env.run(&drain, &node, "inc-1/drain", false).await;
+    assert!(first.changed, "{first:?}");
+    assert_eq!(first.after["evicted"], json!(["shop/api-1"]));
+    let skipped: Vec<(String, String)> = first.after["skipped"]
+        .as_array()
+        .expect("skipped")
+        .iter()
+        .map(|s| {
+            (
+                s["pod"].as_str().unwrap_or_default().into(),
+                s["why"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    let skipped: Vec<(&str, &str)> = skipped
+        .iter()
+        .map(|(p, w)| (p.as_str(), w.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("shop/etcd-n1", "mirror pod"),
+            ("shop/logs-x", "managed by a DaemonSet"),
+            ("shop/api-2", "over maxPods"),
+            ("shop/dns-1", "critical priority class"),
+        ]
+    );
+    // The next run takes the next pod; then there is nothing left to evict.
+    let second = env.run(&drain, &node, "inc-1/drain", false).await;
+    assert_eq!(second.after["evicted"], json!(["shop/api-2"]));
+    let third = env.run(&drain, &node, "inc-1/drain", false).await;
+    assert!(!third.changed, "{third:?}");
+    assert!(
+        fake.get("v1", "Pod", Some("shop"), "api-9").is_some(),
+        "another node's pod stays"
+    );
+    assert!(fake.get("v1", "Pod", Some("shop"), "logs-x").is_some());
+}
+
+#[tokio::test]
+async fn capture_logs_reads_each_container_and_the_crashed_instance_of_a_restarted_one() {
+    let env = Env::start().await;
+    let Some(fake) = env.fake_only("seeded logs") else {
+        return;
+    };
+    let mut deployment = web("web", OLD_IMAGE);
+    deployment["metadata"]["namespace"] = json!("shop");
+    fake.insert(deployment).expect("seeded");
+    for i in 1..=4 {
+        let mut pod = pause_pod(&format!("web-{i}"), "web");
+        pod["metadata"]["namespace"] = json!("shop");
+        pod["spec"]["containers"] =
+            json!([{"name": "app", "image": "a"}, {"name": "proxy", "image": "p"}]);
+        pod["status"]["containerStatuses"] = json!([
+            {"name": "app", "restartCount": if i == 1 { 2 } else { 0 }, "ready": true, "image": "a", "imageID": ""},
+            {"name": "proxy", "restartCount": 0, "ready": true, "image": "p", "imageID": ""},
+        ]);
+        fake.insert(pod).expect("seeded");
+    }
+    let numbered: String = (1..=300).map(|n| format!("line {n}\n")).collect();
+    fake.set_logs("shop", "web-1", "app", false, numbered);
+    fake.set_logs("shop", "web-1", "app", true, "panic: out of memory\n");
+    fake.set_logs("shop", "web-1", "proxy", false, "ok\n");
+    fake.set_logs("shop", "web-2", "app", false, "x".repeat(100 * 1024));
+
+    let web_ref = env.target("Deployment", "web");
+    let capture = step(Action::CaptureLogs, json!({"tailLines": 100}));
+    let done = env.run(&capture, &web_ref, "inc-1/logs", false).await;
+    assert!(!done.changed, "reading logs changes nothing");
+    let logs = done.after["logs"].as_array().expect("logs");
+    let entry = |pod: &str, container: &str, previous: bool| {
+        logs.iter()
+            .find(|e| e["pod"] == pod && e["container"] == container && e["previous"] == previous)
+            .unwrap_or_else(|| panic!("{pod}/{container} previous={previous} in {logs:#?}"))
+    };
+    let crashed = entry("web-1", "app", true);
+    assert_eq!(crashed["lines"], json!(["panic: out of memory"]));
+    let current = entry("web-1", "app", false)["lines"]
+        .as_array()
+        .expect("lines");
+    assert_eq!(
+        (current.len(), current[99].as_str()),
+        (100, Some("line 300"))
+    );
+    assert_eq!(entry("web-1", "proxy", false)["lines"], json!(["ok"]));
+    // No previous instance is asked for a container that never restarted.
+    assert!(
+        !logs
+            .iter()
+            .any(|e| e["pod"] == "web-2" && e["previous"] == true)
+    );
+    // At most 3 pods by default; a huge log is cut to its newest 64 KiB, and it says so.
+    assert!(!logs.iter().any(|e| e["pod"] == "web-4"), "{logs:#?}");
+    let huge = entry("web-2", "app", false);
+    assert_eq!(huge["truncated"], true);
+    assert_eq!(huge["lines"][0].as_str().map(str::len), Some(64 * 1024));
+    assert!(
+        done.message.contains("cut to their last 64 KiB"),
+        "{}",
+        done.message
+    );
+    // 100 + the crashed instance's line + the proxy's + the huge one; empty logs add none.
+    assert_eq!(done.after["lines"], 100 + 1 + 1 + 1);
+
+    // A dry run reads the same; one container of one pod on request.
+    let dry = env.run(&capture, &web_ref, "inc-1/logs", true).await;
+    assert_eq!(dry.after, done.after);
+    let one = step(
+        Action::CaptureLogs,
+        json!({"container": "proxy", "maxPods": 1, "previous": false}),
+    );
+    let pod = env.target("Pod", "web-1");
+    let only = env.run(&one, &pod, "inc-1/logs", false).await;
+    assert_eq!(
+        only.after["logs"],
+        json!([{"pod": "web-1", "container": "proxy", "previous": false, "lines": ["ok"], "truncated": false}])
     );
 }

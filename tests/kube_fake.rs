@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    Api, DeleteParams, EvictParams, ListParams, LogParams, Patch, PatchParams, PostParams,
+    WatchEvent, WatchParams,
 };
 use kube::runtime::watcher;
 use salve::kube_fake::FakeApiServer;
@@ -396,5 +398,337 @@ async fn watches_see_added_then_modified() -> anyhow::Result<()> {
         }
     }
     assert_eq!(seen, [("init", Some(4)), ("apply", Some(6))]);
+    Ok(())
+}
+
+/// The revision annotation of a Deployment or ReplicaSet.
+fn revision_of(obj: &Value) -> Option<&str> {
+    obj["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str()
+}
+
+#[tokio::test]
+async fn a_template_change_makes_a_new_revision_and_an_old_template_reuses_its_replica_set()
+-> anyhow::Result<()> {
+    let (fake, client) = FakeApiServer::start().await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "prod");
+    let sets: Api<ReplicaSet> = Api::namespaced(client, "prod");
+    let created = deployments
+        .create(&PostParams::default(), &deployment("api", 3))
+        .await?;
+    let annotations = created.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    let first = sets.list(&ListParams::default().labels("app=api")).await?;
+    let [first] = first.items.as_slice() else {
+        panic!("one ReplicaSet: {first:?}");
+    };
+    let first = serde_json::to_value(first)?;
+    let hash = first["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .expect("a pod-template-hash label")
+        .to_owned();
+    assert_eq!(first["metadata"]["name"], format!("api-{hash}"));
+    assert_eq!(
+        first["spec"]["selector"]["matchLabels"]["pod-template-hash"],
+        hash
+    );
+    assert_eq!(first["spec"]["replicas"], 3);
+    assert_eq!(
+        first["metadata"]["ownerReferences"][0]["uid"],
+        json!(created.metadata.uid)
+    );
+    assert_eq!(first["metadata"]["ownerReferences"][0]["controller"], true);
+
+    // A new image is revision 2; the old ReplicaSet is scaled to 0.
+    let image = |image: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    let v2 = deployments
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Strategic(image("app:2")),
+        )
+        .await?;
+    assert_eq!(revision_of(&serde_json::to_value(&v2)?), Some("2"));
+    let all = fake_sets(&fake);
+    assert_eq!(all.len(), 2);
+    let by_revision = |n: &str| {
+        all.iter()
+            .find(|rs| revision_of(rs) == Some(n))
+            .cloned()
+            .unwrap_or_else(|| panic!("revision {n} in {all:#?}"))
+    };
+    assert_eq!(
+        by_revision("1")["metadata"]["name"],
+        first["metadata"]["name"]
+    );
+    assert_eq!(by_revision("1")["spec"]["replicas"], 0);
+    assert_eq!(by_revision("2")["spec"]["replicas"], 3);
+
+    // A dry run makes no revision.
+    deployments
+        .patch(
+            "api",
+            &PatchParams::default().dry_run(),
+            &Patch::Strategic(image("app:9")),
+        )
+        .await?;
+    assert_eq!(fake_sets(&fake).len(), 2);
+
+    // Going back to the first template reuses its ReplicaSet as revision 3.
+    fake.roll_out("prod", "api", &first["spec"]["template"])?;
+    let all = fake_sets(&fake);
+    assert_eq!(all.len(), 2, "no new ReplicaSet: {all:#?}");
+    let reused = all
+        .iter()
+        .find(|rs| rs["metadata"]["name"] == first["metadata"]["name"])
+        .expect("the first ReplicaSet");
+    assert_eq!(revision_of(reused), Some("3"));
+    assert_eq!(
+        reused["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
+    assert_eq!(reused["spec"]["replicas"], 3);
+    let stored = fake
+        .get("apps/v1", "Deployment", Some("prod"), "api")
+        .expect("the deployment");
+    assert_eq!(revision_of(&stored), Some("3"));
+    assert_eq!(container_of(&stored, "app")["image"], "app:1");
+
+    // Scaling the Deployment scales its current ReplicaSet.
+    deployments
+        .patch_scale(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await?;
+    let reused = fake
+        .get(
+            "apps/v1",
+            "ReplicaSet",
+            Some("prod"),
+            first["metadata"]["name"].as_str().unwrap_or_default(),
+        )
+        .expect("the first ReplicaSet");
+    assert_eq!(reused["spec"]["replicas"], 5);
+    Ok(())
+}
+
+fn fake_sets(fake: &FakeApiServer) -> Vec<Value> {
+    fake.list("apps/v1", "ReplicaSet", Some("prod"))
+}
+
+fn container_of(obj: &Value, name: &str) -> Value {
+    obj["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// A Running pod of `app`, Ready or not.
+fn running(name: &str, app: &str, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "prod", "labels": {"app": app}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "app:1"}]},
+        "status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": if ready { "True" } else { "False" }},
+        ]},
+    })
+}
+
+fn budget(name: &str, rule: Value) -> Value {
+    let mut spec = json!({"selector": {"matchLabels": {"app": "api"}}});
+    if let (Some(spec), Some(rule)) = (spec.as_object_mut(), rule.as_object()) {
+        spec.extend(rule.clone());
+    }
+    json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": "prod"},
+        "spec": spec,
+    })
+}
+
+#[tokio::test]
+async fn an_eviction_a_budget_forbids_is_429_and_leaves_the_pod() -> anyhow::Result<()> {
+    let (fake, client) = FakeApiServer::start().await?;
+    let pods: Api<Pod> = Api::namespaced(client, "prod");
+    fake.insert(running("api-1", "api", true))?;
+    fake.insert(running("api-2", "api", true))?;
+    fake.insert(budget("api", json!({"minAvailable": 2})))?;
+
+    let err = pods
+        .evict("api-1", &EvictParams::default())
+        .await
+        .expect_err("the budget forbids it");
+    let kube::Error::Api(status) = err else {
+        panic!("an API error: {err:?}");
+    };
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (429, "TooManyRequests")
+    );
+    assert_eq!(
+        status.message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    let cause = &status.details.expect("details").causes[0];
+    assert_eq!(
+        cause.message,
+        "The disruption budget api needs 2 healthy pods and has 2 currently"
+    );
+    assert!(
+        fake.get("v1", "Pod", Some("prod"), "api-1").is_some(),
+        "the pod stays"
+    );
+
+    // A budget of one available pod lets one go, not two.
+    fake.insert(budget("api", json!({"minAvailable": 1})))?;
+    let dry = EvictParams {
+        post_options: PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        },
+        ..EvictParams::default()
+    };
+    pods.evict("api-1", &dry).await?;
+    assert!(
+        fake.get("v1", "Pod", Some("prod"), "api-1").is_some(),
+        "a dry run evicts nothing"
+    );
+    let done = pods.evict("api-1", &EvictParams::default()).await?;
+    assert_eq!(done.code, 201);
+    assert!(fake.get("v1", "Pod", Some("prod"), "api-1").is_none());
+    let err = pods
+        .evict("api-2", &EvictParams::default())
+        .await
+        .expect_err("the last healthy pod stays");
+    assert_eq!(api_error(err).0, 429);
+
+    // A pod that is not Ready may go while the budget is met; a missing pod is a 404.
+    fake.insert(running("api-3", "api", false))?;
+    pods.evict("api-3", &EvictParams::default()).await?;
+    let err = pods
+        .evict("api-1", &EvictParams::default())
+        .await
+        .expect_err("gone");
+    assert_eq!(api_error(err), (404, "NotFound".into()));
+    let eviction = fake.requests().pop().expect("a request");
+    assert_eq!(
+        (eviction.method.as_str(), eviction.path.as_str()),
+        ("POST", "/api/v1/namespaces/prod/pods/api-1/eviction")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_logs_are_the_seeded_text_with_the_real_server_s_checks() -> anyhow::Result<()> {
+    let (fake, client) = FakeApiServer::start().await?;
+    let pods: Api<Pod> = Api::namespaced(client, "prod");
+    let mut two = running("api-1", "api", true);
+    two["spec"]["containers"] =
+        json!([{"name": "app", "image": "app:1"}, {"name": "proxy", "image": "p:1"}]);
+    fake.insert(two)?;
+    fake.insert(running("db-1", "db", true))?;
+    fake.set_logs("prod", "api-1", "app", false, "one\ntwo\nthree\n");
+    fake.set_logs("prod", "api-1", "app", true, "out of memory\n");
+
+    let app = |tail: Option<i64>, previous: bool| LogParams {
+        container: Some("app".into()),
+        tail_lines: tail,
+        previous,
+        ..LogParams::default()
+    };
+    assert_eq!(
+        pods.logs("api-1", &app(None, false)).await?,
+        "one\ntwo\nthree\n"
+    );
+    assert_eq!(
+        pods.logs("api-1", &app(Some(2), false)).await?,
+        "two\nthree\n"
+    );
+    assert_eq!(
+        pods.logs("api-1", &app(None, true)).await?,
+        "out of memory\n"
+    );
+    // One container needs no name; an unseeded one has an empty log.
+    assert_eq!(pods.logs("db-1", &LogParams::default()).await?, "");
+
+    let err = pods
+        .logs("api-1", &LogParams::default())
+        .await
+        .expect_err("which container?");
+    let kube::Error::Api(status) = err else {
+        panic!("an API error: {err:?}");
+    };
+    assert_eq!(status.code, 400);
+    assert_eq!(
+        status.message,
+        "a container name must be specified for pod api-1, choose one of: [app proxy]"
+    );
+    let proxy = LogParams {
+        container: Some("proxy".into()),
+        previous: true,
+        ..LogParams::default()
+    };
+    let err = pods
+        .logs("api-1", &proxy)
+        .await
+        .expect_err("no previous instance");
+    assert_eq!(api_error(err).0, 400);
+    let err = pods
+        .logs("nope", &LogParams::default())
+        .await
+        .expect_err("no pod");
+    assert_eq!(api_error(err), (404, "NotFound".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_of_both_apis_are_created_listed_and_watched() -> anyhow::Result<()> {
+    let (_fake, client) = FakeApiServer::start().await?;
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "prod");
+    let modern: Api<Event> = Api::namespaced(client, "prod");
+    let within = Duration::from_secs(5);
+    let mut core_watch = core
+        .watch(&WatchParams::default().timeout(10), "0")
+        .await?
+        .boxed();
+    let mut modern_watch = modern
+        .watch(&WatchParams::default().timeout(10), "0")
+        .await?
+        .boxed();
+
+    let oom: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "api-1.oom", "namespace": "prod"},
+        "involvedObject": {"kind": "Pod", "name": "api-1", "namespace": "prod"},
+        "reason": "OOMKilling", "type": "Warning", "message": "Memory cgroup out of memory",
+    }))?;
+    core.create(&PostParams::default(), &oom).await?;
+    let backoff: Event = serde_json::from_value(json!({
+        "metadata": {"name": "api-1.backoff", "namespace": "prod"},
+        "eventTime": "2025-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "Pod", "name": "api-1", "namespace": "prod"},
+        "reason": "BackOff", "type": "Warning", "action": "Restarting",
+        "reportingController": "kubelet", "reportingInstance": "n1",
+        "note": "Back-off restarting failed container",
+    }))?;
+    modern.create(&PostParams::default(), &backoff).await?;
+
+    let warnings = core
+        .list(&ListParams::default().fields("reason=OOMKilling,involvedObject.name=api-1"))
+        .await?;
+    assert_eq!(warnings.items.len(), 1);
+    assert_eq!(modern.list(&ListParams::default()).await?.items.len(), 1);
+    let seen = tokio::time::timeout(within, core_watch.try_next()).await??;
+    assert!(
+        matches!(seen, Some(WatchEvent::Added(e)) if e.reason.as_deref() == Some("OOMKilling"))
+    );
+    let seen = tokio::time::timeout(within, modern_watch.try_next()).await??;
+    assert!(matches!(seen, Some(WatchEvent::Added(e)) if e.reason.as_deref() == Some("BackOff")));
     Ok(())
 }

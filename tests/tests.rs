@@ -6,9 +6,12 @@
 
 mod actions;
 mod alertmanager;
+mod demo;
+mod events;
 mod journal;
 mod kube_fake;
 mod prometheus;
 mod reload;
+mod remediation;
 mod signals;
 mod validate;

@@ -315,6 +315,7 @@ fn evaluation(evaluator: Evaluator, concurrency: usize, playbooks: &[Arc<Playboo
     let sources = Sources {
         prometheus: Some(evaluator),
         alerts: Alerts::History,
+        ..Sources::default()
     };
     Evaluation::new(sources, concurrency, playbooks.iter().cloned())
 }

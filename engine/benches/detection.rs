@@ -469,6 +469,7 @@ async fn run(options: &Options) {
     let sources = Sources {
         prometheus: Some(Evaluator::new(&prometheus.url, QUERY_TIMEOUT).expect("an evaluator")),
         alerts: Alerts::Webhook(store.clone()),
+        ..Sources::default()
     };
     let cancel = CancellationToken::new();
     let (events_tx, mut events) = mpsc::channel(1024);

@@ -94,6 +94,7 @@ fn main() {
     let sources = Sources {
         prometheus: Some(evaluator),
         alerts: Alerts::History,
+        ..Sources::default()
     };
     let evaluation = Evaluation::new(sources, 8, loaded.playbooks.iter().cloned());
     let mut incidents = Incidents::new();

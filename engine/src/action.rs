@@ -257,6 +257,7 @@ impl Action {
                         param("tailLines", T::Count, false),
                         param("since", T::Duration, false),
                         param("previous", T::Bool, false),
+                        param("maxPods", T::Count, false),
                     ]
                 }
             }

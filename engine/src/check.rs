@@ -46,6 +46,21 @@ pub fn quiet_caught_parser_panics() {
     }));
 }
 
+/// A duration as people write it: `0s`, `250ms`, `45s`, `10m`, `12m30s`, `2h`, `3h05m` (whole
+/// seconds below an hour, whole minutes above).
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0 if duration.is_zero() => "0s".to_string(),
+        0 => format!("{}ms", duration.as_millis()),
+        1..60 => format!("{secs}s"),
+        60..3600 if secs.is_multiple_of(60) => format!("{}m", secs / 60),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ if secs.is_multiple_of(3600) => format!("{}h", secs / 3600),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
 /// A Prometheus-style duration (`30s`, `5m`, `1h30m`, `0s`), or `None`. Every duration Salve
 /// reads, in files or on the command line, goes through here.
 pub fn parse_duration(text: &str) -> Option<Duration> {

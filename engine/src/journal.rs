@@ -92,11 +92,35 @@ pub enum Kind {
     ApprovalRejected,
     /// Nobody answered in time: rejected.
     ApprovalExpired,
+    /// What was read of the cluster for an incident (owner, target, revision).
+    Diagnosed,
+    /// An incident joined another one remediating the same target: no second remediation.
+    Correlated,
+    /// A remediation's plan: its steps, each decided, its verify and rollback.
+    Planned,
+    /// The gate's verdict on a step.
+    GateVerdict,
+    /// A step starts (written before it acts).
+    StepStarted,
+    /// A step finished well.
+    StepSucceeded,
+    /// A step failed (or timed out).
+    StepFailed,
+    /// A step did not run (its `when` is false or undecidable).
+    StepSkipped,
+    /// The `verify` check held.
+    VerifyPassed,
+    /// The `verify` check did not hold in time.
+    VerifyFailed,
+    /// The completed steps are being undone.
+    RollbackStarted,
+    /// A remediation ended (remediated, rolled back, halted, ...).
+    RemediationFinished,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 23] = [
         Kind::SignalPending,
         Kind::SignalFiring,
         Kind::SignalResolved,
@@ -108,6 +132,18 @@ impl Kind {
         Kind::ApprovalGranted,
         Kind::ApprovalRejected,
         Kind::ApprovalExpired,
+        Kind::Diagnosed,
+        Kind::Correlated,
+        Kind::Planned,
+        Kind::GateVerdict,
+        Kind::StepStarted,
+        Kind::StepSucceeded,
+        Kind::StepFailed,
+        Kind::StepSkipped,
+        Kind::VerifyPassed,
+        Kind::VerifyFailed,
+        Kind::RollbackStarted,
+        Kind::RemediationFinished,
     ];
 
     /// The name stored and shown (`incident_opened`, ...).
@@ -124,6 +160,18 @@ impl Kind {
             Kind::ApprovalGranted => "approval_granted",
             Kind::ApprovalRejected => "approval_rejected",
             Kind::ApprovalExpired => "approval_expired",
+            Kind::Diagnosed => "diagnosed",
+            Kind::Correlated => "incident_correlated",
+            Kind::Planned => "remediation_planned",
+            Kind::GateVerdict => "gate_verdict",
+            Kind::StepStarted => "step_started",
+            Kind::StepSucceeded => "step_succeeded",
+            Kind::StepFailed => "step_failed",
+            Kind::StepSkipped => "step_skipped",
+            Kind::VerifyPassed => "verify_passed",
+            Kind::VerifyFailed => "verify_failed",
+            Kind::RollbackStarted => "rollback_started",
+            Kind::RemediationFinished => "remediation_finished",
         }
     }
 
@@ -146,6 +194,17 @@ impl Kind {
             Kind::ApprovalGranted => "APPROVED",
             Kind::ApprovalRejected => "REJECTED",
             Kind::ApprovalExpired => "EXPIRED",
+            Kind::Diagnosed => "DIAGNOSE",
+            Kind::Correlated => "CORRELATE",
+            Kind::Planned => "PLAN",
+            Kind::GateVerdict => "GATE",
+            Kind::StepStarted => "EXECUTE",
+            Kind::StepSucceeded => "DONE",
+            Kind::StepFailed => "FAILED",
+            Kind::StepSkipped => "SKIP",
+            Kind::VerifyPassed | Kind::VerifyFailed => "VERIFY",
+            Kind::RollbackStarted => "ROLLBACK",
+            Kind::RemediationFinished => "FINISH",
         }
     }
 }

@@ -9,11 +9,15 @@
 pub mod action;
 pub mod actions;
 pub mod alertmanager;
+pub mod app;
 pub mod approval;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod condition;
+pub mod demo;
 pub mod diagnostic;
+pub mod executor;
 pub mod gate;
 pub mod incident;
 pub mod journal;

@@ -8,7 +8,7 @@ use salve::cli::{self, Cli};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     salve::check::quiet_caught_parser_panics();
-    salve::telemetry::init(cli.log_format);
+    salve::telemetry::init_with(cli.log_format, cli.default_log_filter());
     match cli::run(cli) {
         Ok(code) => code,
         Err(error) => {

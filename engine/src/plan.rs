@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use cel::{Context, Value};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::action::{Action, TargetKind};
 use crate::condition::Condition;
@@ -33,14 +34,25 @@ pub struct Facts {
 }
 
 /// A Kubernetes object's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ObjectRef {
     /// Its kind (`Deployment`).
     pub kind: String,
     /// Its name.
     pub name: String,
     /// Its namespace (none for cluster-scoped kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+impl std::fmt::Display for ObjectRef {
+    /// `Deployment shop/api`, `Node n1`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(namespace) => write!(f, "{} {namespace}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
 }
 
 /// What was read of the target; every field may be unknown.
@@ -62,8 +74,9 @@ pub struct TargetFacts {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// A playbook resolved for one incident.
-#[derive(Debug, Clone, PartialEq)]
+/// A playbook resolved for one incident. It is journaled as JSON, so a restarted engine
+/// resumes or rolls back exactly what was planned, even if the playbook changed meanwhile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// The incident.
     pub incident: String,
@@ -74,8 +87,9 @@ pub struct Plan {
     /// The steps, in order, each decided.
     pub steps: Vec<PlannedStep>,
     /// The check after the steps: PromQL filled in, and how long to wait for it.
-    pub verify: Option<(String, Duration)>,
-    /// What undoes the steps, in the order written (run in reverse of completion).
+    pub verify: Option<PlannedVerify>,
+    /// The playbook's rollback steps, in the order written (empty: the executor undoes each
+    /// completed step from what it found).
     pub rollback: Vec<PlannedStep>,
 }
 
@@ -100,8 +114,18 @@ impl Plan {
     }
 }
 
+/// The check after a plan's steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedVerify {
+    /// PromQL that must return a non-empty result, templates filled in.
+    pub promql: String,
+    /// How long to wait for it to hold.
+    #[serde(with = "seconds")]
+    pub within: Duration,
+}
+
 /// One step of a plan.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedStep {
     /// Its name.
     pub name: String,
@@ -112,13 +136,15 @@ pub struct PlannedStep {
     /// Its parameters, templates filled in.
     pub params: BTreeMap<String, serde_json::Value>,
     /// How long it may take.
+    #[serde(with = "seconds")]
     pub timeout: Duration,
     /// Whether it runs.
     pub decision: Decision,
 }
 
 /// Whether a planned step runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision", content = "reason")]
 pub enum Decision {
     /// It runs (its `when` holds, or it has none).
     Run,
@@ -176,7 +202,10 @@ pub fn plan(
         .map(|verify| {
             scope
                 .fill(&verify.promql, "verify.promql")
-                .map(|promql| (promql, verify.within))
+                .map(|promql| PlannedVerify {
+                    promql,
+                    within: verify.within,
+                })
         })
         .transpose()?;
     Ok(Plan {
@@ -189,8 +218,8 @@ pub fn plan(
     })
 }
 
-/// Names the target: its templates may read the signal's labels and the owner.
-fn name_target(target: &Target, labels: &LabelSet, facts: &Facts) -> Result<ObjectRef, Error> {
+/// Names the target of a signal with `labels`: its templates may read the labels and the owner.
+pub fn name_target(target: &Target, labels: &LabelSet, facts: &Facts) -> Result<ObjectRef, Error> {
     let lookup = |v: &Variable| match v.path.as_slice() {
         [root, name] if root == "labels" => labels.get(name).cloned(),
         [root, field] if root == "owner" => owner_field(facts.owner.as_ref()?, field),
@@ -429,6 +458,22 @@ fn map<const N: usize>(fields: [(&str, Option<Value>); N]) -> HashMap<String, Va
         .collect()
 }
 
+/// A duration as (fractional) seconds in JSON.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -504,12 +549,12 @@ mod tests {
             plan.steps[2].params["message"],
             "Rolled back prod/api: memory leak projected to OOM within 1h"
         );
-        let (verify, within) = plan.verify.clone().expect("verify");
+        let verify = plan.verify.clone().expect("verify");
         assert!(
-            verify.contains(r#"namespace="prod", pod=~"api-.*""#),
-            "{verify}"
+            verify.promql.contains(r#"namespace="prod", pod=~"api-.*""#),
+            "{verify:?}"
         );
-        assert_eq!(within, Duration::from_secs(600));
+        assert_eq!(verify.within, Duration::from_secs(600));
         assert_eq!(plan.rollback.len(), 1);
         assert_eq!(plan.max_risk(), Risk::Medium);
     }

@@ -15,7 +15,12 @@ pub enum LogFormat {
 /// Installs the global subscriber, writing to stderr. `SALVE_LOG` takes `tracing` filter
 /// directives (default `info`).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("SALVE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(format, "info");
+}
+
+/// [`init`] with `default` as the filter when `SALVE_LOG` is not set.
+pub fn init_with(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_env("SALVE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

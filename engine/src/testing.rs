@@ -12,6 +12,11 @@
 //! An `alert` trigger is tested the way a replay evaluates it: through the `ALERTS` series
 //! Prometheus keeps for its alerting rules, so a test writes
 //! `ALERTS{alertname="...", alertstate="firing", ...}` series.
+//!
+//! An `event` trigger needs no Prometheus: the test's `events` (an Event at `at`, holding for
+//! [`EVENT_WINDOW`](crate::signal::kube_event::EVENT_WINDOW) like a real one, or a state holding from `at` through `until`) fill an
+//! [`EventStore`] that the evaluation reads, from a fixed start time ([`EVENTS_START`]) to the
+//! expectation's time (default: the latest `at` or `until` of the events).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use crate::playbook::{Playbook, PlaybookTest, TriggerKind};
 use crate::prometheus::{Harness, Scenario, remote_write};
 use crate::signal::evaluate::Evaluator;
 use crate::signal::evaluation::{Alerts, Evaluation, Sources};
+use crate::signal::kube_event::{EventStore, Holds, Occurrence};
 use crate::signal::state::{LabelSet, SignalEvent, Transition};
 
 /// How one test ended.
@@ -108,17 +114,17 @@ async fn run_test(
     test: &PlaybookTest,
     backend: &Backend,
 ) -> (Verdict, Option<String>) {
-    let verdict = match &playbook.trigger.kind {
-        TriggerKind::Event { .. } => {
-            Some("event triggers need the Kubernetes watcher (not built yet)")
+    let evaluated = match &playbook.trigger.kind {
+        TriggerKind::Schedule { .. } => {
+            return (
+                Verdict::Skipped("schedule triggers do not read series".into()),
+                None,
+            );
         }
-        TriggerKind::Schedule { .. } => Some("schedule triggers do not read series"),
-        _ => None,
+        TriggerKind::Event { .. } => evaluate_events(playbook, test).await,
+        _ => evaluate(playbook, test, backend).await,
     };
-    if let Some(why) = verdict {
-        return (Verdict::Skipped(why.into()), None);
-    }
-    match evaluate(playbook, test, backend).await {
+    match evaluated {
         Ok((firing, end)) => judge(playbook, test, &firing, end),
         Err(why) => (Verdict::Failed(why), None),
     }
@@ -170,13 +176,76 @@ async fn evaluate(
         Some(at) => start.saturating_add(i64::try_from(at.as_secs()).unwrap_or(i64::MAX)),
         None => last,
     };
-    let interval = i64::try_from(playbook.trigger.interval.as_secs())
-        .unwrap_or(i64::MAX)
-        .max(1);
     let sources = Sources {
         prometheus: Some(evaluator),
         alerts: Alerts::History,
+        events: None,
     };
+    let evaluated = step_through(playbook, sources, start, end).await;
+    drop(server);
+    evaluated
+}
+
+/// When the evaluation of an event test starts (2026-01-01T00:00:00Z): a fixed time, so that
+/// nothing in a test depends on the clock.
+pub const EVENTS_START: i64 = 1_767_225_600;
+
+/// Evaluates an `event` trigger over the test's events; as [`evaluate`].
+async fn evaluate_events(
+    playbook: &Arc<Playbook>,
+    test: &PlaybookTest,
+) -> Result<(BTreeMap<LabelSet, SignalEvent>, DateTime<Utc>), String> {
+    let start = DateTime::<Utc>::from_timestamp(EVENTS_START, 0)
+        .ok_or_else(|| "the start time is out of range".to_string())?;
+    let offset = |after: Duration| {
+        chrono::Duration::from_std(after)
+            .ok()
+            .and_then(|after| start.checked_add_signed(after))
+            .ok_or_else(|| format!("{}s after the start is out of range", after.as_secs()))
+    };
+    let mut occurrences = Vec::new();
+    let mut last = start;
+    for event in &test.events {
+        let from = offset(event.at)?;
+        let mut occurrence = Occurrence::event(
+            event.kind.as_str(),
+            event.namespace.as_deref(),
+            &event.name,
+            &event.reason,
+            from,
+        );
+        occurrence.container = event.container.clone();
+        last = last.max(from);
+        if let Some(until) = event.until {
+            let until = offset(until)?;
+            occurrence.holds = Holds::Between { from, until };
+            last = last.max(until);
+        }
+        occurrences.push(occurrence);
+    }
+    let end = match test.at {
+        Some(at) => offset(at)?,
+        None => last,
+    };
+    let sources = Sources {
+        events: Some(EventStore::recorded(occurrences)),
+        ..Sources::default()
+    };
+    step_through(playbook, sources, start.timestamp(), end.timestamp()).await
+}
+
+/// Evaluates the trigger of `playbook` from `start` through `end` (Unix seconds) at its
+/// interval; the signals firing at the end (with the last evaluation's time), or why the end
+/// was inconclusive.
+async fn step_through(
+    playbook: &Arc<Playbook>,
+    sources: Sources,
+    start: i64,
+    end: i64,
+) -> Result<(BTreeMap<LabelSet, SignalEvent>, DateTime<Utc>), String> {
+    let interval = i64::try_from(playbook.trigger.interval.as_secs())
+        .unwrap_or(i64::MAX)
+        .max(1);
     let evaluation = Evaluation::new(sources, 1, [Arc::clone(playbook)]);
     let mut firing: BTreeMap<LabelSet, SignalEvent> = BTreeMap::new();
     let mut last = DateTime::<Utc>::UNIX_EPOCH;
@@ -203,7 +272,6 @@ async fn evaluate(
         }
         at += interval;
     }
-    drop(server);
     if inconclusive.is_empty() {
         Ok((firing, last))
     } else {

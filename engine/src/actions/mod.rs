@@ -2,21 +2,26 @@
 //! second run changes nothing and says so — runs as a server-side dry run (`dryRun=All`) when
 //! the policy says, and lists the RBAC verbs it needs ([`rbac`]).
 //!
-//! Built so far: `scale`, `rollout_restart`, `patch_resources`, `cordon`, `uncordon`,
-//! `annotate`, `delete_pod`, `notify`. `rollout_undo`, `evict`, `capture_logs` and `wait_for`
-//! follow with the executor.
+//! Built: `scale`, `rollout_restart`, `rollout_undo` (Deployments; StatefulSets and
+//! DaemonSets are refused as not supported yet), `patch_resources`, `cordon`, `uncordon`,
+//! `evict`, `annotate`, `delete_pod`, `capture_logs`, `notify`. `wait_for` is not an action on
+//! the cluster: the executor runs it.
 
 mod annotate;
 mod delete_pod;
+mod evict;
+mod logs;
 mod node;
 mod notify;
 mod resources;
 mod restart;
 mod scale;
+mod undo;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject};
 
@@ -62,6 +67,20 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A PodDisruptionBudget does not allow the eviction now (the API answered 429); a later
+    /// try may succeed.
+    #[error("{action} on {target}: {reason}")]
+    DisruptionBudget {
+        /// The action.
+        action: Action,
+        /// The target.
+        target: String,
+        /// Which pod was refused, and the budget's reason.
+        reason: String,
+        /// The API's refusal.
+        #[source]
+        source: kube::Error,
+    },
     /// Not built yet.
     #[error("{0} is not built yet")]
     NotBuilt(Action),
@@ -85,11 +104,22 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// Actions through `client`.
+    ///
+    /// Build the client with `default_retry` off ([`Cluster::from_config`] does): kube's
+    /// default retries a 429 up to 15 times, honouring `Retry-After`, so an eviction a
+    /// PodDisruptionBudget refuses would take minutes to fail instead of failing the step.
     pub fn new(client: Client) -> Self {
         Cluster {
             client,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Actions through a client built from `config`, with kube's default retry of 429, 503 and
+    /// 504 turned off (see [`Cluster::new`]).
+    pub fn from_config(mut config: kube::Config) -> Result<Self, kube::Error> {
+        config.default_retry = false;
+        Ok(Self::new(Client::try_from(config)?))
     }
 
     /// Runs `step`'s action on `target`; with `dry_run`, as a server-side dry run. `key`
@@ -127,6 +157,9 @@ impl Cluster {
             Action::DeletePod => delete_pod::run(&call).await,
             Action::PatchResources => resources::run(&call).await,
             Action::Notify => notify::run(&call).await,
+            Action::RolloutUndo => undo::run(&call).await,
+            Action::Evict => evict::run(&call).await,
+            Action::CaptureLogs => logs::run(&call).await,
             other => Err(Error::NotBuilt(other)),
         }
     }
@@ -156,6 +189,35 @@ impl Call<'_> {
             }
             (_, false) => Api::all_with(client, &resource),
         })
+    }
+
+    /// The target's namespace, for a namespaced kind.
+    fn namespace(&self) -> Result<&str> {
+        self.target
+            .namespace
+            .as_deref()
+            .ok_or_else(|| self.invalid("a namespaced kind needs a namespace".into()))
+    }
+
+    /// A typed API of namespaced kind `K` in the target's namespace.
+    fn namespaced<K>(&self) -> Result<Api<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Ok(Api::namespaced(
+            self.cluster.client.clone(),
+            self.namespace()?,
+        ))
+    }
+
+    /// A typed API of `K` across the cluster.
+    fn cluster_wide<K>(&self) -> Api<K>
+    where
+        K: kube::Resource,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::all(self.cluster.client.clone())
     }
 
     fn fail(&self) -> impl Fn(kube::Error) -> Error + '_ {
@@ -217,6 +279,33 @@ fn resource(kind: &str) -> Option<(ApiResource, bool)> {
     })
 }
 
+/// A `spec.selector` (`matchLabels` and `matchExpressions`) in the `labelSelector` syntax of a
+/// LIST, or `None` for an operator the API does not define.
+fn selector_query(selector: &LabelSelector) -> Option<String> {
+    let mut terms: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for expr in selector.match_expressions.iter().flatten() {
+        let values = expr.values.as_deref().unwrap_or_default().join(",");
+        terms.push(match expr.operator.as_str() {
+            "In" => format!("{} in ({values})", expr.key),
+            "NotIn" => format!("{} notin ({values})", expr.key),
+            "Exists" => expr.key.clone(),
+            "DoesNotExist" => format!("!{}", expr.key),
+            _ => return None,
+        });
+    }
+    Some(terms.join(","))
+}
+
+/// Whether a Kubernetes API error has this HTTP code.
+fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
 /// `Deployment shop/api`, `Node n1`.
 pub fn describe(target: &ObjectRef) -> String {
     match &target.namespace {
@@ -254,6 +343,23 @@ pub fn rbac(action: Action) -> &'static [(&'static str, &'static str, &'static [
             ("apps", "statefulsets", &["get", "patch"]),
             ("apps", "daemonsets", &["get", "patch"]),
         ],
-        _ => &[],
+        Action::RolloutUndo => &[
+            ("apps", "deployments", &["get", "patch"]),
+            ("apps", "replicasets", &["list"]),
+        ],
+        Action::Evict => &[
+            ("", "pods", &["get", "list"]),
+            ("", "pods/eviction", &["create"]),
+        ],
+        Action::CaptureLogs => &[
+            ("apps", "deployments", &["get"]),
+            ("apps", "statefulsets", &["get"]),
+            ("apps", "daemonsets", &["get"]),
+            ("apps", "replicasets", &["get"]),
+            ("batch", "jobs", &["get"]),
+            ("", "pods", &["get", "list"]),
+            ("", "pods/log", &["get"]),
+        ],
+        Action::Notify | Action::WaitFor => &[],
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{Result, stdout_error};
-use crate::journal::{Entry, IncidentSummary, Journal, Kind};
+use crate::check::format_duration;
+use crate::journal::{Entry, IncidentSummary, Journal, Kind, Record};
 
 /// Lists the incidents of `journal`, or shows the timeline of incident `id`.
 pub(super) fn run(journal: &Journal, id: Option<&str>) -> Result<ExitCode> {
@@ -45,8 +46,12 @@ fn list(out: &mut impl Write, incidents: &[IncidentSummary]) -> io::Result<()> {
             incident.target.as_deref().unwrap_or("-"),
             time(incident.opened_at),
             incident.resolved_at.map_or("open".into(), time),
-            incident.time_to_detect().map_or("-".into(), span),
-            incident.time_to_recover().map_or("-".into(), span),
+            incident
+                .time_to_detect()
+                .map_or("-".into(), format_duration),
+            incident
+                .time_to_recover()
+                .map_or("-".into(), format_duration),
         )?;
     }
     let open = incidents.iter().filter(|i| i.resolved_at.is_none()).count();
@@ -70,8 +75,8 @@ fn list(out: &mut impl Write, incidents: &[IncidentSummary]) -> io::Result<()> {
         out,
         "{} incident(s), {open} open; MTTD {}, MTTR {}",
         incidents.len(),
-        detect.map_or("-".into(), span),
-        recover.map_or("-".into(), span),
+        detect.map_or("-".into(), format_duration),
+        recover.map_or("-".into(), format_duration),
     )
 }
 
@@ -86,70 +91,78 @@ fn timeline(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
         first.at.format("%Y-%m-%d UTC")
     )?;
     for Entry { record, .. } in entries {
-        let detail = &record.detail;
-        let mut text = String::new();
-        if let Some(target) = detail["target"].as_str()
-            && record.kind == Kind::IncidentOpened
-        {
-            text.push_str(target);
-            text.push_str("  ");
-        }
-        if let Some(labels) = detail["labels"].as_object() {
-            let pairs: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{k}={}",
-                        v.as_str().map_or(v.to_string(), |s| format!("{s:?}"))
-                    )
-                })
-                .collect();
-            text.push_str(&format!("{{{}}}", pairs.join(", ")));
-        }
-        if let Some(values) = detail["values"].as_object() {
-            for (name, value) in values {
-                if let Some(value) = value.as_f64() {
-                    text.push_str(&format!(" {name}={}", short(value)));
-                }
-            }
-        }
-        if let Some(step) = detail["step"].as_str() {
-            text.push_str(&format!("step {step}"));
-            if let Some(risk) = detail["risk"].as_str() {
-                text.push_str(&format!(" (risk {risk})"));
-            }
-        }
-        if let Some(by) = detail["by"].as_str() {
-            text.push_str(&format!("by {by}"));
-        }
-        if let Some(id) = detail["approval"].as_str() {
-            text.push_str(&format!(" [{id}]"));
-        }
-        if let Some(reason) = detail["reason"].as_str().filter(|r| !r.is_empty()) {
-            text.push_str(&format!(" ({reason})"));
-        }
-        writeln!(
-            out,
-            "{} {:<8} {text}",
-            record.at.format("%H:%M:%S"),
-            record.kind.verb()
-        )?;
+        writeln!(out, "{}", line(record))?;
     }
     Ok(())
 }
 
-fn time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// One timeline line: `03:17:22 EXECUTE  rollout_undo Deployment shop/api`.
+pub fn line(record: &Record) -> String {
+    let detail = &record.detail;
+    let mut text = String::new();
+    if let Some(target) = detail["target"].as_str()
+        && record.kind == Kind::IncidentOpened
+    {
+        text.push_str(target);
+        text.push_str("  ");
+    }
+    if let Some(summary) = detail["summary"].as_str() {
+        // Executor entries say what happened in one line of their own.
+        text.push_str(summary);
+        if let Some(reason) = detail["reason"].as_str().filter(|r| !r.is_empty())
+            && record.kind == Kind::StepFailed
+        {
+            text.push_str(&format!(": {reason}"));
+        }
+        return format!(
+            "{} {:<9} {text}",
+            record.at.format("%H:%M:%S"),
+            record.kind.verb()
+        );
+    }
+    if let Some(labels) = detail["labels"].as_object() {
+        let pairs: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or(v.to_string(), |s| format!("{s:?}"))
+                )
+            })
+            .collect();
+        text.push_str(&format!("{{{}}}", pairs.join(", ")));
+    }
+    if let Some(values) = detail["values"].as_object() {
+        for (name, value) in values {
+            if let Some(value) = value.as_f64() {
+                text.push_str(&format!(" {name}={}", short(value)));
+            }
+        }
+    }
+    if let Some(step) = detail["step"].as_str() {
+        text.push_str(&format!("step {step}"));
+        if let Some(risk) = detail["risk"].as_str() {
+            text.push_str(&format!(" (risk {risk})"));
+        }
+    }
+    if let Some(by) = detail["by"].as_str() {
+        text.push_str(&format!("by {by}"));
+    }
+    if let Some(id) = detail["approval"].as_str() {
+        text.push_str(&format!(" [{id}]"));
+    }
+    if let Some(reason) = detail["reason"].as_str().filter(|r| !r.is_empty()) {
+        text.push_str(&format!(" ({reason})"));
+    }
+    format!(
+        "{} {:<9} {text}",
+        record.at.format("%H:%M:%S"),
+        record.kind.verb()
+    )
 }
 
-/// `45s`, `12m30s`, `3h05m`.
-fn span(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
-    }
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// A value with at most 4 significant decimals.
@@ -164,9 +177,9 @@ mod tests {
 
     #[test]
     fn spans_read_like_an_sre_writes_them() {
-        assert_eq!(span(Duration::from_secs(45)), "45s");
-        assert_eq!(span(Duration::from_secs(750)), "12m30s");
-        assert_eq!(span(Duration::from_secs(11_100)), "3h05m");
+        assert_eq!(format_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(format_duration(Duration::from_secs(750)), "12m30s");
+        assert_eq!(format_duration(Duration::from_secs(11_100)), "3h05m");
         assert_eq!(short(8.0), "8");
         assert_eq!(short(0.123_456), "0.1235");
     }

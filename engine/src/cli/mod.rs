@@ -1,7 +1,11 @@
 //! The `salve` command line.
 
 mod approvals;
+mod demo;
 mod incidents;
+mod run;
+
+pub use incidents::line as timeline_line;
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -15,10 +19,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::alertmanager::AlertStore;
+use crate::app::apply;
 use crate::approval::Answer;
 use crate::diagnostic::Severity;
 use crate::incident::{Incident, IncidentEvent, IncidentTransition, Incidents, describe};
-use crate::journal::{Journal, Record};
+use crate::journal::Journal;
 use crate::playbook::load::{Loaded, load_paths};
 use crate::playbook::watch::{self, Reloader, WatchOptions};
 use crate::playbook::{Playbook, StepRun, TriggerKind};
@@ -146,6 +151,13 @@ pub enum Command {
         /// Show this incident's timeline.
         id: Option<String>,
     },
+    /// Run the engine: evaluate the triggers, open incidents and remediate them through the
+    /// Kubernetes API under the autonomy policy, journaling every decision; hot-reload the
+    /// playbooks and the policy; stop gracefully on SIGTERM or Ctrl-C.
+    Run(run::RunArgs),
+    /// Watch Salve heal a memory leak, end to end, with no cluster: a real Prometheus, an
+    /// in-process sandbox Kubernetes API and the bundled playbooks; prints the timeline.
+    Demo(demo::DemoArgs),
     /// Load playbooks and policies, then hot-reload them on every change until interrupted.
     Watch {
         /// Files or directories to load and watch.
@@ -242,6 +254,9 @@ pub enum Error {
     /// An approval could not be read or answered.
     #[error("{0}")]
     Approval(String),
+    /// Salve itself is broken (a bug to report).
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
     /// The webhook's token file cannot be used.
     #[error("cannot use {path} as the webhook token: {reason}")]
     Token {
@@ -263,6 +278,17 @@ pub enum Error {
 
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Cli {
+    /// The log filter when `SALVE_LOG` is not set: `info`, but for `salve demo`, whose output
+    /// is the timeline (its warnings still show).
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => "warn",
+            _ => "info",
+        }
+    }
+}
 
 /// Runs a parsed command line; the exit code is 1 when the files checked have errors.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -292,6 +318,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             watch_paths(paths, debounce_ms, prometheus.as_deref(), webhook, journal)
         }
         Command::Test { paths, prometheus } => test(&paths, prometheus.as_deref()),
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Replay {
             playbooks,
             prometheus,
@@ -527,20 +555,8 @@ fn watch_paths(
     let prometheus = prometheus
         .map(|url| Evaluator::new(url, std::time::Duration::from_secs(10)))
         .transpose()?;
-    let reloader = match Reloader::from_paths(paths) {
-        Ok((reloader, warnings)) => {
-            for warning in warnings {
-                tracing::warn!("{warning}");
-            }
-            reloader
-        }
-        Err(diagnostics) => {
-            for diagnostic in diagnostics {
-                eprintln!("{diagnostic}");
-            }
-            eprintln!("refusing to start: the playbook set is invalid");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(reloader) = start_reloader(paths) else {
+        return Ok(ExitCode::FAILURE);
     };
     {
         let set = reloader.active().load();
@@ -570,7 +586,11 @@ fn watch_paths(
         if prometheus.is_some() || matches!(alerts, Alerts::Webhook(_)) {
             let (events_tx, events) = tokio::sync::mpsc::channel(256);
             let active = Arc::clone(reloader.active());
-            let sources = Sources { prometheus, alerts };
+            let sources = Sources {
+                prometheus,
+                alerts,
+                ..Sources::default()
+            };
             tasks.push(tokio::spawn(crate::signal::live::run(
                 Arc::clone(&active),
                 sources,
@@ -597,6 +617,26 @@ fn watch_paths(
             Err(_) => Ok(ExitCode::FAILURE),
         }
     })
+}
+
+/// Loads `paths` for hot reload, logging warnings; `None` (with every problem printed) when
+/// the set is invalid.
+fn start_reloader(paths: Vec<PathBuf>) -> Option<Reloader> {
+    match Reloader::from_paths(paths) {
+        Ok((reloader, warnings)) => {
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            Some(reloader)
+        }
+        Err(diagnostics) => {
+            for diagnostic in diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!("refusing to start: the playbook set is invalid");
+            None
+        }
+    }
 }
 
 /// Serves Alertmanager's webhook until `cancel`; the store it fills.
@@ -627,23 +667,6 @@ async fn serve_webhook(webhook: Webhook, cancel: CancellationToken) -> Result<Al
         }
     });
     Ok(store)
-}
-
-/// Applies a signal event to the incidents: the incident change it caused, and the journal
-/// records of both (the signal tagged with the incident it belongs to).
-fn apply(
-    incidents: &mut Incidents,
-    playbook: Option<&Playbook>,
-    event: &PlaybookEvent,
-) -> (Option<IncidentEvent>, Vec<Record>) {
-    let change = playbook.and_then(|p| incidents.apply(p, &event.event));
-    let mut signal = Record::signal(event);
-    signal.incident = playbook
-        .and_then(|p| incidents.find(p, &event.event.labels))
-        .map(|incident| incident.id.clone());
-    let mut records = vec![signal];
-    records.extend(change.iter().map(Record::incident));
-    (change, records)
 }
 
 /// Journals (when asked) and logs every signal event, and the incidents they open and resolve.
@@ -725,6 +748,7 @@ fn replay(
     let sources = Sources {
         prometheus: Some(Evaluator::new(url, timeout)?),
         alerts: Alerts::History,
+        ..Sources::default()
     };
     let evaluation = Evaluation::new(
         sources,

@@ -1,11 +1,13 @@
 //! An in-process fake Kubernetes API server, so Salve's Kubernetes actions are tested through
 //! the real [`kube::Client`] over real HTTP/JSON (no kube-apiserver can run in CI).
 //!
-//! [`FakeApiServer::start`] serves on `127.0.0.1:0` and returns a client for it. Objects live
-//! in memory as JSON, keyed by (group/version, resource plural, namespace, name) — see
-//! [`ObjectKey`]. Tests seed objects with [`FakeApiServer::insert`], read them back with
-//! [`FakeApiServer::get`] / [`FakeApiServer::get_typed`], and see what the client sent with
-//! [`FakeApiServer::requests`].
+//! [`FakeApiServer::start`] serves on `127.0.0.1:0` and returns a client for it (without
+//! kube's default retries, see [`FakeApiServer::client`]). Objects live in memory as JSON,
+//! keyed by (group/version, resource plural, namespace, name) — see [`ObjectKey`]. Tests seed
+//! objects with [`FakeApiServer::insert`], read them back with [`FakeApiServer::get`] /
+//! [`FakeApiServer::get_typed`] / [`FakeApiServer::list`], and see what the client sent with
+//! [`FakeApiServer::requests`]. [`FakeApiServer::roll_out`] seeds a Deployment's revision
+//! history and [`FakeApiServer::set_logs`] its pods' logs.
 //!
 //! # What it serves
 //!
@@ -32,7 +34,7 @@
 //!   stale `metadata.resourceVersion`), **DELETE** (404 when missing; `preconditions`; also
 //!   DELETE of a collection by selector), **PATCH** with `application/merge-patch+json`,
 //!   `application/strategic-merge-patch+json` (the subset described on
-//!   [`patch::strategic_merge`]: lists such as `containers` merged by `name`) and
+//!   `patch::strategic_merge`: lists such as `containers` merged by `name`) and
 //!   `application/json-patch+json` (RFC 6902). Server-side apply is a 415.
 //! - The **`status`** subresource (main-resource writes keep the stored status; `/status`
 //!   writes change only status) and the **`scale`** subresource of Deployments, StatefulSets
@@ -48,17 +50,43 @@
 //!   covers names (RFC 1123 subdomain), `apiVersion`/`kind`/namespace agreement, negative
 //!   replicas, and decoding as the typed k8s-openapi object (a wrong type is a 400, a missing
 //!   required field a 422).
+//! - **Deployment revisions**, the bookkeeping half of the Deployment controller, done at once
+//!   on every create, replace or patch of a Deployment (and on [`FakeApiServer::insert`]; not
+//!   in a dry run): the controlled ReplicaSet whose template equals the Deployment's (but for
+//!   `pod-template-hash`) is reused, else `{deployment}-{hash}` is created with
+//!   `pod-template-hash` in its selector and labels; it gets the next
+//!   `deployment.kubernetes.io/revision` and the Deployment's replicas, the others get 0, and
+//!   the Deployment is annotated with the current revision. A write's answer is the Deployment
+//!   after this bookkeeping. [`FakeApiServer::roll_out`] seeds a history one revision at a time.
+//! - **Evictions**: `POST pods/{name}/eviction` with a `policy/v1` Eviction deletes the pod
+//!   (201 and a Success Status) unless the one PodDisruptionBudget selecting it allows no
+//!   disruption now (429 `TooManyRequests`, "Cannot evict pod as it would violate the pod's
+//!   disruption budget.", the budget in `details.causes`); two budgets are the real server's
+//!   500. The budget's allowance is computed at the request from the Ready pods it selects
+//!   (see the `eviction` module); Pending, Succeeded and Failed pods ignore budgets.
+//!   `dryRun=All` and `deleteOptions` preconditions are honoured.
+//! - **`pods/log`**: the text seeded with [`FakeApiServer::set_logs`], as `text/plain`, with
+//!   `container`, `previous`, `tailLines` and `limitBytes`; a pod with several containers
+//!   needs `container` (400 otherwise, worded as the real server's), a missing previous
+//!   instance is a 400, a missing pod a 404.
+//! - Events (`v1` and `events.k8s.io/v1`) are stored, listed and watched like any object;
+//!   nothing generates them.
 //!
 //! # Not (yet) served
 //!
-//! Evictions (`pods/{name}/eviction`), ReplicaSet revision bookkeeping for `rollout undo`,
-//! Event generation, controllers of any kind (nothing schedules Pods or rolls Deployments
-//! out), finalizers and `deletionTimestamp`, garbage collection, admission (a namespace need
-//! not exist), defaulting beyond `spec.replicas`, server-side apply, paging, discovery,
-//! `pods/log`, exec/attach, authentication and authorization.
+//! Event generation, controllers beyond the Deployment revision bookkeeping (nothing
+//! schedules Pods, rolls them, or computes a PDB's status), ControllerRevisions for
+//! StatefulSets and DaemonSets, finalizers and `deletionTimestamp`, garbage collection (a
+//! deleted Deployment leaves its ReplicaSets), admission (a namespace need not exist),
+//! defaulting beyond `spec.replicas`, server-side apply, paging, discovery, streaming logs
+//! (`follow`) and log times (`sinceSeconds`, `sinceTime`, `timestamps` are ignored),
+//! exec/attach, authentication and authorization.
 
+mod eviction;
+mod logs;
 mod patch;
 mod resource;
+mod rollout;
 mod selector;
 mod server;
 mod status;
@@ -170,13 +198,17 @@ impl FakeApiServer {
         &self.url
     }
 
-    /// Another client for this server.
+    /// Another client for this server. kube's default retry of 429, 503 and 504 is off: a
+    /// refused eviction (429, with `Retry-After: 10` as from the real server) would otherwise
+    /// be retried for minutes before the caller sees it.
     pub fn client(&self) -> Result<kube::Client> {
         let uri = self
             .url
             .parse()
             .map_err(|e| Error::Invalid(format!("{e}")))?;
-        kube::Client::try_from(kube::Config::new(uri)).map_err(Error::Client)
+        let mut config = kube::Config::new(uri);
+        config.default_retry = false;
+        kube::Client::try_from(config).map_err(Error::Client)
     }
 
     /// Serves one more resource type (e.g. a CRD such as Salve's own).
@@ -190,7 +222,10 @@ impl FakeApiServer {
 
     /// Seeds an object (typed or JSON, with `apiVersion` and `kind`), creating or overwriting
     /// it as a controller would: unlike a create through the API it keeps `status` and
-    /// `generation`. Watchers see ADDED or MODIFIED. Returns the stored object.
+    /// `generation` (and, on an overwrite, a `creationTimestamp` it gives). Watchers see ADDED or MODIFIED. A Deployment gets its revision
+    /// bookkeeping (a ReplicaSet for its template, see the module docs), so inserting a
+    /// Deployment and then [`FakeApiServer::roll_out`] a new template makes revision 2.
+    /// Returns the stored object.
     pub fn insert(&self, obj: impl Serialize) -> Result<Value> {
         let mut obj = serde_json::to_value(obj).map_err(Error::Json)?;
         let mut store = self.shared.store();
@@ -230,11 +265,50 @@ impl FakeApiServer {
         match store.objects.get(&key).map(|o| o["metadata"].clone()) {
             Some(old) => {
                 obj["metadata"]["uid"] = old["uid"].clone();
-                obj["metadata"]["creationTimestamp"] = old["creationTimestamp"].clone();
+                // A seeded `creationTimestamp` is kept: tests and the demo backdate history.
+                if obj["metadata"]["creationTimestamp"].is_null() {
+                    obj["metadata"]["creationTimestamp"] = old["creationTimestamp"].clone();
+                }
             }
             None => server::stamp_new(&mut store, &mut obj),
         }
-        Ok(store.commit(key, Some(obj)))
+        let stored = store.commit(key.clone(), Some(obj));
+        Ok(rollout::sync(&mut store, &key).unwrap_or(stored))
+    }
+
+    /// Rolls Deployment `namespace/name` out to a new pod `template`, as `kubectl set image`
+    /// or an edit of `spec.template` would: the template is replaced whole and the revision
+    /// bookkeeping follows (a new ReplicaSet and revision, or an old one brought back). Seeds
+    /// a rollout history in one line per revision. Returns the stored Deployment.
+    pub fn roll_out(&self, namespace: &str, name: &str, template: impl Serialize) -> Result<Value> {
+        let template = serde_json::to_value(template).map_err(Error::Json)?;
+        let mut deployment = self
+            .get("apps/v1", "Deployment", Some(namespace), name)
+            .ok_or_else(|| {
+                Error::Invalid(format!("no Deployment {namespace}/{name} to roll out"))
+            })?;
+        if deployment["spec"]["template"] != template {
+            deployment["spec"]["template"] = template;
+            let generation = deployment["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            deployment["metadata"]["generation"] = generation.into();
+        }
+        self.insert(deployment)
+    }
+
+    /// Seeds the log text of `container` in pod `namespace/pod` (of its previous, terminated
+    /// instance when `previous`), served by `GET .../pods/{pod}/log`. The pod itself is seeded
+    /// separately; a container without seeded text has an empty log, and one without a
+    /// previous instance answers `previous=true` with the real server's 400.
+    pub fn set_logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        previous: bool,
+        text: impl Into<String>,
+    ) {
+        let key = (namespace.into(), pod.into(), container.into(), previous);
+        self.shared.store().logs.insert(key, text.into());
     }
 
     /// The stored object of `kind` in `api_version`, if any (`namespace` is ignored for
@@ -259,6 +333,25 @@ impl FakeApiServer {
             name: name.to_owned(),
         };
         store.objects.get(&key).cloned()
+    }
+
+    /// The stored objects of `kind` in `api_version`, in `namespace` (every namespace when
+    /// `None`), ordered by namespace and name.
+    pub fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
+        let store = self.shared.store();
+        let Some(rt) = store.type_by_kind(api_version, kind) else {
+            return Vec::new();
+        };
+        store
+            .objects
+            .iter()
+            .filter(|(k, _)| {
+                k.api_version == rt.api_version
+                    && k.plural == rt.plural
+                    && (namespace.is_none() || k.namespace.as_deref() == namespace)
+            })
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// The stored object as a typed k8s-openapi resource, if any.

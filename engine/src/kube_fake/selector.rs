@@ -56,6 +56,39 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
+    /// The selector of an object's `spec.selector` (`matchLabels` and `matchExpressions`, as in
+    /// a PodDisruptionBudget or a Deployment). `None` for an operator the API does not know
+    /// (the real server would have refused such an object).
+    pub(crate) fn from_object(selector: &Value) -> Option<Self> {
+        let mut reqs = Vec::new();
+        if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+            for (k, v) in labels {
+                reqs.push(LabelRequirement::Equals(k.clone(), v.as_str()?.to_owned()));
+            }
+        }
+        let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+        for expr in expressions.into_iter().flatten() {
+            let key = expr.get("key").and_then(Value::as_str)?.to_owned();
+            let values = || -> Vec<String> {
+                expr.get("values")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            };
+            reqs.push(match expr.get("operator").and_then(Value::as_str)? {
+                "In" => LabelRequirement::In(key, values()),
+                "NotIn" => LabelRequirement::NotIn(key, values()),
+                "Exists" => LabelRequirement::Exists(key),
+                "DoesNotExist" => LabelRequirement::DoesNotExist(key),
+                _ => return None,
+            });
+        }
+        Some(Self(reqs))
+    }
+
     /// Whether an object's `metadata.labels` satisfy every requirement.
     pub(crate) fn matches(&self, obj: &Value) -> bool {
         let labels = &obj["metadata"]["labels"];
@@ -201,6 +234,29 @@ mod tests {
             let parsed = LabelSelector::parse(sel).expect(sel);
             assert_eq!(parsed.matches(&obj), want, "{sel}");
         }
+    }
+
+    #[test]
+    fn object_selectors_match_labels_and_expressions() {
+        let obj = json!({"metadata": {"labels": {"app": "api", "tier": "web"}}});
+        for (sel, want) in [
+            (json!({}), true),
+            (json!({"matchLabels": {"app": "api"}}), true),
+            (json!({"matchLabels": {"app": "db"}}), false),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}),
+                true,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "env", "operator": "Exists"}]}),
+                false,
+            ),
+        ] {
+            let parsed = LabelSelector::from_object(&sel).expect("a known operator");
+            assert_eq!(parsed.matches(&obj), want, "{sel}");
+        }
+        let odd = json!({"matchExpressions": [{"key": "a", "operator": "Near"}]});
+        assert!(LabelSelector::from_object(&odd).is_none());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The HTTP side: one axum fallback handler that parses the real API's URL scheme and answers
 //! GET, LIST, WATCH, POST, PUT, PATCH and DELETE on objects and their `status` and `scale`
-//! subresources.
+//! subresources, and a Pod's `eviction` and `log`.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -16,8 +16,11 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::RecordedRequest;
+use super::eviction::{self, Eviction};
+use super::logs;
 use super::patch::{self, PatchType};
 use super::resource::ResourceType;
+use super::rollout;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{Change, ChangeType, ObjectKey, Store};
@@ -105,6 +108,7 @@ fn parse_target(store: &Store, path: &str) -> ApiResult<Target> {
         None => {}
         Some("status") if rt.status => {}
         Some("scale") if rt.scale => {}
+        Some("eviction" | "log") if rt.api_version == "v1" && rt.plural == "pods" => {}
         Some(_) => return Err(no_such_resource()),
     }
     Ok(Target {
@@ -198,15 +202,36 @@ fn route(shared: &Arc<Shared>, req: Request) -> ApiResult {
                 .ok_or_else(|| t.not_found(&n))?;
             Ok(ok(obj.clone()))
         }
-        (&Method::GET, Some(n), Some(_)) => {
+        (&Method::GET, Some(n), Some("scale")) => {
             let obj = store
                 .objects
                 .get(&t.key(&n))
                 .ok_or_else(|| t.not_found(&n))?;
             Ok(ok(scale_of(obj)))
         }
+        (&Method::GET, Some(n), Some("log")) => {
+            let namespace = t.namespace.as_deref().unwrap_or_default();
+            let text = logs::read(&store, namespace, &n, &req.query)?;
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                text,
+            )
+                .into_response())
+        }
         (&Method::POST, None, None) => create(&mut store, &t, &req),
-        (&Method::PUT, Some(n), sub) => {
+        (&Method::POST, Some(n), Some("eviction")) => {
+            let body = req.json_body()?;
+            let eviction = Eviction {
+                namespace: t.namespace.as_deref().unwrap_or_default(),
+                name: &n,
+                body: &body,
+                dry_run: req.dry_run()?,
+            };
+            let status = eviction::evict(&mut store, &eviction)?;
+            Ok((StatusCode::CREATED, axum::Json(status)).into_response())
+        }
+        (&Method::PUT, Some(n), sub @ (None | Some("status" | "scale"))) => {
             let incoming = req.json_body()?;
             let dry = req.dry_run()?;
             match sub {
@@ -215,7 +240,7 @@ fn route(shared: &Arc<Shared>, req: Request) -> ApiResult {
                 None => update(&mut store, &t, &n, incoming, Part::Main, dry).map(ok),
             }
         }
-        (&Method::PATCH, Some(n), sub) => {
+        (&Method::PATCH, Some(n), sub @ (None | Some("status" | "scale"))) => {
             let kind = PatchType::from_content_type(&req.content_type)?;
             let dry = req.dry_run()?;
             let old = store
@@ -445,7 +470,8 @@ fn create(store: &mut Store, t: &Target, req: &Request) -> ApiResult {
     let stored = if dry {
         obj
     } else {
-        store.commit(key, Some(obj))
+        let stored = store.commit(key.clone(), Some(obj));
+        rollout::sync(store, &key).unwrap_or(stored)
     };
     Ok((StatusCode::CREATED, axum::Json(stored)).into_response())
 }
@@ -543,10 +569,14 @@ fn update(
     }
     validate_object(&t.rt, &new, name)?;
     new["metadata"]["resourceVersion"] = current_rv.clone();
-    Ok(if dry {
-        new
-    } else {
-        store.commit(key, Some(new))
+    if dry {
+        return Ok(new);
+    }
+    let stored = store.commit(key.clone(), Some(new));
+    Ok(match part {
+        // The Deployment controller's revision bookkeeping follows a change of the template.
+        Part::Main => rollout::sync(store, &key).unwrap_or(stored),
+        Part::Status => stored,
     })
 }
 

@@ -1,7 +1,7 @@
 //! Errors as the real API server sends them: a `Status` object with a reason and an HTTP code,
 //! so that callers see `kube::Error::Api` exactly as they would against a cluster.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -14,6 +14,8 @@ pub(crate) struct ApiError {
     pub(crate) reason: &'static str,
     /// The human-readable message, worded like the real server's.
     pub(crate) message: String,
+    /// The Status object's `details` (causes, `retryAfterSeconds`), if any.
+    pub(crate) details: Option<Value>,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
             code: StatusCode::NOT_FOUND,
             reason: "NotFound",
             message,
+            details: None,
         }
     }
 
@@ -32,6 +35,7 @@ impl ApiError {
             code: StatusCode::CONFLICT,
             reason: "AlreadyExists",
             message: format!("{resource} \"{name}\" already exists"),
+            details: None,
         }
     }
 
@@ -44,6 +48,7 @@ impl ApiError {
                 "Operation cannot be fulfilled on {resource} \"{name}\": the object has been \
                  modified; please apply your changes to the latest version and try again"
             ),
+            details: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl ApiError {
             code: StatusCode::UNPROCESSABLE_ENTITY,
             reason: "Invalid",
             message: format!("{resource} \"{name}\" is invalid: {why}"),
+            details: None,
         }
     }
 
@@ -62,6 +68,7 @@ impl ApiError {
             code: StatusCode::UNPROCESSABLE_ENTITY,
             reason: "Invalid",
             message,
+            details: None,
         }
     }
 
@@ -71,6 +78,7 @@ impl ApiError {
             code: StatusCode::BAD_REQUEST,
             reason: "BadRequest",
             message: message.into(),
+            details: None,
         }
     }
 
@@ -80,6 +88,7 @@ impl ApiError {
             code: StatusCode::METHOD_NOT_ALLOWED,
             reason: "MethodNotAllowed",
             message: message.into(),
+            details: None,
         }
     }
 
@@ -89,6 +98,7 @@ impl ApiError {
             code: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             reason: "UnsupportedMediaType",
             message: format!("the body of the request was in an unknown format: {content_type}"),
+            details: None,
         }
     }
 
@@ -98,12 +108,39 @@ impl ApiError {
             code: StatusCode::GONE,
             reason: "Expired",
             message: format!("too old resource version: {rv}"),
+            details: None,
+        }
+    }
+
+    /// 429 TooManyRequests: an eviction a PodDisruptionBudget does not allow now; `cause`
+    /// says which budget and why, and the client may retry after 10 seconds, as from the real
+    /// server.
+    pub(crate) fn disruption_budget(cause: String) -> Self {
+        Self {
+            code: StatusCode::TOO_MANY_REQUESTS,
+            reason: "TooManyRequests",
+            message: "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+            details: Some(json!({
+                "causes": [{"reason": "DisruptionBudget", "message": cause}],
+                "retryAfterSeconds": 10,
+            })),
+        }
+    }
+
+    /// 500 InternalError: a state the real server refuses to handle (a pod under two
+    /// disruption budgets).
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self {
+            code: StatusCode::INTERNAL_SERVER_ERROR,
+            reason: "InternalError",
+            message: message.into(),
+            details: None,
         }
     }
 
     /// The `Status` object for this error.
     pub(crate) fn to_status(&self) -> Value {
-        json!({
+        let mut status = json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -111,12 +148,27 @@ impl ApiError {
             "message": self.message,
             "reason": self.reason,
             "code": self.code.as_u16(),
-        })
+        });
+        if let Some(details) = &self.details {
+            status["details"] = details.clone();
+        }
+        status
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.code, axum::Json(self.to_status())).into_response()
+        let mut response = (self.code, axum::Json(self.to_status())).into_response();
+        // As the real server: `details.retryAfterSeconds` is also the `Retry-After` header.
+        let retry_after = self
+            .details
+            .as_ref()
+            .and_then(|d| d["retryAfterSeconds"].as_u64());
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::RecordedRequest;
+use super::logs::LogKey;
 use super::resource::{ResourceType, builtins};
 
 /// How many changes are kept for watches resuming from an older `resourceVersion`; older
@@ -25,6 +26,18 @@ pub struct ObjectKey {
     pub namespace: Option<String>,
     /// The object's name.
     pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of Pod `namespace/name`.
+    pub(crate) fn pod(namespace: &str, name: &str) -> Self {
+        ObjectKey {
+            api_version: "v1".into(),
+            plural: "pods".into(),
+            namespace: Some(namespace.to_owned()),
+            name: name.to_owned(),
+        }
+    }
 }
 
 /// The watch event type of a change.
@@ -57,6 +70,8 @@ pub(crate) struct Store {
     pub(crate) history: VecDeque<Arc<Change>>,
     pub(crate) tx: broadcast::Sender<Arc<Change>>,
     pub(crate) requests: Vec<RecordedRequest>,
+    /// Seeded container logs, served by `pods/{name}/log`.
+    pub(crate) logs: BTreeMap<LogKey, String>,
 }
 
 impl Store {
@@ -69,6 +84,7 @@ impl Store {
             history: VecDeque::new(),
             tx: broadcast::channel(HISTORY).0,
             requests: Vec::new(),
+            logs: BTreeMap::new(),
         }
     }
 

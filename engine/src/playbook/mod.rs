@@ -17,6 +17,7 @@ use crate::series::Sample;
 use crate::template::Template;
 
 pub use set::PlaybookSet;
+pub use spec::OnInterrupt;
 
 /// Where a document came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,8 +53,10 @@ pub struct Playbook {
     pub steps: Vec<Step>,
     /// The check after the steps.
     pub verify: Option<Verify>,
-    /// How to undo the remediation.
+    /// How to undo the remediation (empty: each completed step is undone from what it found).
     pub rollback: Vec<Step>,
+    /// What a restarted engine does with a remediation in flight.
+    pub on_interrupt: OnInterrupt,
     /// Unit tests of the trigger.
     pub tests: Vec<PlaybookTest>,
     /// The document as written (for display, diffs and the advisor).
@@ -265,6 +268,8 @@ pub struct PlaybookTest {
     pub series: Vec<(String, Vec<Sample>)>,
     /// Alerts sent during the test: offset and labels.
     pub alerts: Vec<(Duration, BTreeMap<String, String>)>,
+    /// What the Kubernetes API reports during the test, for `event` triggers.
+    pub events: Vec<TestEvent>,
     /// What the cluster would say, for planning (`expect.steps`).
     pub facts: crate::plan::Facts,
     /// How long before the check the target's revision was rolled out, when given.
@@ -273,4 +278,23 @@ pub struct PlaybookTest {
     pub expect: spec::TestExpectation,
     /// When the expectation is checked, from the start.
     pub at: Option<Duration>,
+}
+
+/// A validated Kubernetes event of a trigger test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestEvent {
+    /// When it happens, from the start.
+    pub at: Duration,
+    /// When a lasting state ends (it holds through it); `None` for an Event.
+    pub until: Option<Duration>,
+    /// The involved object's kind.
+    pub kind: TargetKind,
+    /// Its namespace (`None` for a Node).
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// The reason reported.
+    pub reason: String,
+    /// The container, for a pod.
+    pub container: Option<String>,
 }

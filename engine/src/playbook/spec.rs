@@ -73,12 +73,30 @@ pub struct PlaybookSpec {
     /// A PromQL condition that must hold within a time after the steps, or the plan rolls back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verify>,
-    /// Steps that undo the remediation, run in reverse order of completion on failure.
+    /// How to undo the remediation when a step fails or verify does not hold, in the order
+    /// written. Without it, each completed step that changed something is undone from what
+    /// it found (scale back, uncordon, ...) in reverse order of completion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollback: Vec<Step>,
+    /// What a restarted engine does with a remediation of this playbook that was in flight
+    /// when it stopped: `rollback` (the default) undoes what completed, `resume` goes on from
+    /// the interrupted step. One waiting for approval always goes on waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_interrupt: Option<OnInterrupt>,
     /// Unit tests for the trigger, in promtool's notation, run by `salve test`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<PlaybookTest>,
+}
+
+/// What a restarted engine does with a remediation that was in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInterrupt {
+    /// Undo what completed (the safe default).
+    #[default]
+    Rollback,
+    /// Run the interrupted step again (actions are idempotent) and go on.
+    Resume,
 }
 
 /// What opens an incident. Set exactly one of `promql`, `memoryLeak`, `latency`, `crashLoop`,
@@ -344,10 +362,15 @@ pub struct PlaybookTest {
     pub interval: Option<String>,
     /// Series selector (`metric{label="value"}`) to values in promtool's expanding notation,
     /// such as `1e9+5e4x240`, `0 1 _ 3 stale` or `5x10`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub series: BTreeMap<String, String>,
     /// Alerts delivered to the webhook during the test (for `alert` triggers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<TestAlert>,
+    /// What the Kubernetes API reports during the test (for `event` triggers): Events, and
+    /// states that last (`until`), such as a node not ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<TestEvent>,
     /// What the Kubernetes API would say, for planning the steps that `expect.steps` checks:
     /// the signal's owner (for `${owner.*}`) and facts about the target (for `when`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -419,13 +442,40 @@ pub struct TestAlert {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What the Kubernetes API reports about one object during a playbook test: an Event, which
+/// holds for 5 minutes like a real one, or with `until` a state that holds from `at` through
+/// `until` (a container waiting in `CrashLoopBackOff`, a node not ready).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TestEvent {
+    /// When it happens, from the start of the test.
+    pub at: String,
+    /// When a lasting state ends (it holds through this time), from the start of the test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// The involved object's kind (default: the trigger's kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TargetKind>,
+    /// Its namespace; required for namespaced kinds, absent for a Node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// The reason reported (`OOMKilled`, `BackOff`, `NodeNotReady`, ...).
+    pub reason: String,
+    /// The container, for a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
 /// The expected outcome of a playbook test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TestExpectation {
     /// Whether an incident opens.
     pub incident: bool,
-    /// When it is evaluated, from the start of the series (default: the end of the series).
+    /// When it is evaluated, from the start of the series (default: the end of the series, or
+    /// for `events` the latest `at` or `until`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
     /// The steps the plan runs, by name, in order.

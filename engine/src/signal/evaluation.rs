@@ -11,7 +11,10 @@
 //! - **Alerts**: an `alert` trigger holds while Alertmanager says a matching alert fires
 //!   (the webhook receiver's [`AlertStore`]), so silences and inhibitions apply. Replays and
 //!   tests read the `ALERTS` series Prometheus keeps for its alerting rules instead.
-//! - `event` triggers come from the Kubernetes watcher, not from here.
+//! - **Kubernetes**: an `event` trigger holds while the Kubernetes API reports one of its
+//!   reasons about an object of its kind — an Event within its recency window, or a Pod's or
+//!   Node's status — as the watchers' [`EventStore`] knows it (see [`super::kube_event`]).
+//!   `salve test` feeds the store the events a test describes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,8 +23,10 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
 use super::evaluate::Evaluator;
+use super::kube_event::EventStore;
 use super::state::{LabelSet, Observation, Sample, SignalEvent, Tracker, Transition};
 use super::{SignalQueries, for_trigger};
+use crate::action::TargetKind;
 use crate::alertmanager::AlertStore;
 use crate::playbook::{Playbook, TriggerKind};
 
@@ -34,7 +39,8 @@ pub struct PlaybookEvent {
     pub event: SignalEvent,
 }
 
-/// What triggers observe: a Prometheus, Alertmanager's webhook, or neither.
+/// What triggers observe: a Prometheus, Alertmanager's webhook, the Kubernetes API's events,
+/// or none of them (then the triggers that need one are inconclusive).
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     /// The Prometheus that PromQL-based triggers (and alert triggers replayed from history)
@@ -42,6 +48,8 @@ pub struct Sources {
     pub prometheus: Option<Evaluator>,
     /// Where alert triggers learn which alerts fire.
     pub alerts: Alerts,
+    /// What the Kubernetes watchers saw, for event triggers.
+    pub events: Option<EventStore>,
 }
 
 /// Where alert triggers learn which alerts fire.
@@ -69,6 +77,11 @@ enum Source {
         /// The same alert in Prometheus's `ALERTS` series, for replays.
         history: String,
     },
+    Event {
+        kind: TargetKind,
+        reasons: Vec<String>,
+        namespaces: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -86,7 +99,7 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    /// The trigger of `playbook`, or `None` for triggers observed elsewhere (`event`).
+    /// The trigger of `playbook`; `None` only for a PromQL-based kind without queries.
     pub fn new(playbook: Arc<Playbook>) -> Option<Self> {
         let source = match &playbook.trigger.kind {
             TriggerKind::Schedule { schedule, .. } => Source::Schedule(schedule.clone()),
@@ -95,7 +108,15 @@ impl Tracked {
                 alertname: alertname.clone(),
                 labels: labels.clone(),
             },
-            TriggerKind::Event { .. } => return None,
+            TriggerKind::Event {
+                kind,
+                reasons,
+                namespaces,
+            } => Source::Event {
+                kind: *kind,
+                reasons: reasons.clone(),
+                namespaces: namespaces.clone(),
+            },
             _ => Source::Prometheus(for_trigger(&playbook.trigger)?),
         };
         let tracker = Tracker::new(playbook.trigger.for_, playbook.trigger.keep_firing_for);
@@ -122,6 +143,11 @@ impl Tracked {
     /// Whether Alertmanager's webhook feeds it.
     pub fn is_alert(&self) -> bool {
         matches!(self.source, Source::Alert { .. })
+    }
+
+    /// Whether the Kubernetes watchers feed it.
+    pub fn is_event(&self) -> bool {
+        matches!(self.source, Source::Event { .. })
     }
 
     /// When it is next due after `now`: `now` plus its interval; for a schedule, its cron's
@@ -221,6 +247,7 @@ impl Tracked {
                 Sources {
                     alerts: Alerts::History,
                     prometheus: Some(prometheus),
+                    ..
                 },
             ) => match prometheus.instant(history, at).await {
                 Ok(samples) => Observation::Holds(
@@ -248,6 +275,20 @@ impl Tracked {
                     ..
                 },
             ) => Observation::Inconclusive("no Alertmanager webhook receiver is listening".into()),
+            (
+                Source::Event {
+                    kind,
+                    reasons,
+                    namespaces,
+                },
+                Sources {
+                    events: Some(store),
+                    ..
+                },
+            ) => store.observe(*kind, reasons, namespaces, at),
+            (Source::Event { .. }, Sources { events: None, .. }) => {
+                Observation::Inconclusive("no Kubernetes API to watch events from".into())
+            }
         }
     }
 
@@ -308,8 +349,7 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// Tracks the triggers of `playbooks` (event triggers come from elsewhere), evaluating at
-    /// most `concurrency` at a time.
+    /// Tracks the triggers of `playbooks`, evaluating at most `concurrency` at a time.
     pub fn new(
         sources: Sources,
         concurrency: usize,
@@ -431,6 +471,7 @@ mod tests {
             [
                 playbook("    crashLoop: {restarts: 3}\n"),
                 playbook("    alert: {alertname: KubePodCrashLooping}\n"),
+                playbook("    event: {kind: Pod, reason: [OOMKilled]}\n"),
             ],
         );
         let found = evaluation.step(at("2026-11-25T00:00:00Z")).await;
@@ -445,7 +486,8 @@ mod tests {
             reasons,
             [
                 "no Prometheus to query",
-                "no Alertmanager webhook receiver is listening"
+                "no Alertmanager webhook receiver is listening",
+                "no Kubernetes API to watch events from"
             ]
         );
     }
@@ -459,8 +501,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn event_triggers_are_not_tracked_here() {
-        assert!(Tracked::new(playbook("    event: {kind: Pod, reason: [OOMKilled]}\n")).is_none());
+    #[tokio::test]
+    async fn event_triggers_hold_while_the_store_reports_their_reasons() {
+        use super::super::kube_event::Occurrence;
+        let event =
+            |name, reason, time| Occurrence::event("Pod", Some("prod"), name, reason, at(time));
+        let store = EventStore::recorded([
+            event("api-1", "OOMKilled", "2026-11-25T00:00:00Z"),
+            event("api-2", "BackOff", "2026-11-25T00:00:00Z"),
+        ]);
+        let sources = Sources {
+            events: Some(store),
+            ..Sources::default()
+        };
+        let evaluation = Evaluation::new(
+            sources,
+            1,
+            [playbook(
+                "    event: {kind: Pod, reason: [OOMKilled]}\n    for: 1m\n",
+            )],
+        );
+        assert!(evaluation.triggers()[0].is_event());
+        let found = evaluation.step(at("2026-11-25T00:00:30Z")).await;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].event.transition, Transition::Pending);
+        assert_eq!(found[0].event.labels["pod"], "api-1");
+        assert_eq!(
+            events(&evaluation, "2026-11-25T00:01:30Z").await,
+            ["signal_firing"]
+        );
+        // The window (5m from the event) ends; the signal resolves.
+        assert!(events(&evaluation, "2026-11-25T00:05:00Z").await.is_empty());
+        assert_eq!(
+            events(&evaluation, "2026-11-25T00:05:01Z").await,
+            ["signal_resolved"]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The live evaluation loop: every trigger of the active playbook set is evaluated when it is
-//! due — on its interval, at its cron's fire times, and for alert triggers also as soon as
-//! Alertmanager delivers — at most `concurrency` at a time, until cancelled. Each evaluation
+//! due — on its interval, at its cron's fire times, for alert triggers also as soon as
+//! Alertmanager delivers, and for event triggers as soon as the Kubernetes watchers see a
+//! change — at most `concurrency` at a time, until cancelled. Each evaluation
 //! is [`Tracked::evaluate`], the code `salve replay` runs too.
 //!
 //! Signal states belong to a playbook's content: they survive a reload that leaves the playbook
@@ -64,6 +65,7 @@ pub async fn run(
         Alerts::Webhook(store) => Some(store.changes()),
         Alerts::None | Alerts::History => None,
     };
+    let mut kube_events = sources.events.as_ref().map(|store| store.changes());
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut tick = tokio::time::interval(options.tick);
@@ -81,6 +83,13 @@ pub async fn run(
                 // Alertmanager delivered: evaluate alert triggers now, not at their interval.
                 let now = Instant::now();
                 for entry in entries.values_mut().filter(|e| e.tracked.is_alert()) {
+                    entry.due = now;
+                }
+            }
+            Some(Ok(())) = async { Some(kube_events.as_mut()?.changed().await) } => {
+                // The Kubernetes API reported a change: evaluate event triggers now.
+                let now = Instant::now();
+                for entry in entries.values_mut().filter(|e| e.tracked.is_event()) {
                     entry.due = now;
                 }
             }

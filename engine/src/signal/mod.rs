@@ -12,11 +12,14 @@
 //! | `latency` | `histogram_quantile(q, sum by (le, by...) (rate(metric_bucket[window]))) > threshold` |
 //! | `crashLoop` | `increase(restarts[window]) > restarts`, or waiting in `CrashLoopBackOff` |
 //! | `errorRate` | `sum by (by...) (rate(errors[window])) / sum by (by...) (rate(total[window])) > ratio` |
+//!
+//! `event` triggers read the Kubernetes API instead: see [`kube_event`].
 
 pub mod crash_loop;
 pub mod error_rate;
 pub mod evaluate;
 pub mod evaluation;
+pub mod kube_event;
 pub mod latency;
 pub mod live;
 pub mod memory_leak;

@@ -112,7 +112,6 @@ pub fn compile(
         })
     });
     let step_names: BTreeSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-    let is_alert = spec.trigger.alert.is_some();
     let tests = spec
         .tests
         .iter()
@@ -122,7 +121,7 @@ pub fn compile(
                 t,
                 &format!("/spec/tests/{i}"),
                 &step_names,
-                is_alert,
+                &spec.trigger,
                 checker,
             )
         })
@@ -154,6 +153,7 @@ pub fn compile(
         target: target?,
         cooldown,
         max_autonomous_risk: spec.max_autonomous_risk,
+        on_interrupt: spec.on_interrupt.unwrap_or_default(),
         steps,
         verify,
         rollback,

@@ -1,5 +1,5 @@
-//! Compiles a playbook's `tests:` blocks: series in promtool's notation, alerts, and the
-//! expected outcome, checked against the playbook's own steps.
+//! Compiles a playbook's `tests:` blocks: series in promtool's notation, alerts, Kubernetes
+//! events, and the expected outcome, checked against the playbook's own steps.
 
 use std::collections::BTreeSet;
 
@@ -9,19 +9,20 @@ use super::defaults;
 use crate::check::Checker;
 use crate::diagnostic::did_you_mean;
 use crate::plan::{Facts, ObjectRef, TargetFacts};
-use crate::playbook::PlaybookTest;
 use crate::playbook::spec;
+use crate::playbook::{PlaybookTest, TestEvent};
 use crate::series;
 
-/// Compiles one test; `steps` are the playbook's step names, `is_alert` whether its trigger
-/// receives alerts.
+/// Compiles one test; `steps` are the playbook's step names, `trigger` its trigger (which
+/// decides whether it receives alerts or Kubernetes events).
 pub(super) fn compile_test(
     test: &spec::PlaybookTest,
     pointer: &str,
     steps: &BTreeSet<&str>,
-    is_alert: bool,
+    trigger: &spec::Trigger,
     checker: &mut Checker<'_>,
 ) -> Option<PlaybookTest> {
+    let is_alert = trigger.alert.is_some();
     let p = |field: &str| format!("{pointer}/{field}");
     let interval = checker.duration_or(
         &p("interval"),
@@ -51,12 +52,26 @@ pub(super) fn compile_test(
             }
         }
     }
-    if test.series.is_empty() && test.alerts.is_empty() {
+    if test.series.is_empty() && test.alerts.is_empty() && test.events.is_empty() {
         let d = checker
-            .at(pointer, "the test has neither series nor alerts")
-            .expected("at least one entry under `series` or `alerts`");
+            .at(pointer, "the test has no series, alerts or events")
+            .expected("at least one entry under `series`, `alerts` or `events`");
         checker.push(d);
     }
+    if trigger.event.is_some() && !test.series.is_empty() {
+        let d = checker
+            .at_key(&p("series"), "an `event` trigger reads no series")
+            .expected("what the Kubernetes API reports, under `events`");
+        checker.push(d);
+    }
+    let events = test
+        .events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, event)| {
+            compile_event(event, &format!("{}/{i}", p("events")), trigger, checker)
+        })
+        .collect();
     let mut alerts = Vec::new();
     for (i, alert) in test.alerts.iter().enumerate() {
         let at = format!("{}/{i}", p("alerts"));
@@ -108,6 +123,7 @@ pub(super) fn compile_test(
         interval,
         series,
         alerts,
+        events,
         facts: Facts {
             owner: facts.owner.map(|owner| ObjectRef {
                 kind: owner.kind.unwrap_or_else(|| "Deployment".into()),
@@ -127,5 +143,74 @@ pub(super) fn compile_test(
         revision_age,
         expect: test.expect.clone(),
         at,
+    })
+}
+
+/// Compiles one Kubernetes event of a test at `at` (its JSON pointer).
+fn compile_event(
+    event: &spec::TestEvent,
+    at: &str,
+    trigger: &spec::Trigger,
+    checker: &mut Checker<'_>,
+) -> Option<TestEvent> {
+    let Some(own) = &trigger.event else {
+        checker.error(
+            at,
+            "only a playbook with an `event` trigger receives Kubernetes events",
+        );
+        return None;
+    };
+    let kind = event.kind.unwrap_or(own.kind);
+    for (field, value) in [("name", &event.name), ("reason", &event.reason)] {
+        if value.is_empty() {
+            checker.error(&format!("{at}/{field}"), format!("`{field}` is empty"));
+        }
+    }
+    match (&event.namespace, kind.is_namespaced()) {
+        (None, true) => {
+            let d = checker
+                .at(at, format!("a {kind} needs a `namespace`"))
+                .expected("the namespace of the involved object");
+            checker.push(d);
+        }
+        (Some(_), false) => {
+            let d = checker
+                .at_key(
+                    &format!("{at}/namespace"),
+                    format!("a {kind} has no namespace"),
+                )
+                .expected("no `namespace` for a cluster-scoped kind");
+            checker.push(d);
+        }
+        _ => {}
+    }
+    let from = checker.duration(&format!("{at}/at"), &event.at);
+    let until = match &event.until {
+        Some(until) => Some(checker.duration(&format!("{at}/until"), until)?),
+        None => None,
+    };
+    if let (Some(from), Some(until)) = (from, until)
+        && until < from
+    {
+        let d = checker
+            .at(
+                &format!("{at}/until"),
+                format!(
+                    "`until: {}` is before `at: {}`",
+                    event.until.as_deref().unwrap_or_default(),
+                    event.at
+                ),
+            )
+            .expected("a time at or after `at`");
+        checker.push(d);
+    }
+    Some(TestEvent {
+        at: from?,
+        until,
+        kind,
+        namespace: event.namespace.clone(),
+        name: event.name.clone(),
+        reason: event.reason.clone(),
+        container: event.container.clone(),
     })
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use promql_parser::parser::{Expr, LabelModifier};
 
 use super::defaults;
+use crate::action::TargetKind;
 use crate::check::{Checker, Labels};
 use crate::diagnostic::did_you_mean;
 use crate::playbook::spec;
@@ -369,13 +370,13 @@ fn event(t: &spec::EventTrigger, at: &At, checker: &mut Checker<'_>) -> Compiled
         reasons: t.reason.clone(),
         namespaces: t.namespaces.clone(),
     };
-    Some((
-        kind,
-        known(
-            &["namespace", "name", "kind", "reason", "node"],
-            BTreeSet::new(),
-        ),
-    ))
+    // What the event store labels its samples with (see `signal::kube_event`).
+    let labels: &[&str] = match t.kind {
+        TargetKind::Pod => &["namespace", "name", "kind", "reason", "pod", "container"],
+        TargetKind::Node => &["name", "kind", "reason", "node"],
+        _ => &["namespace", "name", "kind", "reason"],
+    };
+    Some((kind, known(labels, BTreeSet::new())))
 }
 
 fn schedule(t: &spec::ScheduleTrigger, at: &At, checker: &mut Checker<'_>) -> Compiled {

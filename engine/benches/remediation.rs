@@ -1,0 +1,106 @@
+//! Remediation: how fast Salve acts once a signal fires, and what the running engine costs.
+//!
+//! 1. **Signal to first action** in `salve demo` (a real Prometheus, the sandbox API server,
+//!    the bundled playbooks): from the incident opening (the signal firing) to the first step
+//!    starting — diagnose (two API reads), plan, gate, and the journal writes before the step —
+//!    in wall-clock time, over `--runs N` demos (5).
+//! 2. **Idle RSS of `salve run`** with the bundled playbooks and the default policy, against an
+//!    empty Prometheus and the sandbox API server (so every event trigger's watches run too),
+//!    read from `/proc/PID/status` after `--settle SECONDS` (5).
+//!
+//! Run with `cargo bench --bench remediation`; numbers in BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use salve::demo::{self, Options};
+use salve::kube_fake::FakeApiServer;
+use salve::prometheus::Harness;
+
+#[path = "common/stats.rs"]
+mod stats;
+
+use stats::Stats;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let option = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.parse::<u64>().expect("a number"))
+    };
+    let runs = option("--runs").unwrap_or(5);
+    let settle = Duration::from_secs(option("--settle").unwrap_or(5));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+
+    let mut first_action = Vec::new();
+    let mut whole = Vec::new();
+    for _ in 0..runs {
+        let options = Options {
+            playbooks: vec![root.join("playbooks")],
+            ..Options::default()
+        };
+        let began = Instant::now();
+        let report = runtime
+            .block_on(demo::run(options, &mut std::io::sink()))
+            .expect("the demo runs");
+        whole.push(began.elapsed());
+        first_action.push(report.signal_to_first_action.expect("a first action"));
+    }
+    println!("| measure | n | min | p50 | p99 | mean | max |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("{}", Stats::new(first_action).row("signal → first action"));
+    println!("{}", Stats::new(whole).row("whole demo (30x time)"));
+
+    let rss = runtime.block_on(idle_rss(&root, settle));
+    println!(
+        "\nsalve run, bundled playbooks, idle after {settle:?}: VmRSS {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+}
+
+/// `salve run`'s resident memory, in KiB, `settle` after it started.
+async fn idle_rss(root: &std::path::Path, settle: Duration) -> u64 {
+    let prometheus = Harness::from_env()
+        .and_then(|h| h.start_receiver())
+        .expect("prometheus");
+    let (fake, _client) = FakeApiServer::start().await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: s, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: s, context: {{cluster: s, user: u}}}}]\ncurrent-context: s\n",
+            fake.url()
+        ),
+    )
+    .expect("kubeconfig");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["run", "--playbooks"])
+        .arg(root.join("playbooks"))
+        .arg("--policy")
+        .arg(root.join("policies/default.yaml"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--prometheus", prometheus.url()])
+        .arg("--journal")
+        .arg(dir.path().join("journal.db"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("salve run");
+    tokio::time::sleep(settle).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
+}

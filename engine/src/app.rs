@@ -1,0 +1,273 @@
+//! The daemon (`salve run`): triggers → signals → incidents → remediations, wired together and
+//! shut down gracefully.
+//!
+//! - The playbook set (and the policy) hot-reload: a changed policy reaches the gate at the
+//!   next decision, counters and breaker kept.
+//! - Every signal and incident change is journaled before anything is done about it; an
+//!   incident that *opens* gets a remediation ([`Executor::remediate`]); one that reopens
+//!   within its cooldown does not (that is what the cooldown is for).
+//! - On start, remediations the journal shows in flight are resumed or rolled back
+//!   ([`Executor::recover`]) alongside the new work.
+//! - On shutdown (SIGTERM, Ctrl-C) evaluation stops at once; remediations in flight get the
+//!   grace period to finish, and whatever is still running then is *parked*: stopped where it
+//!   stands, which the journal records exactly, so the next start resumes or rolls it back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{Executor, Finish};
+use crate::incident::{IncidentEvent, IncidentTransition, Incidents, describe};
+use crate::journal::{Journal, Record};
+use crate::playbook::{Playbook, PlaybookSet};
+use crate::policy::Policy;
+use crate::signal::evaluation::{PlaybookEvent, Sources};
+use crate::signal::live::{self, LiveOptions};
+use crate::signal::state::Transition;
+
+/// The policy Salve runs under when none is given: the shipped `policies/default.yaml` (dry
+/// run, ceiling `medium`).
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
+
+/// Which policy in the playbook set the gate follows.
+#[derive(Debug, Clone)]
+pub enum PolicyChoice {
+    /// The one loaded from this file.
+    File(PathBuf),
+    /// The set's only policy, or the built-in default when it has none.
+    Default(Arc<Policy>),
+}
+
+impl PolicyChoice {
+    /// The policy `set` gives for this choice, when there is one.
+    pub fn pick(&self, set: &PlaybookSet) -> Option<Arc<Policy>> {
+        match self {
+            PolicyChoice::File(file) => {
+                let wanted = canonical(file);
+                set.policies()
+                    .find(|p| canonical(&p.source.file) == wanted)
+                    .cloned()
+            }
+            PolicyChoice::Default(default) => {
+                let mut policies = set.policies();
+                match (policies.next(), policies.next()) {
+                    (Some(only), None) => Some(Arc::clone(only)),
+                    (None, _) => Some(Arc::clone(default)),
+                    (Some(_), Some(_)) => None,
+                }
+            }
+        }
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long remediations in flight may take to finish on shutdown before they are parked.
+    pub grace: Duration,
+    /// The live evaluation loop's settings.
+    pub live: LiveOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            grace: Duration::from_secs(30),
+            live: LiveOptions::default(),
+        }
+    }
+}
+
+/// Applies a signal event to the incidents: the incident change it caused, and the journal
+/// records of both (the signal tagged with the incident it belongs to).
+pub fn apply(
+    incidents: &mut Incidents,
+    playbook: Option<&Playbook>,
+    event: &PlaybookEvent,
+) -> (Option<IncidentEvent>, Vec<Record>) {
+    let change = playbook.and_then(|p| incidents.apply(p, &event.event));
+    let mut signal = Record::signal(event);
+    signal.incident = playbook
+        .and_then(|p| incidents.find(p, &event.event.labels))
+        .map(|incident| incident.id.clone());
+    let mut records = vec![signal];
+    records.extend(change.iter().map(Record::incident));
+    (change, records)
+}
+
+/// Runs the engine until `cancel`: evaluation of the set in `active`, incidents, and
+/// remediations through `executor` (if any: without one, incidents are only journaled).
+pub async fn run(
+    active: Arc<ArcSwap<PlaybookSet>>,
+    sources: Sources,
+    journal: Arc<Journal>,
+    executor: Option<Executor>,
+    options: Options,
+    cancel: CancellationToken,
+) {
+    let mut remediations = JoinSet::new();
+    if let Some(executor) = &executor {
+        let executor = executor.clone();
+        let active = Arc::clone(&active);
+        remediations.spawn(async move {
+            let resume = |name: &str| {
+                active
+                    .load()
+                    .playbook(name)
+                    .is_some_and(|p| p.on_interrupt == crate::playbook::OnInterrupt::Resume)
+            };
+            match executor.recover(resume).await {
+                Ok(outcomes) => {
+                    for (incident, finish) in outcomes {
+                        tracing::info!(
+                            incident,
+                            outcome = finish.name(),
+                            "recovered a remediation"
+                        );
+                    }
+                }
+                Err(error) => tracing::error!(%error, "cannot recover remediations in flight"),
+            }
+        });
+    }
+    let (events_tx, mut events) = mpsc::channel(256);
+    let evaluation = tokio::spawn(live::run(
+        Arc::clone(&active),
+        sources,
+        options.live,
+        cancel.clone(),
+        events_tx,
+    ));
+    let mut incidents = Incidents::new();
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                let playbook = active.load().playbook(&event.playbook).cloned();
+                let change = note(&mut incidents, playbook.as_deref(), &event, &journal).await;
+                if let (Some(change), Some(playbook), Some(executor)) = (change, playbook, &executor)
+                    && change.transition == IncidentTransition::Opened
+                {
+                    let executor = executor.clone();
+                    let signal = event.event.clone();
+                    remediations.spawn(async move {
+                        let incident = &change.incident;
+                        match executor.remediate(&playbook, incident, &signal).await {
+                            Ok(finish) => log_finish(&incident.id, &finish),
+                            Err(error) => tracing::error!(
+                                incident = incident.id, %error,
+                                "remediation stopped: the journal failed; nothing acts unjournaled"
+                            ),
+                        }
+                    });
+                }
+            }
+            Some(_) = remediations.join_next(), if !remediations.is_empty() => {}
+        }
+    }
+    let _ = evaluation.await;
+    park(remediations, options.grace).await;
+}
+
+/// Journals and logs a signal event and the incident change it causes.
+async fn note(
+    incidents: &mut Incidents,
+    playbook: Option<&Playbook>,
+    event: &PlaybookEvent,
+    journal: &Arc<Journal>,
+) -> Option<IncidentEvent> {
+    let (change, records) = apply(incidents, playbook, event);
+    // Written before anything is said or done about it.
+    let writer = Arc::clone(journal);
+    match tokio::task::spawn_blocking(move || {
+        records.iter().try_for_each(|r| writer.append(r).map(drop))
+    })
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(%error, "cannot write the journal; not acting on this event");
+            return None;
+        }
+        Err(error) => {
+            tracing::error!(%error, "the journal writer stopped; not acting on this event");
+            return None;
+        }
+    }
+    let kind = event.event.transition.event();
+    let labels = describe(&event.event.labels);
+    match &event.event.transition {
+        Transition::Inconclusive { reason } => {
+            tracing::warn!(playbook = event.playbook, event = kind, %labels, reason, "signal");
+        }
+        _ => tracing::info!(playbook = event.playbook, event = kind, %labels, "signal"),
+    }
+    if let Some(change) = &change {
+        tracing::info!(
+            playbook = event.playbook,
+            event = change.transition.event(),
+            incident = change.incident.id,
+            target = change.incident.target.as_deref().unwrap_or("-"),
+            "incident"
+        );
+        if change.transition == IncidentTransition::Reopened {
+            tracing::info!(
+                incident = change.incident.id,
+                "reopened within its cooldown: not remediated again"
+            );
+        }
+    }
+    change
+}
+
+fn log_finish(incident: &str, finish: &Finish) {
+    match finish {
+        Finish::Remediated | Finish::Rehearsed | Finish::Correlated(_) => {
+            tracing::info!(
+                incident,
+                outcome = finish.name(),
+                reason = finish.reason(),
+                "remediation"
+            );
+        }
+        _ => tracing::warn!(
+            incident,
+            outcome = finish.name(),
+            reason = finish.reason(),
+            "remediation"
+        ),
+    }
+}
+
+/// Gives the remediations in flight `grace` to finish, then parks the rest.
+async fn park(mut remediations: JoinSet<()>, grace: Duration) {
+    if remediations.is_empty() {
+        return;
+    }
+    tracing::info!(
+        in_flight = remediations.len(),
+        grace = ?grace,
+        "waiting for remediations in flight to finish"
+    );
+    let finished = tokio::time::timeout(grace, async {
+        while remediations.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            parked = remediations.len(),
+            "grace period over: parking the remediations still in flight; the journal holds \
+             where each stands, and the next start resumes or rolls it back"
+        );
+        remediations.shutdown().await;
+    }
+}

@@ -1,0 +1,253 @@
+//! `salve run`: the daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Error, Result, Webhook, read_token, serve_webhook, start_reloader};
+use crate::app::{self, DEFAULT_POLICY, PolicyChoice};
+use crate::executor::{Executor, Settings};
+use crate::gate::Gate;
+use crate::journal::Journal;
+use crate::playbook::load::{Loaded, load_text};
+use crate::playbook::watch::{self, WatchOptions};
+use crate::policy::Policy;
+use crate::signal::evaluate::Evaluator;
+use crate::signal::evaluation::{Alerts, Sources};
+use crate::signal::kube_event::{EventStore, WatchScope};
+
+/// `salve run`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Playbook files or directories (hot-reloaded).
+    #[arg(long, required = true, num_args = 1..)]
+    playbooks: Vec<PathBuf>,
+    /// The autonomy policy file (hot-reloaded). Without it: the only policy among the
+    /// playbook paths, or the built-in default (dry run, ceiling `medium`).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The Prometheus that PromQL triggers, `verify` and `wait_for` query.
+    #[arg(long, env = "SALVE_PROMETHEUS")]
+    prometheus: Option<String>,
+    /// A kubeconfig file; without it, `KUBECONFIG`, `~/.kube/config` or the in-cluster
+    /// service account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The journal (SQLite; created when missing).
+    #[arg(long, env = "SALVE_JOURNAL", default_value = "salve-journal.db")]
+    journal: PathBuf,
+    /// Listen on this address for Alertmanager's webhook (`alert` triggers).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Require `Authorization: Bearer <token>` on the webhook, the token read from this file.
+    #[arg(long, requires = "listen")]
+    webhook_token_file: Option<PathBuf>,
+    /// Run every step as a server-side dry run, whatever the policy says.
+    #[arg(long)]
+    dry_run: bool,
+    /// On SIGTERM, how long remediations in flight may take to finish before they are parked
+    /// for the next start.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    grace: Duration,
+    /// How often `verify`, `wait_for` and pending approvals are looked at.
+    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+    poll_interval: Duration,
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
+    let mut paths = args.playbooks.clone();
+    if let Some(policy) = &args.policy
+        && !paths.iter().any(|p| covers(p, policy))
+    {
+        paths.push(policy.clone());
+    }
+    let Some(reloader) = start_reloader(paths) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let choice = match &args.policy {
+        Some(file) => PolicyChoice::File(file.clone()),
+        None => PolicyChoice::Default(default_policy()?),
+    };
+    let Some(policy) = choice.pick(&reloader.active().load()) else {
+        eprintln!("salve run: several policies are loaded and none was chosen: pass --policy FILE");
+        return Ok(ExitCode::FAILURE);
+    };
+    let prometheus = args
+        .prometheus
+        .as_deref()
+        .map(|url| Evaluator::new(url, Duration::from_secs(10)))
+        .transpose()?;
+    let journal = Arc::new(Journal::open(&args.journal)?);
+    let webhook = match args.listen {
+        Some(address) => Some(Webhook {
+            address,
+            token: args
+                .webhook_token_file
+                .as_deref()
+                .map(read_token)
+                .transpose()?,
+        }),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async move {
+        let client = match client(args.kubeconfig.as_deref()).await {
+            Ok(client) => client,
+            Err(reason) => {
+                eprintln!("salve run: cannot reach the Kubernetes API: {reason}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        tracing::info!(
+            playbooks = reloader.active().load().playbooks().len(),
+            policy = policy.name,
+            ceiling = %policy.max_autonomous_risk,
+            dry_run = policy.dry_run || args.dry_run,
+            journal = %args.journal.display(),
+            "salve is running"
+        );
+        let settings = Settings {
+            poll: args.poll_interval,
+            force_dry_run: args.dry_run,
+            ..Settings::default()
+        };
+        let executor = Executor::new(
+            client.clone(),
+            Arc::clone(&journal),
+            Gate::new(policy),
+            prometheus.clone(),
+            settings,
+        );
+        let cancel = CancellationToken::new();
+        let alerts = match webhook {
+            Some(webhook) => Alerts::Webhook(serve_webhook(webhook, cancel.clone()).await?),
+            None => Alerts::None,
+        };
+        let reloader = Arc::new(reloader);
+        let active = Arc::clone(reloader.active());
+        // Event triggers: watchers for the resources and namespaces the playbooks need (fixed
+        // at start; a later playbook needing more is inconclusive until a restart).
+        let scope = WatchScope::for_playbooks(active.load().playbooks());
+        let events = (!scope.is_empty()).then(|| {
+            let store = EventStore::new();
+            tokio::spawn(store.watch(client.clone(), &scope, cancel.clone()));
+            store
+        });
+        let sources = Sources {
+            prometheus,
+            alerts,
+            events,
+        };
+        let (reloads_tx, mut reloads) = tokio::sync::mpsc::channel(16);
+        let watcher = tokio::spawn(watch::watch(
+            reloader,
+            WatchOptions::default(),
+            cancel.clone(),
+            reloads_tx,
+        ));
+        // A reload may change the policy: the gate follows, keeping its counters.
+        let follower = {
+            let (active, executor) = (Arc::clone(&active), executor.clone());
+            tokio::spawn(async move {
+                while reloads.recv().await.is_some() {
+                    match choice.pick(&active.load()) {
+                        Some(policy) => executor.gate().set_policy(policy),
+                        None => tracing::error!(
+                            "the reloaded set has no single policy to follow; keeping the last one"
+                        ),
+                    }
+                }
+            })
+        };
+        let engine = tokio::spawn(app::run(
+            active,
+            sources,
+            journal,
+            Some(executor),
+            app::Options {
+                grace: args.grace,
+                ..app::Options::default()
+            },
+            cancel.clone(),
+        ));
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+        let _ = engine.await;
+        let _ = watcher.await;
+        follower.abort();
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Whether loading `path` loads `file` too.
+fn covers(path: &Path, file: &Path) -> bool {
+    let (path, file) = (
+        path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
+        file.canonicalize().unwrap_or_else(|_| file.to_path_buf()),
+    );
+    file.starts_with(path)
+}
+
+/// The built-in default policy.
+pub(super) fn default_policy() -> Result<Arc<Policy>> {
+    let mut loaded = Loaded::default();
+    load_text(
+        Path::new("policies/default.yaml"),
+        DEFAULT_POLICY,
+        &mut loaded,
+    );
+    loaded
+        .policies
+        .pop()
+        .ok_or_else(|| Error::Internal("the built-in default policy does not load".into()))
+}
+
+/// A client from `kubeconfig`, or from the environment (KUBECONFIG, ~/.kube/config,
+/// in-cluster), that does not retry refusals.
+pub(crate) async fn client(kubeconfig: Option<&Path>) -> std::result::Result<kube::Client, String> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+    };
+    // A 429 is an answer (an eviction a disruption budget forbids fails its step now), not
+    // something to retry for minutes; watchers back off on their own.
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

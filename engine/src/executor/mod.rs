@@ -1,0 +1,849 @@
+//! The executor: an incident becomes a remediation — diagnose, plan, gate, run, verify, and
+//! roll back when a step fails or the verify check does not hold.
+//!
+//! For one incident, in order, each decision journaled *before* it takes effect:
+//!
+//! 1. **Diagnose** ([`diagnose`]): read the signal's owner and the target from the API.
+//! 2. **Plan** ([`crate::plan`]): templates filled, `when` decided, verify and rollback filled.
+//!    A target already being remediated for another incident is not acted on twice: the new
+//!    incident is journaled as *correlated* with the one that claimed the target first, whose
+//!    root signal is the earliest.
+//! 3. For each step that runs: the **gate**'s verdict. Allowed: the step is journaled as
+//!    started, runs (as a server-side dry run when the policy says so) within its timeout, and
+//!    its result is journaled and fed to the circuit breaker. Above the ceiling: an approval
+//!    request is journaled and the remediation waits for the answer; an approval runs the
+//!    step, a rejection or no answer by the deadline halts the plan there — the step never
+//!    runs. A freeze or a denial (breaker, limits) halts the plan too.
+//! 4. **Verify**: the plan's PromQL must return something within its time.
+//! 5. **Rollback**, when a step failed or verify did not hold and some completed step changed
+//!    something: the playbook's own `rollback` steps, in the order written, when it declares
+//!    them; otherwise every completed step that changed something is undone ([`undo`]) in
+//!    reverse order of completion. Each still runs under the risk ceiling (one above it is
+//!    left to a human, and the outcome says so). The outcome is journaled.
+//!
+//! A remediation whose steps all ran as dry runs ends *rehearsed*: nothing changed, so there is
+//! nothing to verify or undo.
+//!
+//! Halting on a rejected approval leaves the completed steps as they are: they were within the
+//! ceiling, and the person who rejected the next step decides what comes next.
+//!
+//! After a crash, [`Executor::recover`] finds the remediations the journal shows in flight and
+//! resumes or rolls them back (see [`recovery`]).
+
+pub mod check;
+pub mod diagnose;
+mod recovery;
+pub mod undo;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::action::Action;
+use crate::actions::Cluster;
+use crate::approval::{self, Approvals, Ask, State};
+use crate::clock::Clock;
+use crate::gate::{Gate, Request, Verdict};
+use crate::incident::Incident;
+use crate::journal::{self, Journal, Kind, Record};
+use crate::plan::{Decision, Plan, PlannedStep};
+use crate::playbook::Playbook;
+use crate::risk::Risk;
+use crate::signal::evaluate::Evaluator;
+use crate::signal::state::SignalEvent;
+
+pub use recovery::Interrupted;
+
+use check::Waited;
+use undo::Undo;
+
+/// Why a remediation could not go on: the journal (or the approvals in it) failed. Nothing
+/// acts without its decision written first, so the remediation stops where it was; a restart
+/// finds it in flight.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The journal could not be written or read.
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
+    /// An approval could not be requested or read.
+    #[error(transparent)]
+    Approval(#[from] approval::Error),
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a remediation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// Every step that runs ran, and verify held (or there was none).
+    Remediated,
+    /// Every step ran as a server-side dry run: nothing changed.
+    Rehearsed,
+    /// A step failed or verify did not hold; the completed steps were undone (why).
+    RolledBack(String),
+    /// As [`Finish::RolledBack`], but some undo failed or could not run: a human must look.
+    RollbackIncomplete(String),
+    /// The plan stopped before a step (rejected, expired, frozen, denied) — why.
+    Halted(String),
+    /// No plan could be made (why): nothing ran.
+    NotPlanned(String),
+    /// Another incident is remediating the same target (its id): nothing ran.
+    Correlated(String),
+}
+
+impl Finish {
+    /// The name journaled and logged.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Finish::Remediated => "remediated",
+            Finish::Rehearsed => "rehearsed",
+            Finish::RolledBack(_) => "rolled_back",
+            Finish::RollbackIncomplete(_) => "rollback_incomplete",
+            Finish::Halted(_) => "halted",
+            Finish::NotPlanned(_) => "not_planned",
+            Finish::Correlated(_) => "correlated",
+        }
+    }
+
+    /// Why, when there is more to say than the name.
+    pub fn reason(&self) -> &str {
+        match self {
+            Finish::Remediated | Finish::Rehearsed => "",
+            Finish::RolledBack(reason)
+            | Finish::RollbackIncomplete(reason)
+            | Finish::Halted(reason)
+            | Finish::NotPlanned(reason)
+            | Finish::Correlated(reason) => reason,
+        }
+    }
+}
+
+/// How the executor runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often verify, `wait_for` and pending approvals are looked at.
+    pub poll: Duration,
+    /// Run every step as a dry run, whatever the policy says.
+    pub force_dry_run: bool,
+    /// The engine's time (the wall clock, but for `salve demo`).
+    pub clock: Clock,
+    /// Send every `notify` here instead of its own `url` (a sandbox: `salve demo`).
+    pub notify_url: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            poll: Duration::from_secs(5),
+            force_dry_run: false,
+            clock: Clock::wall(),
+            notify_url: None,
+        }
+    }
+}
+
+/// Runs remediations. Cloning it is cheap: clones share the gate, the journal and the claims.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    journal: Arc<Journal>,
+    approvals: Approvals,
+    gate: Mutex<Gate>,
+    cluster: Cluster,
+    client: kube::Client,
+    prometheus: Option<Evaluator>,
+    settings: Settings,
+    /// Targets being remediated, with the incident remediating each.
+    claims: Mutex<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("journal", &self.journal.path())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A step that completed, as rollback needs it.
+#[derive(Debug, Clone)]
+struct Completed {
+    step: PlannedStep,
+    changed: bool,
+    before: Value,
+}
+
+/// Where a plan's run stands: the next step, and what completed before it.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    next: usize,
+    completed: Vec<Completed>,
+    /// How many steps ran as dry runs, of how many that ran.
+    dry_runs: usize,
+    runs: usize,
+    /// A step already approved (after a restart).
+    approved: Option<usize>,
+    /// A step whose approval request is already journaled (after a restart): its id.
+    pending_approval: Option<(usize, String)>,
+}
+
+/// What the playbook says of a remediation, beyond its plan.
+#[derive(Debug, Clone)]
+struct Context {
+    playbook: String,
+    playbook_ceiling: Option<Risk>,
+    evidence: Value,
+}
+
+impl Executor {
+    /// An executor acting through `client`, journaling to `journal`, gated by `gate`, verifying
+    /// against `prometheus` (without one, verify and `wait_for` never hold).
+    pub fn new(
+        client: kube::Client,
+        journal: Arc<Journal>,
+        gate: Gate,
+        prometheus: Option<Evaluator>,
+        settings: Settings,
+    ) -> Self {
+        Executor {
+            inner: Arc::new(Inner {
+                approvals: Approvals::new(Arc::clone(&journal)),
+                journal,
+                gate: Mutex::new(gate),
+                cluster: Cluster::new(client.clone()),
+                client,
+                prometheus,
+                settings,
+                claims: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// The gate, to swap its policy on reload or read its state.
+    pub fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.inner
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.inner.journal
+    }
+
+    /// The time now, by the executor's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.settings.clock.now()
+    }
+
+    /// Remediates `incident` of `playbook`, opened by `signal`; returns how it ended.
+    pub async fn remediate(
+        &self,
+        playbook: &Playbook,
+        incident: &Incident,
+        signal: &SignalEvent,
+    ) -> Result<Finish> {
+        let diagnosis = diagnose::diagnose(&self.inner.client, playbook, &signal.labels).await;
+        let record = |kind, detail| Record {
+            at: self.now(),
+            kind,
+            playbook: playbook.name.clone(),
+            incident: Some(incident.id.clone()),
+            detail,
+        };
+        let mut detail = diagnose::to_json(&diagnosis);
+        detail["summary"] = json!(diagnosis_summary(&diagnosis, self.now()));
+        self.append(&record(Kind::Diagnosed, detail))?;
+        let plan = match crate::plan::plan(playbook, incident, signal, &diagnosis.facts, self.now())
+        {
+            Ok(plan) => plan,
+            Err(error) => {
+                let finish = Finish::NotPlanned(error.to_string());
+                self.finish(&playbook.name, &incident.id, &finish)?;
+                return Ok(finish);
+            }
+        };
+        let target = plan.target.to_string();
+        if let Some(other) = self.claim(&target, &incident.id) {
+            let reason = format!("{target} is being remediated for incident {other}");
+            self.append(&record(
+                Kind::Correlated,
+                json!({"with": other, "target": target, "summary": reason}),
+            ))?;
+            return Ok(Finish::Correlated(other));
+        }
+        let context = Context {
+            playbook: playbook.name.clone(),
+            playbook_ceiling: playbook.max_autonomous_risk,
+            evidence: json!({
+                "labels": signal.labels,
+                "values": journal::finite(&signal.values),
+                "root": incident.root,
+            }),
+        };
+        let planned = self.append(&record(
+            Kind::Planned,
+            json!({
+                "plan": plan,
+                "context": {"playbookCeiling": context.playbook_ceiling, "evidence": context.evidence},
+                "target": target,
+                "summary": plan_summary(&plan),
+            }),
+        ));
+        let finish = match planned {
+            Ok(()) => self.execute(&context, &plan, Progress::default()).await,
+            Err(error) => Err(error),
+        };
+        self.release(&target);
+        finish
+    }
+
+    /// Runs `plan` from `progress` on: the steps, verify, and rollback when needed; journals
+    /// the finish.
+    async fn execute(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        mut progress: Progress,
+    ) -> Result<Finish> {
+        self.gate().incident_started(&plan.incident, self.now());
+        let finish = match self.steps(context, plan, &mut progress).await? {
+            Some(Failure::Halt(reason)) => Finish::Halted(reason),
+            Some(Failure::Rollback(reason)) => {
+                self.rollback(context, plan, &progress, reason).await?
+            }
+            None if progress.runs > 0 && progress.dry_runs == progress.runs => Finish::Rehearsed,
+            None => match self.verify(context, plan).await? {
+                Ok(()) => Finish::Remediated,
+                Err(reason) => self.rollback(context, plan, &progress, reason).await?,
+            },
+        };
+        self.finish(&context.playbook, &plan.incident, &finish)?;
+        Ok(finish)
+    }
+
+    /// Runs the steps from `progress.next`; `None` when all ran.
+    async fn steps(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        progress: &mut Progress,
+    ) -> Result<Option<Failure>> {
+        while let Some(step) = plan.steps.get(progress.next) {
+            let index = progress.next;
+            progress.next += 1;
+            let skip = match &step.decision {
+                Decision::Run => None,
+                Decision::Skip(reason) => Some(reason.clone()),
+                Decision::Deferred => Some(
+                    "its `when` reads earlier steps' outputs, which built-in actions do not \
+                     give yet; not run on an undecided condition"
+                        .to_string(),
+                ),
+            };
+            if let Some(reason) = skip {
+                self.record(
+                    context,
+                    plan,
+                    Kind::StepSkipped,
+                    json!({
+                        "step": step.name, "index": index, "reason": reason,
+                        "summary": format!("{} not run: {reason}", step.name),
+                    }),
+                )?;
+                continue;
+            }
+            let request = Request {
+                playbook: &context.playbook,
+                playbook_ceiling: context.playbook_ceiling,
+                step: &step.name,
+                risk: step.risk,
+                namespace: plan.target.namespace.as_deref(),
+                incident: &plan.incident,
+            };
+            let verdict = self.gate().admit(&request, self.now());
+            self.record(
+                context,
+                plan,
+                Kind::GateVerdict,
+                json!({
+                    "step": step.name, "index": index, "risk": step.risk,
+                    "verdict": verdict.name(), "ceiling": verdict.ceiling().risk,
+                    "reason": verdict.reason(),
+                    "summary": format!("{}: {}", verdict.name(), verdict.reason()),
+                }),
+            )?;
+            let dry_run = match verdict {
+                Verdict::Allow { dry_run, .. } => dry_run,
+                Verdict::NeedsApproval { .. } => {
+                    let answer = if progress.approved.take_if(|i| *i == index).is_some() {
+                        Ok(())
+                    } else if let Some((_, id)) =
+                        progress.pending_approval.take_if(|(i, _)| *i == index)
+                    {
+                        self.answer(&id).await?
+                    } else {
+                        self.ask(context, plan, step, verdict.reason()).await?
+                    };
+                    match answer {
+                        Ok(()) => {
+                            let mut gate = self.gate();
+                            gate.action_executed(self.now());
+                            gate.policy().dry_run
+                        }
+                        Err(reason) => return Ok(Some(Failure::Halt(reason))),
+                    }
+                }
+                Verdict::Hold { .. } | Verdict::Deny { .. } => {
+                    return Ok(Some(Failure::Halt(verdict.reason().to_string())));
+                }
+            };
+            let dry_run = dry_run || self.inner.settings.force_dry_run;
+            match self
+                .run_step(context, plan, step, index, "steps", dry_run)
+                .await?
+            {
+                Ok(completed) => {
+                    progress.runs += 1;
+                    progress.dry_runs += usize::from(dry_run);
+                    progress.completed.push(completed);
+                }
+                Err(reason) => {
+                    return Ok(Some(Failure::Rollback(format!(
+                        "step {} failed: {reason}",
+                        step.name
+                    ))));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Requests approval for `step` and waits for the answer: `Ok` to run it, `Err(why not)`.
+    async fn ask(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        step: &PlannedStep,
+        reason: &str,
+    ) -> Result<Result<(), String>> {
+        let timeout = self.gate().policy().approval_timeout;
+        let approval = self.inner.approvals.request(
+            Ask {
+                incident: plan.incident.clone(),
+                playbook: context.playbook.clone(),
+                step: step.name.clone(),
+                risk: step.risk,
+                reason: reason.to_string(),
+                plan: serde_json::to_value(plan).unwrap_or(Value::Null),
+                evidence: context.evidence.clone(),
+            },
+            self.now(),
+            timeout,
+        )?;
+        tracing::warn!(
+            incident = plan.incident,
+            step = step.name,
+            approval = approval.id,
+            expires = %approval.expires_at,
+            "approval needed: salve approve {} (or reject)",
+            approval.id
+        );
+        self.answer(&approval.id).await
+    }
+
+    /// Waits for the answer to approval `id` (no answer by its deadline: rejected).
+    async fn answer(&self, id: &str) -> Result<Result<(), String>> {
+        loop {
+            let approval = self.inner.approvals.get(id)?;
+            let now = self.now();
+            match approval.state {
+                State::Approved { by, .. } => {
+                    tracing::info!(approval = id, by, "approved");
+                    return Ok(Ok(()));
+                }
+                State::Rejected { by, reason, .. } => {
+                    return Ok(Err(format!(
+                        "step {} rejected by {by}{}",
+                        approval.step,
+                        if reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {reason}")
+                        }
+                    )));
+                }
+                State::Expired { .. } => {
+                    return Ok(Err(format!(
+                        "step {} was not approved before {}: rejected",
+                        approval.step, approval.expires_at
+                    )));
+                }
+                State::Pending if now >= approval.expires_at => {
+                    self.inner.approvals.expire(now)?;
+                }
+                State::Pending => {
+                    let left = (approval.expires_at - now).to_std().unwrap_or_default();
+                    self.inner
+                        .settings
+                        .clock
+                        .sleep(left.min(self.inner.settings.poll))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Runs one step: journaled before, its result after; fed to the breaker.
+    async fn run_step(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        step: &PlannedStep,
+        index: usize,
+        phase: &str,
+        dry_run: bool,
+    ) -> Result<Result<Completed, String>> {
+        let action = step.action.map_or("wasm", Action::as_str);
+        let key = format!("{}/{phase}/{}", plan.incident, step.name);
+        self.record(context, plan, Kind::StepStarted, json!({
+            "step": step.name, "index": index, "phase": phase, "action": action,
+            "params": step.params, "risk": step.risk, "dryRun": dry_run, "key": key,
+            "summary": format!("{action} {}{}", plan.target, if dry_run { " (dry run)" } else { "" }),
+        }))?;
+        let started = tokio::time::Instant::now();
+        let redirected;
+        let step = match (&self.inner.settings.notify_url, step.action) {
+            (Some(url), Some(Action::Notify)) => {
+                let mut copy = step.clone();
+                copy.params.insert("url".into(), json!(url));
+                redirected = copy;
+                &redirected
+            }
+            _ => step,
+        };
+        let result = match step.action {
+            Some(Action::WaitFor) => self.wait_for(step).await,
+            _ => match tokio::time::timeout(
+                self.inner.settings.clock.wall_time(step.timeout),
+                self.inner.cluster.run(step, &plan.target, &key, dry_run),
+            )
+            .await
+            {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!(
+                    "no result within its timeout of {}",
+                    crate::check::format_duration(step.timeout)
+                )),
+            },
+        };
+        let took = started.elapsed().as_secs_f64() * self.inner.settings.clock.speed();
+        match result {
+            Ok(outcome) => {
+                self.gate().action_succeeded(self.now());
+                self.record(
+                    context,
+                    plan,
+                    Kind::StepSucceeded,
+                    json!({
+                        "step": step.name, "index": index, "phase": phase, "action": action,
+                        "changed": outcome.changed, "dryRun": outcome.dry_run,
+                        "before": outcome.before, "after": outcome.after, "seconds": took,
+                        "summary": outcome.message,
+                    }),
+                )?;
+                Ok(Ok(Completed {
+                    step: step.clone(),
+                    changed: outcome.changed && !outcome.dry_run,
+                    before: outcome.before,
+                }))
+            }
+            Err(reason) => {
+                self.gate().action_failed(self.now());
+                self.record(
+                    context,
+                    plan,
+                    Kind::StepFailed,
+                    json!({
+                        "step": step.name, "index": index, "phase": phase, "action": action,
+                        "reason": reason, "seconds": took,
+                    }),
+                )?;
+                Ok(Err(reason))
+            }
+        }
+    }
+
+    /// The `wait_for` action: its PromQL must hold within its `timeout` (or the step's).
+    async fn wait_for(&self, step: &PlannedStep) -> Result<crate::actions::Outcome, String> {
+        let promql = step
+            .params
+            .get("promql")
+            .and_then(Value::as_str)
+            .ok_or("wait_for needs `promql`")?;
+        let duration = |name: &str| {
+            step.params
+                .get(name)
+                .and_then(Value::as_str)
+                .and_then(crate::check::parse_duration)
+        };
+        let within = duration("timeout").unwrap_or(step.timeout);
+        let every = duration("interval").unwrap_or(self.inner.settings.poll);
+        let clock = &self.inner.settings.clock;
+        match check::until_holds(self.inner.prometheus.as_ref(), clock, promql, within, every).await
+        {
+            Waited::Held(after) => Ok(crate::actions::Outcome {
+                changed: false,
+                dry_run: false,
+                message: format!(
+                    "`{promql}` held after {}",
+                    crate::check::format_duration(after)
+                ),
+                before: Value::Null,
+                after: Value::Null,
+            }),
+            Waited::TimedOut(reason) => Err(reason),
+        }
+    }
+
+    /// The plan's verify check: `Ok` when it held (or there is none), `Err(why)` otherwise.
+    async fn verify(&self, context: &Context, plan: &Plan) -> Result<Result<(), String>> {
+        let Some(verify) = &plan.verify else {
+            return Ok(Ok(()));
+        };
+        let waited = check::until_holds(
+            self.inner.prometheus.as_ref(),
+            &self.inner.settings.clock,
+            &verify.promql,
+            verify.within,
+            self.inner.settings.poll,
+        )
+        .await;
+        match waited {
+            Waited::Held(after) => {
+                self.record(
+                    context,
+                    plan,
+                    Kind::VerifyPassed,
+                    json!({
+                        "promql": verify.promql, "seconds": after.as_secs_f64(),
+                        "summary": format!("ok after {}", crate::check::format_duration(after)),
+                    }),
+                )?;
+                Ok(Ok(()))
+            }
+            Waited::TimedOut(reason) => {
+                self.record(
+                    context,
+                    plan,
+                    Kind::VerifyFailed,
+                    json!({
+                        "promql": verify.promql, "reason": reason,
+                        "summary": "failed",
+                    }),
+                )?;
+                Ok(Err(format!("verify failed: {reason}")))
+            }
+        }
+    }
+
+    /// Undoes the completed steps in reverse order, then runs the playbook's rollback steps.
+    async fn rollback(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        progress: &Progress,
+        reason: String,
+    ) -> Result<Finish> {
+        let mut notes = Vec::new();
+        let changed = progress.completed.iter().any(|c| c.changed);
+        let (undo, how): (Vec<PlannedStep>, &str) = if !changed {
+            (Vec::new(), "nothing had changed: nothing to undo")
+        } else if plan.rollback.is_empty() {
+            let mut undo = Vec::new();
+            for completed in progress.completed.iter().rev() {
+                match undo::undo(&completed.step, completed.changed, &completed.before) {
+                    Undo::Step(step) => undo.push(step),
+                    Undo::Unchanged => {}
+                    Undo::Irreversible(why) => {
+                        notes.push(format!("{}: {why}", completed.step.name));
+                    }
+                }
+            }
+            (undo, "the completed steps, undone in reverse order")
+        } else {
+            let declared = plan
+                .rollback
+                .iter()
+                .filter(|s| s.decision == Decision::Run)
+                .cloned()
+                .collect();
+            (
+                declared,
+                "the playbook's rollback steps, in the order written",
+            )
+        };
+        self.record(
+            context,
+            plan,
+            Kind::RollbackStarted,
+            json!({
+                "reason": reason,
+                "steps": undo.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+                "irreversible": notes,
+                "summary": format!("{}: {how}", reason),
+            }),
+        )?;
+        let dry_run = self.gate().policy().dry_run || self.inner.settings.force_dry_run;
+        let mut failed = Vec::new();
+        for (index, step) in undo.iter().enumerate() {
+            let ceiling = self
+                .gate()
+                .ceiling(context.playbook_ceiling, plan.target.namespace.as_deref());
+            if step.risk > ceiling.risk {
+                let why = format!(
+                    "rollback step {} (risk {}) is above the ceiling `{}`: a human must run it",
+                    step.name, step.risk, ceiling.risk
+                );
+                self.record(
+                    context,
+                    plan,
+                    Kind::StepSkipped,
+                    json!({
+                        "step": step.name, "index": index, "phase": "rollback",
+                        "reason": why, "summary": why,
+                    }),
+                )?;
+                failed.push(why);
+                continue;
+            }
+            self.gate().action_executed(self.now());
+            if let Err(why) = self
+                .run_step(context, plan, step, index, "rollback", dry_run)
+                .await?
+            {
+                failed.push(format!("{}: {why}", step.name));
+            }
+        }
+        Ok(if failed.is_empty() {
+            Finish::RolledBack(reason)
+        } else {
+            Finish::RollbackIncomplete(format!("{reason}; undo failed: {}", failed.join("; ")))
+        })
+    }
+
+    fn record(&self, context: &Context, plan: &Plan, kind: Kind, detail: Value) -> Result<()> {
+        self.append(&Record {
+            at: self.now(),
+            kind,
+            playbook: context.playbook.clone(),
+            incident: Some(plan.incident.clone()),
+            detail,
+        })
+    }
+
+    fn append(&self, record: &Record) -> Result<()> {
+        self.inner.journal.append(record)?;
+        Ok(())
+    }
+
+    fn finish(&self, playbook: &str, incident: &str, finish: &Finish) -> Result<()> {
+        self.gate().incident_finished(incident, self.now());
+        let summary = match finish.reason() {
+            "" => finish.name().to_string(),
+            reason => format!("{}: {reason}", finish.name()),
+        };
+        self.append(&Record {
+            at: self.now(),
+            kind: Kind::RemediationFinished,
+            playbook: playbook.to_string(),
+            incident: Some(incident.to_string()),
+            detail: json!({"outcome": finish.name(), "reason": finish.reason(), "summary": summary}),
+        })?;
+        tracing::info!(
+            incident,
+            outcome = finish.name(),
+            reason = finish.reason(),
+            "remediation finished"
+        );
+        Ok(())
+    }
+
+    /// Claims `target` for `incident`; the incident already holding it, if another.
+    fn claim(&self, target: &str, incident: &str) -> Option<String> {
+        let mut claims = self
+            .inner
+            .claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match claims.get(target) {
+            Some(other) if other != incident => Some(other.clone()),
+            _ => {
+                claims.insert(target.to_string(), incident.to_string());
+                None
+            }
+        }
+    }
+
+    fn release(&self, target: &str) {
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(target);
+    }
+}
+
+/// Why the steps stopped.
+#[derive(Debug)]
+enum Failure {
+    /// The plan stops here; what completed stays.
+    Halt(String),
+    /// A step failed: undo what completed.
+    Rollback(String),
+}
+
+fn diagnosis_summary(diagnosis: &diagnose::Diagnosis, now: DateTime<Utc>) -> String {
+    let mut parts = Vec::new();
+    if let Some(owner) = &diagnosis.facts.owner {
+        parts.push(format!("owner {owner}"));
+    }
+    if let Some(target) = &diagnosis.target {
+        parts.push(format!("target {target}"));
+    }
+    let facts = &diagnosis.facts.target;
+    if let Some(revision) = facts.revision {
+        parts.push(format!("revision {revision}"));
+    }
+    if let Some(at) = facts.deployed_at {
+        let age = (now - at).to_std().unwrap_or_default();
+        parts.push(format!(
+            "rolled out {} ago",
+            crate::check::format_duration(age)
+        ));
+    }
+    parts.extend(diagnosis.notes.iter().cloned());
+    parts.join(", ")
+}
+
+fn plan_summary(plan: &Plan) -> String {
+    let steps: Vec<String> = plan
+        .steps
+        .iter()
+        .map(|s| match s.decision {
+            Decision::Run => format!("{} ({})", s.name, s.risk),
+            _ => format!("[skip {}]", s.name),
+        })
+        .collect();
+    format!("{} on {}", steps.join(" → "), plan.target)
+}

@@ -1,0 +1,206 @@
+//! Recovery: after a crash or a kill, the remediations the journal shows in flight — planned
+//! but never finished — are found and either resumed or rolled back; none is forgotten.
+//!
+//! What the journal says decides, entry by entry: the plan as it was made (not as the playbook
+//! reads now), the steps that completed with what they found before acting, a step that started
+//! and has no result (it may or may not have acted), an approval still waiting, a rollback
+//! under way.
+//!
+//! - A remediation **waiting for approval** goes on waiting for the same request: only that
+//!   answer counts, and no answer by its deadline still means rejected. A step above the
+//!   ceiling never runs because the engine restarted.
+//! - A remediation that was **rolling back** rolls back again from the start (every undo is
+//!   idempotent: what is already undone is left alone).
+//! - Otherwise the playbook's `onInterrupt` decides: `resume` runs the interrupted step again
+//!   (actions are idempotent, and a restart is recorded under its step key so it is not done
+//!   twice) and goes on; `rollback` (the default, and the rule when the playbook is gone)
+//!   undoes what completed. The interrupted step's own effect is unknown, so it cannot be
+//!   undone from what it found: the rollback says so.
+
+use super::{Completed, Context, Executor, Finish, Progress, Result};
+use crate::journal::{Entry, Kind};
+use crate::plan::Plan;
+
+/// A remediation the journal shows in flight.
+#[derive(Debug, Clone)]
+pub struct Interrupted {
+    /// The incident.
+    pub incident: String,
+    /// The playbook.
+    pub playbook: String,
+    /// The step that started and has no result, if any.
+    pub step: Option<String>,
+    /// The approval request still waiting, if any.
+    pub approval: Option<String>,
+    /// Whether it was rolling back.
+    pub rolling_back: Option<String>,
+    plan: Plan,
+    context: Context,
+    progress: Progress,
+}
+
+impl Executor {
+    /// The remediations the journal shows planned and not finished, oldest first.
+    pub fn interrupted(&self) -> Result<Vec<Interrupted>> {
+        let journal = &self.inner.journal;
+        let finished: std::collections::BTreeSet<String> = journal
+            .by_kind(Kind::RemediationFinished)?
+            .into_iter()
+            .filter_map(|e| e.record.incident)
+            .collect();
+        let mut found = Vec::new();
+        for planned in journal.by_kind(Kind::Planned)? {
+            let Some(incident) = planned.record.incident.clone() else {
+                continue;
+            };
+            if finished.contains(&incident) {
+                continue;
+            }
+            match read(&planned, &journal.timeline(&incident)?) {
+                Some(interrupted) => found.push(interrupted),
+                None => tracing::error!(
+                    incident,
+                    "the journaled plan cannot be read back; the remediation is left to a human"
+                ),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Resumes or rolls back every remediation in flight (see the module docs); `resume` says
+    /// whether a playbook asks to be resumed. Returns how each ended.
+    pub async fn recover(&self, resume: impl Fn(&str) -> bool) -> Result<Vec<(String, Finish)>> {
+        let mut outcomes = Vec::new();
+        for interrupted in self.interrupted()? {
+            let Interrupted {
+                incident,
+                plan,
+                context,
+                progress,
+                ..
+            } = &interrupted;
+            tracing::warn!(
+                incident,
+                playbook = interrupted.playbook,
+                step = interrupted.step.as_deref().unwrap_or("-"),
+                "found a remediation in flight when the engine stopped"
+            );
+            self.claim(&plan.target.to_string(), incident);
+            let finish = if let Some(reason) = &interrupted.rolling_back {
+                self.gate().incident_started(incident, self.now());
+                let finish = self
+                    .rollback(context, plan, progress, reason.clone())
+                    .await?;
+                self.finish(&context.playbook, incident, &finish)?;
+                finish
+            } else if interrupted.approval.is_some() || resume(&interrupted.playbook) {
+                self.execute(context, plan, progress.clone()).await?
+            } else {
+                self.gate().incident_started(incident, self.now());
+                let at = interrupted.step.as_deref().map_or(String::new(), |step| {
+                    format!(" during step {step}, whose effect is unknown")
+                });
+                let reason = format!("the engine stopped mid-remediation{at}");
+                let finish = self.rollback(context, plan, progress, reason).await?;
+                self.finish(&context.playbook, incident, &finish)?;
+                finish
+            };
+            self.release(&plan.target.to_string());
+            outcomes.push((incident.clone(), finish));
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Rebuilds where a remediation stood from its timeline.
+fn read(planned: &Entry, timeline: &[Entry]) -> Option<Interrupted> {
+    let detail = &planned.record.detail;
+    let plan: Plan = serde_json::from_value(detail["plan"].clone()).ok()?;
+    let context = Context {
+        playbook: planned.record.playbook.clone(),
+        playbook_ceiling: serde_json::from_value(detail["context"]["playbookCeiling"].clone())
+            .ok()
+            .flatten(),
+        evidence: detail["context"]["evidence"].clone(),
+    };
+    let mut progress = Progress::default();
+    let mut step = None;
+    let mut approval: Option<(usize, String)> = None;
+    let mut rolling_back = None;
+    for entry in timeline.iter().filter(|e| e.seq > planned.seq) {
+        let detail = &entry.record.detail;
+        let index = detail["index"]
+            .as_u64()
+            .and_then(|i| usize::try_from(i).ok());
+        let forward = detail["phase"].as_str() != Some("rollback");
+        match (entry.record.kind, index) {
+            (Kind::StepStarted, Some(index)) if forward => {
+                step = Some(index);
+                progress.next = index;
+            }
+            (Kind::StepSucceeded, Some(index)) if forward => {
+                step = None;
+                progress.next = index + 1;
+                let Some(planned_step) = plan.steps.get(index) else {
+                    continue;
+                };
+                let dry_run = detail["dryRun"].as_bool().unwrap_or(false);
+                progress.runs += 1;
+                progress.dry_runs += usize::from(dry_run);
+                progress.completed.push(Completed {
+                    step: planned_step.clone(),
+                    changed: detail["changed"].as_bool().unwrap_or(true) && !dry_run,
+                    before: detail["before"].clone(),
+                });
+            }
+            (Kind::StepFailed, Some(index)) if forward => {
+                step = None;
+                progress.next = index + 1;
+            }
+            (Kind::StepSkipped, Some(index)) if forward => progress.next = index + 1,
+            (Kind::GateVerdict, Some(index)) => progress.next = index,
+            (Kind::ApprovalRequested, _) => {
+                let id = detail["approval"].as_str().unwrap_or_default().to_string();
+                let index = plan
+                    .steps
+                    .iter()
+                    .position(|s| Some(s.name.as_str()) == detail["step"].as_str());
+                approval = index.map(|index| (index, id));
+            }
+            (Kind::ApprovalGranted, _) => {
+                if let Some((index, _)) = approval.take() {
+                    progress.approved = Some(index);
+                }
+            }
+            (Kind::ApprovalRejected | Kind::ApprovalExpired, _) => {
+                // The answer came; the plan halts at that step when it is reached again.
+                if let Some((index, id)) = approval.take() {
+                    progress.pending_approval = Some((index, id));
+                }
+            }
+            (Kind::RollbackStarted, _) => {
+                rolling_back = Some(
+                    detail["reason"]
+                        .as_str()
+                        .unwrap_or("a rollback was under way")
+                        .to_string(),
+                );
+            }
+            _ => {}
+        }
+    }
+    let waiting = approval.clone().map(|(_, id)| id);
+    if let Some(pending) = approval {
+        progress.pending_approval = Some(pending);
+    }
+    Some(Interrupted {
+        incident: plan.incident.clone(),
+        playbook: context.playbook.clone(),
+        step: step.and_then(|i| plan.steps.get(i)).map(|s| s.name.clone()),
+        approval: waiting,
+        rolling_back,
+        plan,
+        context,
+        progress,
+    })
+}

@@ -1,0 +1,592 @@
+//! Remediation end to end through the executor: real `kube::Client` against the in-process fake
+//! API server, a real SQLite journal, and (for verify) a real Prometheus. What a user relies on:
+//! a step above the ceiling never runs — rejected, unanswered, or across a restart; a failed
+//! step or verify undoes what completed, in reverse order; the breaker stops a failing loop;
+//! one target is never remediated twice at once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use salve::approval::{Answer, Approvals};
+use salve::executor::{Executor, Finish, Settings};
+use salve::gate::Gate;
+use salve::incident::{Incident, Incidents};
+use salve::journal::{Journal, Kind};
+use salve::kube_fake::FakeApiServer;
+use salve::playbook::Playbook;
+use salve::playbook::load::{Loaded, load_text};
+use salve::policy::Policy;
+use salve::prometheus::{self, RunningPrometheus, Scenario};
+use salve::signal::evaluate::Evaluator;
+use salve::signal::state::{LabelSet, SignalEvent, Transition};
+use serde_json::{Value, json};
+
+/// A policy: ceiling `medium`, live (not a dry run), a 1-second approval timeout, a breaker
+/// that opens after two failures.
+const POLICY: &str = "maxAutonomousRisk: medium\n  dryRun: false\n  approval: {timeout: 1s}\n  limits: {actionsPerHour: 100, concurrentIncidents: 5, circuitBreaker: {failures: 2, reset: 10m}}\n";
+
+fn load(text: &str) -> Loaded {
+    let mut loaded = Loaded::default();
+    load_text(Path::new("test.yaml"), text, &mut loaded);
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    loaded
+}
+
+fn policy(spec: &str) -> Arc<Policy> {
+    let text = format!(
+        "apiVersion: salve.dev/v1\nkind: AutonomyPolicy\nmetadata: {{name: test}}\nspec:\n  {spec}"
+    );
+    Arc::clone(&load(&text).policies[0])
+}
+
+/// A playbook acting on Deployment shop/api with `steps` (and `extra` spec lines).
+fn playbook(steps: &str, extra: &str) -> Arc<Playbook> {
+    let text = format!(
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: heal}}\nspec:\n  trigger:\n    promql: {{expr: 'vector(1)'}}\n  target: {{kind: Deployment, namespace: shop, name: api}}\n  steps:\n{steps}{extra}"
+    );
+    Arc::clone(&load(&text).playbooks[0])
+}
+
+struct Setup {
+    fake: FakeApiServer,
+    executor: Executor,
+    journal: Arc<Journal>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(policy_spec: &str, prometheus: Option<&RunningPrometheus>) -> Setup {
+    let (fake, client) = FakeApiServer::start().await.expect("the fake starts");
+    fake.insert(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "shop"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {"metadata": {"labels": {"app": "api"}},
+                         "spec": {"containers": [{"name": "app", "image": "api:1"}]}},
+        },
+    }))
+    .expect("seed the deployment");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Arc::new(Journal::open(&dir.path().join("journal.db")).expect("journal"));
+    let executor = executor(client, &journal, policy_spec, prometheus);
+    Setup {
+        fake,
+        executor,
+        journal,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    /// Opens an incident of `playbook` for pod `pod` and remediates it.
+    async fn remediate(&self, playbook: &Playbook, pod: &str) -> (Incident, Finish) {
+        let (incident, signal) = opened(playbook, pod);
+        let finish = self
+            .executor
+            .remediate(playbook, &incident, &signal)
+            .await
+            .expect("every decision journaled");
+        (incident, finish)
+    }
+
+    /// Answers the first approval request that appears, as `ana` would.
+    fn answer_when_asked(&self, answer: Answer) -> tokio::task::JoinHandle<()> {
+        let approvals = Approvals::new(Arc::clone(&self.journal));
+        tokio::spawn(async move {
+            loop {
+                if let Some(approval) = approvals.pending().expect("pending").pop() {
+                    approvals
+                        .answer(&approval.id, answer, "ana", Utc::now())
+                        .expect("answered");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+}
+
+fn executor(
+    client: kube::Client,
+    journal: &Arc<Journal>,
+    policy_spec: &str,
+    prometheus: Option<&RunningPrometheus>,
+) -> Executor {
+    let prometheus = prometheus
+        .map(|p| Evaluator::new(p.url(), Duration::from_secs(5)).expect("a Prometheus client"));
+    let settings = Settings {
+        poll: Duration::from_millis(100),
+        force_dry_run: false,
+        ..Settings::default()
+    };
+    Executor::new(
+        client,
+        Arc::clone(journal),
+        Gate::new(policy(policy_spec)),
+        prometheus,
+        settings,
+    )
+}
+
+/// An incident of `playbook` opened by a firing signal on pod `pod`.
+fn opened(playbook: &Playbook, pod: &str) -> (Incident, SignalEvent) {
+    let signal = SignalEvent {
+        at: Utc::now(),
+        labels: LabelSet::from([
+            ("namespace".to_string(), "shop".to_string()),
+            ("pod".to_string(), pod.to_string()),
+        ]),
+        transition: Transition::Firing,
+        value: Some(1.0),
+        values: Default::default(),
+        active_at: Some(Utc::now()),
+    };
+    let change = Incidents::new()
+        .apply(playbook, &signal)
+        .expect("the firing signal opens an incident");
+    (change.incident, signal)
+}
+
+/// A scenario with one series: the checks here ask about the clock, not the data.
+fn tiny() -> Scenario {
+    Scenario::new(Duration::from_secs(60))
+        .and_then(|s| s.series(r#"healthy{app="api"}"#, "1x10"))
+        .expect("scenario")
+}
+
+fn replicas(fake: &FakeApiServer) -> i64 {
+    deployment(fake)["spec"]["replicas"]
+        .as_i64()
+        .expect("replicas")
+}
+
+fn deployment(fake: &FakeApiServer) -> Value {
+    fake.get("apps/v1", "Deployment", Some("shop"), "api")
+        .expect("the deployment exists")
+}
+
+/// The journal's entries of `incident` as `kind step` strings, e.g. `step_succeeded scale-up`.
+fn story(journal: &Journal, incident: &str) -> Vec<String> {
+    journal
+        .timeline(incident)
+        .expect("timeline")
+        .into_iter()
+        .map(|e| {
+            let step = e.record.detail["step"].as_str().unwrap_or_default();
+            format!("{} {step}", e.record.kind.as_str())
+                .trim_end()
+                .to_string()
+        })
+        .collect()
+}
+
+fn writes(fake: &FakeApiServer) -> usize {
+    fake.requests().iter().filter(|r| r.method != "GET").count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_step_undoes_the_completed_steps_in_reverse_order() {
+    let s = setup(POLICY, None).await;
+    let playbook = playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: mark, action: annotate, risk: low, params: {annotations: {salve.dev/healing: 'yes'}}}\n    - {name: raise, action: patch_resources, risk: medium, params: {container: missing, memoryLimit: 1Gi}}\n",
+        "",
+    );
+    let (incident, finish) = s.remediate(&playbook, "api-1").await;
+    assert!(
+        matches!(&finish, Finish::RolledBack(reason) if reason.contains("step raise failed")),
+        "{finish:?}"
+    );
+    let story = story(&s.journal, &incident.id);
+    let from = story
+        .iter()
+        .position(|e| e == "step_failed raise")
+        .expect("the failure is journaled");
+    assert_eq!(
+        story[from..],
+        [
+            "step_failed raise",
+            "rollback_started",
+            "step_started undo-mark",
+            "step_succeeded undo-mark",
+            "step_started undo-scale-up",
+            "step_succeeded undo-scale-up",
+            "remediation_finished",
+        ],
+        "{story:#?}"
+    );
+    assert_eq!(replicas(&s.fake), 3, "scaled back");
+    assert!(
+        deployment(&s.fake)["metadata"]["annotations"]
+            .get("salve.dev/healing")
+            .is_none(),
+        "the annotation it added is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verify_that_does_not_hold_rolls_back_and_one_that_holds_remediates() {
+    let prometheus = prometheus::start(&tiny()).expect("prometheus");
+    let s = setup(POLICY, Some(&prometheus)).await;
+    let scale = "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n";
+    let never = playbook(scale, "  verify: {promql: 'vector(1) < 0', within: 1s}\n");
+    let (incident, finish) = s.remediate(&never, "api-1").await;
+    assert!(
+        matches!(&finish, Finish::RolledBack(reason) if reason.contains("verify failed")),
+        "{finish:?}"
+    );
+    assert_eq!(replicas(&s.fake), 3, "scaled back after the failed verify");
+    assert!(story(&s.journal, &incident.id).contains(&"verify_failed".to_string()));
+
+    let holds = playbook(scale, "  verify: {promql: 'vector(1)', within: 5s}\n");
+    let (_, finish) = s.remediate(&holds, "api-2").await;
+    assert_eq!(finish, Finish::Remediated);
+    assert_eq!(replicas(&s.fake), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_above_the_ceiling_never_runs_unanswered_or_rejected() {
+    let s = setup(POLICY, None).await;
+    let risky = playbook(
+        "    - {name: drain, action: scale, risk: high, params: {replicas: 0}}\n",
+        "",
+    );
+    // Nobody answers: rejected at the deadline.
+    let before = writes(&s.fake);
+    let (incident, finish) = s.remediate(&risky, "api-1").await;
+    assert!(
+        matches!(&finish, Finish::Halted(reason) if reason.contains("not approved")),
+        "{finish:?}"
+    );
+    assert_eq!(
+        writes(&s.fake),
+        before,
+        "nothing was written to the cluster"
+    );
+    assert!(story(&s.journal, &incident.id).contains(&"approval_expired".to_string()));
+
+    // A person rejects it.
+    let answer = s.answer_when_asked(Answer::Reject("not now".into()));
+    let (_, finish) = s.remediate(&risky, "api-2").await;
+    answer.await.expect("the answer was given");
+    assert!(
+        matches!(&finish, Finish::Halted(reason) if reason.contains("rejected by ana: not now")),
+        "{finish:?}"
+    );
+    assert_eq!(writes(&s.fake), before, "still nothing written");
+    assert_eq!(replicas(&s.fake), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_step_runs() {
+    let s = setup(&POLICY.replace("timeout: 1s", "timeout: 30s"), None).await;
+    let risky = playbook(
+        "    - {name: drain, action: scale, risk: high, params: {replicas: 0}}\n",
+        "",
+    );
+    let answer = s.answer_when_asked(Answer::Approve);
+    let (_, finish) = s.remediate(&risky, "api-1").await;
+    answer.await.expect("answered");
+    assert_eq!(finish, Finish::Remediated);
+    assert_eq!(replicas(&s.fake), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_while_waiting_for_approval_keeps_waiting_and_never_runs_the_step() {
+    let s = setup(POLICY.replace("timeout: 1s", "timeout: 2s").as_str(), None).await;
+    let risky = playbook(
+        "    - {name: drain, action: scale, risk: high, params: {replicas: 0}}\n",
+        "",
+    );
+    let (incident, signal) = opened(&risky, "api-1");
+    let first = s.executor.clone();
+    let (p, i, sg) = (Arc::clone(&risky), incident.clone(), signal.clone());
+    let waiting = tokio::spawn(async move { first.remediate(&p, &i, &sg).await });
+    // The engine "dies" while the request waits.
+    while Approvals::new(Arc::clone(&s.journal))
+        .pending()
+        .expect("pending")
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    waiting.abort();
+    let _ = waiting.await;
+    let before = writes(&s.fake);
+
+    let restarted = executor(s.fake.client().expect("client"), &s.journal, POLICY, None);
+    let interrupted = restarted.interrupted().expect("read");
+    assert_eq!(interrupted.len(), 1);
+    assert!(interrupted[0].approval.is_some(), "{interrupted:?}");
+    let outcomes = restarted.recover(|_| false).await.expect("recovered");
+    assert_eq!(outcomes.len(), 1);
+    assert!(
+        matches!(&outcomes[0].1, Finish::Halted(reason) if reason.contains("not approved")),
+        "{outcomes:?}"
+    );
+    assert_eq!(writes(&s.fake), before, "the step never ran");
+    assert_eq!(replicas(&s.fake), 3);
+    let story = story(&s.journal, &incident.id);
+    assert_eq!(
+        story
+            .iter()
+            .filter(|e| e.starts_with("approval_requested"))
+            .count(),
+        1,
+        "the same request, not a new one: {story:#?}"
+    );
+    assert!(restarted.interrupted().expect("read").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_breaker_opens_after_consecutive_failures_and_stops_the_next_remediation() {
+    let s = setup(POLICY, None).await;
+    let failing = playbook(
+        "    - {name: raise, action: patch_resources, risk: medium, params: {container: missing, memoryLimit: 1Gi}}\n",
+        "",
+    );
+    for pod in ["api-1", "api-2"] {
+        let (_, finish) = s.remediate(&failing, pod).await;
+        assert!(matches!(finish, Finish::RolledBack(_)), "{finish:?}");
+    }
+    let scale = playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n",
+        "",
+    );
+    let (_, finish) = s.remediate(&scale, "api-3").await;
+    assert!(
+        matches!(&finish, Finish::Halted(reason) if reason.contains("circuit breaker")),
+        "{finish:?}"
+    );
+    assert_eq!(replicas(&s.fake), 3, "the denied step did not run");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_incidents_on_one_target_are_remediated_once() {
+    let prometheus = prometheus::start(&tiny()).expect("prometheus");
+    let s = setup(POLICY, Some(&prometheus)).await;
+    // The second step holds a second from now: the remediation is still running while the
+    // other incidents arrive.
+    let soon = Utc::now().timestamp() + 1;
+    let slow = playbook(
+        &format!(
+            "    - {{name: scale-up, action: scale, risk: low, params: {{delta: 1}}}}\n    - {{name: settle, action: wait_for, risk: none, params: {{promql: 'vector(time()) > {soon}', timeout: 10s}}}}\n"
+        ),
+        "",
+    );
+    let runs = (0..4).map(|n| {
+        let executor = s.executor.clone();
+        let playbook = Arc::clone(&slow);
+        tokio::spawn(async move {
+            let (opened, signal) = opened(&playbook, &format!("api-{n}"));
+            executor.remediate(&playbook, &opened, &signal).await
+        })
+    });
+    let mut finishes = Vec::new();
+    for run in runs.collect::<Vec<_>>() {
+        finishes.push(run.await.expect("ran").expect("journaled"));
+    }
+    let correlated = finishes
+        .iter()
+        .filter(|f| matches!(f, Finish::Correlated(_)))
+        .count();
+    assert_eq!(correlated, 3, "{finishes:?}");
+    assert_eq!(replicas(&s.fake), 4, "scaled up by one, once");
+    let correlated = s.journal.by_kind(Kind::Correlated).expect("read");
+    assert_eq!(correlated.len(), 3);
+}
+
+/// `salve run` against the fake API server (through a kubeconfig) and a real Prometheus.
+struct Daemon {
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+    prometheus: String,
+}
+
+impl Daemon {
+    fn new(fake: &FakeApiServer, prometheus: &RunningPrometheus, playbook: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]\ncurrent-context: fake\n",
+                fake.url()
+            ),
+        )
+        .expect("write the kubeconfig");
+        std::fs::create_dir(dir.path().join("playbooks")).expect("mkdir");
+        std::fs::write(dir.path().join("playbooks/heal.yaml"), playbook).expect("playbook");
+        std::fs::write(
+            dir.path().join("policy.yaml"),
+            format!("apiVersion: salve.dev/v1\nkind: AutonomyPolicy\nmetadata: {{name: live}}\nspec:\n  {POLICY}"),
+        )
+        .expect("policy");
+        Daemon {
+            kubeconfig,
+            prometheus: prometheus.url().to_string(),
+            dir,
+        }
+    }
+
+    fn journal(&self) -> std::path::PathBuf {
+        self.dir.path().join("journal.db")
+    }
+
+    fn start(&self) -> std::process::Child {
+        let dir = self.dir.path();
+        std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(["run", "--playbooks"])
+            .arg(dir.join("playbooks"))
+            .arg("--policy")
+            .arg(dir.join("policy.yaml"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--prometheus", &self.prometheus, "--poll-interval", "200ms"])
+            .arg("--journal")
+            .arg(self.journal())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start salve run")
+    }
+
+    /// Waits until the journal holds an entry for which `found` is true.
+    async fn wait_for(&self, what: &str, found: impl Fn(&salve::journal::Entry) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(journal) = Journal::open(&self.journal())
+                && journal.since(0).expect("read").iter().any(&found)
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_killed_mid_remediation_rolls_it_back_on_restart_with_nothing_lost() {
+    let prometheus = prometheus::start(&tiny()).expect("prometheus");
+    let s = setup(POLICY, None).await;
+    // Holds for the first few seconds only: the restarted engine sees no new incident.
+    let until = Utc::now().timestamp() + 6;
+    let playbook = format!(
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: heal}}\nspec:\n  trigger:\n    promql: {{expr: 'vector(time()) < {until}'}}\n    interval: 1s\n  target: {{kind: Deployment, namespace: shop, name: api}}\n  steps:\n    - {{name: scale-up, action: scale, risk: low, params: {{replicas: 5}}}}\n    - {{name: settle, action: wait_for, risk: none, params: {{promql: 'vector(1) < 0', timeout: 1h}}}}\n"
+    );
+    let daemon = Daemon::new(&s.fake, &prometheus, &playbook);
+    let mut engine = daemon.start();
+    daemon
+        .wait_for("the second step to start", |e| {
+            e.record.kind == Kind::StepStarted && e.record.detail["step"] == "settle"
+        })
+        .await;
+    assert_eq!(replicas(&s.fake), 5, "the first step ran");
+    // SIGKILL: no destructor, no shutdown, nothing flushed on the way out.
+    engine.kill().expect("kill the engine");
+    engine.wait().expect("reap");
+    let before: Vec<_> = Journal::open(&daemon.journal())
+        .expect("journal")
+        .since(0)
+        .expect("read");
+
+    // Past the trigger's window: only the recovery acts.
+    let wait = (until + 1 - Utc::now().timestamp()).max(0);
+    tokio::time::sleep(Duration::from_secs(wait.unsigned_abs())).await;
+    let mut restarted = daemon.start();
+    daemon
+        .wait_for("the interrupted remediation to finish", |e| {
+            e.record.kind == Kind::RemediationFinished
+        })
+        .await;
+    restarted.kill().expect("stop");
+    restarted.wait().expect("reap");
+
+    let after = Journal::open(&daemon.journal())
+        .expect("journal")
+        .since(0)
+        .expect("read");
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "nothing written before the kill is lost"
+    );
+    let finish = after
+        .iter()
+        .find(|e| e.record.kind == Kind::RemediationFinished)
+        .expect("finished");
+    assert_eq!(finish.record.detail["outcome"], "rolled_back", "{finish:?}");
+    assert!(
+        finish.record.detail["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("stopped mid-remediation during step settle")),
+        "{finish:?}"
+    );
+    assert_eq!(replicas(&s.fake), 3, "the completed step was undone");
+    let opened = after
+        .iter()
+        .filter(|e| e.record.kind == Kind::IncidentOpened)
+        .count();
+    assert_eq!(opened, 1, "the restart opened no second incident");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_playbook_that_asks_to_resume_goes_on_from_the_interrupted_step() {
+    let prometheus = prometheus::start(&tiny()).expect("prometheus");
+    let s = setup(POLICY, Some(&prometheus)).await;
+    let soon = Utc::now().timestamp() + 2;
+    let playbook = playbook(
+        &format!(
+            "    - {{name: scale-up, action: scale, risk: low, params: {{delta: 1}}}}\n    - {{name: settle, action: wait_for, risk: none, params: {{promql: 'vector(time()) > {soon}', timeout: 1m}}}}\n    - {{name: mark, action: annotate, risk: low, params: {{annotations: {{healed: 'yes'}}}}}}\n"
+        ),
+        "  onInterrupt: resume\n",
+    );
+    let (incident, signal) = opened(&playbook, "api-1");
+    let first = s.executor.clone();
+    let (p, i, sg) = (Arc::clone(&playbook), incident.clone(), signal.clone());
+    let running = tokio::spawn(async move { first.remediate(&p, &i, &sg).await });
+    while !story(&s.journal, &incident.id).contains(&"step_started settle".to_string()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.abort();
+    let _ = running.await;
+    assert_eq!(replicas(&s.fake), 4);
+
+    let restarted = executor(
+        s.fake.client().expect("client"),
+        &s.journal,
+        POLICY,
+        Some(&prometheus),
+    );
+    let outcomes = restarted
+        .recover(|name| name == "heal")
+        .await
+        .expect("recovered");
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].1, Finish::Remediated, "{outcomes:?}");
+    assert_eq!(replicas(&s.fake), 4, "the completed step did not run again");
+    assert_eq!(
+        deployment(&s.fake)["metadata"]["annotations"]["healed"],
+        "yes"
+    );
+    let story = story(&s.journal, &incident.id);
+    assert_eq!(
+        story
+            .iter()
+            .filter(|e| *e == "step_started scale-up")
+            .count(),
+        1,
+        "{story:#?}"
+    );
+    assert_eq!(
+        story.iter().filter(|e| *e == "step_started settle").count(),
+        2,
+        "the interrupted step ran again: {story:#?}"
+    );
+}
