@@ -1,17 +1,17 @@
-//! Salve's built-in actions through the real `kube::Client` against the in-process fake API
-//! server: what each changes, that a second run changes nothing, and that a dry run sends
-//! `dryRun=All` and changes nothing.
+//! Salve's built-in actions through the real `kube::Client`: what each changes, that a second
+//! run changes nothing, and that a dry run changes nothing. Every test runs in an [`Env`]: the
+//! in-process fake API server, or a real cluster.
 //!
 //! # Against a real cluster
 //!
-//! With `SALVE_TEST_KUBECONFIG=/path/to/kubeconfig`, the tests built on [`Env`]
-//! (`rollout_undo`, `evict`, `capture_logs`) run against that cluster instead of the fake:
-//! each in a fresh namespace `salve-test-…` labelled `salve.dev/test=true`, created by the
-//! test and deleted when it ends, even on failure (after a killed run:
-//! `kubectl delete namespace -l salve.dev/test=true`). Their pods run
+//! With `SALVE_TEST_KUBECONFIG=/path/to/kubeconfig`, every test runs against that cluster
+//! instead of the fake: each in a fresh namespace `salve-test-…` labelled
+//! `salve.dev/test=true`, created by the test and deleted when it ends, even on failure (after a
+//! killed run: `kubectl delete namespace -l salve.dev/test=true`). Their pods run
 //! `registry.k8s.io/pause`, so the cluster must be able to pull it. What only the fake can do —
-//! seeded logs and pod status, draining a node, reading the requests sent — is skipped there
-//! with a printed note. The older tests (`scale`, `rollout_restart`, ...) use the fake only.
+//! seeded logs and pod status, reading the requests sent (`dryRun=All`) — is skipped there, and
+//! so is what would change the cluster's Nodes (cordoning, draining): the tests that need it
+//! print a note and pass.
 //!
 //! ```text
 //! SALVE_TEST_KUBECONFIG=~/.kube/kind cargo test --test tests -- actions::
@@ -30,312 +30,10 @@ use salve::plan::{Decision, ObjectRef, PlannedStep};
 use salve::risk::Risk;
 use serde_json::{Value, json};
 
-async fn cluster() -> (FakeApiServer, Cluster) {
-    let (fake, client) = FakeApiServer::start().await.expect("the fake starts");
-    fake.insert(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "api", "namespace": "shop"},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {"metadata": {"labels": {"app": "api"}},
-                         "spec": {"containers": [
-                             {"name": "app", "image": "api:1",
-                              "resources": {"limits": {"memory": "512Mi", "cpu": "500m"},
-                                            "requests": {"memory": "256Mi"}}},
-                             {"name": "proxy", "image": "proxy:1"},
-                         ]}},
-        },
-    }))
-    .expect("seed the deployment");
-    fake.insert(json!({
-        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "spec": {},
-    }))
-    .expect("seed the node");
-    fake.insert(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "api-1", "namespace": "shop", "labels": {"app": "api"}},
-        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "api:1"}]},
-    }))
-    .expect("seed the pod");
-    (fake, Cluster::new(client))
-}
-
-fn step(action: Action, params: Value) -> PlannedStep {
-    let params: BTreeMap<String, Value> = serde_json::from_value(params).expect("a map");
-    PlannedStep {
-        name: action.as_str().to_string(),
-        action: Some(action),
-        risk: Risk::Low,
-        params,
-        timeout: Duration::from_secs(60),
-        decision: Decision::Run,
-    }
-}
-
-fn target(kind: &str, namespace: Option<&str>, name: &str) -> ObjectRef {
-    ObjectRef {
-        kind: kind.into(),
-        name: name.into(),
-        namespace: namespace.map(str::to_string),
-    }
-}
-
-async fn run(cluster: &Cluster, step: &PlannedStep, target: &ObjectRef, dry: bool) -> Outcome {
-    cluster
-        .run(step, target, "inc-1/step", dry)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn replicas(fake: &FakeApiServer) -> Value {
-    fake.get("apps/v1", "Deployment", Some("shop"), "api")
-        .expect("the deployment")["spec"]["replicas"]
-        .clone()
-}
-
-#[tokio::test]
-async fn scale_sets_replicas_within_bounds_once() {
-    let (fake, cluster) = cluster().await;
-    let api = target("Deployment", Some("shop"), "api");
-    let up = step(Action::Scale, json!({"replicas": 20, "max": 10}));
-    let done = run(&cluster, &up, &api, false).await;
-    assert!(done.changed, "{done:?}");
-    assert_eq!(done.message, "scaled from 3 to 10 replicas");
-    assert_eq!(replicas(&fake), 10);
-    let again = run(&cluster, &up, &api, false).await;
-    assert!(
-        !again.changed && again.message == "already at 10 replicas",
-        "{again:?}"
-    );
-    let delta = step(Action::Scale, json!({"delta": 2}));
-    run(&cluster, &delta, &api, false).await;
-    assert_eq!(replicas(&fake), 12);
-}
-
-#[tokio::test]
-async fn a_dry_run_changes_nothing_and_says_so_to_the_server() {
-    let (fake, cluster) = cluster().await;
-    let api = target("Deployment", Some("shop"), "api");
-    let done = run(
-        &cluster,
-        &step(Action::Scale, json!({"replicas": 5})),
-        &api,
-        true,
-    )
-    .await;
-    assert!(
-        done.dry_run && done.message.ends_with("(dry run)"),
-        "{done:?}"
-    );
-    assert_eq!(replicas(&fake), 3, "nothing changed");
-    let patches: Vec<_> = fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH")
-        .collect();
-    assert_eq!(patches.len(), 1);
-    assert_eq!(patches[0].param("dryRun"), Some("All"));
-}
-
-#[tokio::test]
-async fn rollout_restart_stamps_the_template_once_per_step() {
-    let (fake, cluster) = cluster().await;
-    let api = target("Deployment", Some("shop"), "api");
-    let restart = step(Action::RolloutRestart, json!({}));
-    assert!(run(&cluster, &restart, &api, false).await.changed);
-    let stored = fake
-        .get("apps/v1", "Deployment", Some("shop"), "api")
-        .expect("the deployment");
-    let annotations = &stored["spec"]["template"]["metadata"]["annotations"];
-    assert!(
-        annotations["kubectl.kubernetes.io/restartedAt"].is_string(),
-        "{stored:#}"
-    );
-    assert_eq!(annotations["salve.dev/restarted-for"], "inc-1/step");
-    // A retry of the same step after a crash does not restart again.
-    let retry = run(&cluster, &restart, &api, false).await;
-    assert!(!retry.changed, "{retry:?}");
-}
-
-#[tokio::test]
-async fn cordon_and_uncordon_are_idempotent() {
-    let (fake, cluster) = cluster().await;
-    let node = target("Node", None, "n1");
-    let unschedulable =
-        || fake.get("v1", "Node", None, "n1").expect("the node")["spec"]["unschedulable"].clone();
-    assert!(
-        run(&cluster, &step(Action::Cordon, json!({})), &node, false)
-            .await
-            .changed
-    );
-    assert_eq!(unschedulable(), true);
-    assert!(
-        !run(&cluster, &step(Action::Cordon, json!({})), &node, false)
-            .await
-            .changed
-    );
-    assert!(
-        run(&cluster, &step(Action::Uncordon, json!({})), &node, false)
-            .await
-            .changed
-    );
-    assert_eq!(unschedulable(), false);
-}
-
-#[tokio::test]
-async fn annotate_adds_only_what_is_missing() {
-    let (fake, cluster) = cluster().await;
-    let api = target("Deployment", Some("shop"), "api");
-    let note = step(
-        Action::Annotate,
-        json!({"annotations": {"salve.dev/incident": "inc-1"}}),
-    );
-    assert!(run(&cluster, &note, &api, false).await.changed);
-    let stored = fake
-        .get("apps/v1", "Deployment", Some("shop"), "api")
-        .expect("the deployment");
-    assert_eq!(
-        stored["metadata"]["annotations"]["salve.dev/incident"],
-        "inc-1"
-    );
-    assert!(!run(&cluster, &note, &api, false).await.changed);
-}
-
-#[tokio::test]
-async fn delete_pod_deletes_and_a_gone_pod_is_nothing_to_do() {
-    let (fake, cluster) = cluster().await;
-    let pod = target("Pod", Some("shop"), "api-1");
-    let delete = step(Action::DeletePod, json!({"gracePeriod": "10s"}));
-    assert!(run(&cluster, &delete, &pod, false).await.changed);
-    assert!(fake.get("v1", "Pod", Some("shop"), "api-1").is_none());
-    let again = run(&cluster, &delete, &pod, false).await;
-    assert_eq!(
-        (again.changed, again.message.as_str()),
-        (false, "already gone")
-    );
-}
-
-#[tokio::test]
-async fn a_missing_target_is_the_api_s_404_named() {
-    let (_fake, cluster) = cluster().await;
-    let gone = target("Deployment", Some("shop"), "nope");
-    let error = cluster
-        .run(
-            &step(Action::Scale, json!({"replicas": 1})),
-            &gone,
-            "k",
-            false,
-        )
-        .await
-        .expect_err("no such deployment");
-    let text = error.to_string();
-    assert!(text.contains("scale on Deployment shop/nope"), "{text}");
-    assert!(text.to_lowercase().contains("not found"), "{text}");
-}
-
-#[tokio::test]
-async fn patch_resources_raises_one_container_s_limit_once_per_step() {
-    let (fake, cluster) = cluster().await;
-    let api = target("Deployment", Some("shop"), "api");
-    let raise = step(
-        Action::PatchResources,
-        json!({"container": "app", "memoryLimitFactor": "1.5"}),
-    );
-    let done = run(&cluster, &raise, &api, false).await;
-    assert!(done.changed, "{done:?}");
-    assert_eq!(done.before["limits"]["memory"], "512Mi");
-    let stored = fake
-        .get("apps/v1", "Deployment", Some("shop"), "api")
-        .expect("the deployment");
-    let containers = &stored["spec"]["template"]["spec"]["containers"];
-    assert_eq!(containers[0]["resources"]["limits"]["memory"], "768Mi");
-    // The rest of the container and the other container are as they were.
-    assert_eq!(containers[0]["resources"]["limits"]["cpu"], "500m");
-    assert_eq!(containers[0]["resources"]["requests"]["memory"], "256Mi");
-    assert_eq!(containers[1]["name"], "proxy");
-    // A retry of the same step does not raise it again.
-    assert!(!run(&cluster, &raise, &api, false).await.changed);
-    assert_eq!(
-        fake.get("apps/v1", "Deployment", Some("shop"), "api")
-            .expect("the deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-            ["memory"],
-        "768Mi"
-    );
-    // A container without a memory limit cannot have it raised.
-    let proxy = step(
-        Action::PatchResources,
-        json!({"container": "proxy", "memoryLimitFactor": "2"}),
-    );
-    let error = cluster
-        .run(&proxy, &api, "inc-2/raise", false)
-        .await
-        .expect_err("no limit to raise");
-    assert!(error.to_string().contains("has no memory limit"), "{error}");
-}
-
-/// A webhook receiver on a free loopback port that answers `status` and keeps what it got.
-async fn webhook(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    use axum::http::StatusCode;
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = std::sync::Arc::clone(&got);
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let keep = std::sync::Arc::clone(&keep);
-            async move {
-                keep.lock().expect("not poisoned").push(body);
-                StatusCode::from_u16(status).expect("a status")
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, got)
-}
-
-#[tokio::test]
-async fn notify_posts_the_message_in_slack_s_format_and_marks_dry_runs() {
-    let (_fake, cluster) = cluster().await;
-    let api = target("Deployment", Some("shop"), "api");
-    let (url, got) = webhook(200).await;
-    let tell = step(
-        Action::Notify,
-        json!({"url": url, "message": "Rolled back shop/api"}),
-    );
-    assert!(run(&cluster, &tell, &api, false).await.changed);
-    run(&cluster, &tell, &api, true).await;
-    let bodies = got.lock().expect("not poisoned").clone();
-    assert_eq!(
-        bodies,
-        [
-            json!({"text": "Rolled back shop/api"}),
-            json!({"text": "[dry run] Rolled back shop/api"}),
-        ]
-    );
-    // A webhook that refuses is the step's failure, with what it said.
-    let (refusing, _) = webhook(500).await;
-    let error = cluster
-        .run(
-            &step(Action::Notify, json!({"url": refusing})),
-            &api,
-            "k",
-            false,
-        )
-        .await
-        .expect_err("refused");
-    assert!(
-        error.to_string().contains("the webhook answered 500"),
-        "{error}"
-    );
-}
-
 /// Where an [`Env`] test runs.
 const KUBECONFIG: &str = "SALVE_TEST_KUBECONFIG";
-/// The two images the rollout tests switch between (real ones, for real-cluster mode).
+/// The images the tests' pods run, and that the rollout tests switch between (real ones, for
+/// real-cluster mode).
 const OLD_IMAGE: &str = "registry.k8s.io/pause:3.9";
 const NEW_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
@@ -387,13 +85,19 @@ impl Env {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create the test namespace");
-        Env {
+        let env = Env {
             fake: None,
             cluster: Cluster::from_config(config).expect("a client"),
             client,
             namespace,
             kubeconfig: Some(path),
-        }
+        };
+        // A pod created before the namespace's `default` service account exists is refused.
+        env.wait_for("v1", "ServiceAccount", "default", "created", |sa| {
+            sa.is_some()
+        })
+        .await;
+        env
     }
 
     /// The fake, or `None` with a printed note in real-cluster mode.
@@ -505,6 +209,310 @@ impl Drop for Env {
     }
 }
 
+fn step(action: Action, params: Value) -> PlannedStep {
+    let params: BTreeMap<String, Value> = serde_json::from_value(params).expect("a map");
+    PlannedStep {
+        name: action.as_str().to_string(),
+        action: Some(action),
+        risk: Risk::Low,
+        params,
+        timeout: Duration::from_secs(60),
+        decision: Decision::Run,
+    }
+}
+
+fn target(kind: &str, namespace: Option<&str>, name: &str) -> ObjectRef {
+    ObjectRef {
+        kind: kind.into(),
+        name: name.into(),
+        namespace: namespace.map(str::to_string),
+    }
+}
+
+fn expect_error(result: salve::actions::Result<Outcome>, what: &str) -> String {
+    match result {
+        Ok(outcome) => panic!("{what}: expected an error, got {outcome:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The `api` Deployment the workload tests act on: 3 replicas, an `app` container with memory
+/// and CPU limits and a memory request, and a `proxy` container with no resources at all.
+fn api_deployment() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {"metadata": {"labels": {"app": "api"}},
+                         "spec": {"containers": [
+                             {"name": "app", "image": OLD_IMAGE,
+                              "resources": {"limits": {"memory": "512Mi", "cpu": "500m"},
+                                            "requests": {"memory": "256Mi"}}},
+                             {"name": "proxy", "image": OLD_IMAGE},
+                         ]}},
+        },
+    })
+}
+
+/// Seeds [`api_deployment`] in the test's namespace and returns the step target naming it.
+async fn seed_api(env: &Env) -> ObjectRef {
+    env.seed(api_deployment()).await;
+    env.target("Deployment", "api")
+}
+
+/// The `api` Deployment as the cluster has it now.
+async fn stored_api(env: &Env) -> Value {
+    env.get("apps/v1", "Deployment", "api")
+        .await
+        .expect("the deployment")
+}
+
+/// A workload's pod template containers.
+fn containers(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"]
+}
+
+#[tokio::test]
+async fn scale_sets_replicas_within_bounds_once() {
+    let env = Env::start().await;
+    let api = seed_api(&env).await;
+    let up = step(Action::Scale, json!({"replicas": 20, "max": 10}));
+    let done = env.run(&up, &api, "inc-1/scale", false).await;
+    assert!(done.changed, "{done:?}");
+    assert_eq!(done.message, "scaled from 3 to 10 replicas");
+    assert_eq!(stored_api(&env).await["spec"]["replicas"], 10);
+    let again = env.run(&up, &api, "inc-1/scale", false).await;
+    assert!(
+        !again.changed && again.message == "already at 10 replicas",
+        "{again:?}"
+    );
+    let delta = step(Action::Scale, json!({"delta": 2}));
+    env.run(&delta, &api, "inc-1/grow", false).await;
+    assert_eq!(stored_api(&env).await["spec"]["replicas"], 12);
+}
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing_and_says_so_to_the_server() {
+    let env = Env::start().await;
+    let api = seed_api(&env).await;
+    let five = step(Action::Scale, json!({"replicas": 5}));
+    let done = env.run(&five, &api, "inc-1/scale", true).await;
+    assert!(
+        done.dry_run && done.message.ends_with("(dry run)"),
+        "{done:?}"
+    );
+    assert_eq!(
+        stored_api(&env).await["spec"]["replicas"],
+        3,
+        "nothing changed"
+    );
+    if let Some(fake) = &env.fake {
+        let patches: Vec<_> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .collect();
+        assert_eq!(patches.len(), 1);
+        assert_eq!(patches[0].param("dryRun"), Some("All"));
+    }
+}
+
+#[tokio::test]
+async fn rollout_restart_stamps_the_template_once_per_step() {
+    let env = Env::start().await;
+    let api = seed_api(&env).await;
+    let restart = step(Action::RolloutRestart, json!({}));
+    assert!(
+        env.run(&restart, &api, "inc-1/restart", false)
+            .await
+            .changed
+    );
+    let stored = stored_api(&env).await;
+    let annotations = &stored["spec"]["template"]["metadata"]["annotations"];
+    assert!(
+        annotations["kubectl.kubernetes.io/restartedAt"].is_string(),
+        "{stored:#}"
+    );
+    assert_eq!(annotations["salve.dev/restarted-for"], "inc-1/restart");
+    // A retry of the same step after a crash does not restart again.
+    let retry = env.run(&restart, &api, "inc-1/restart", false).await;
+    assert!(!retry.changed, "{retry:?}");
+}
+
+#[tokio::test]
+async fn cordon_and_uncordon_are_idempotent() {
+    let env = Env::start().await;
+    let Some(fake) = env.fake_only("cordoning a node") else {
+        return;
+    };
+    fake.insert(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "spec": {},
+    }))
+    .expect("seed the node");
+    let node = target("Node", None, "n1");
+    let unschedulable =
+        || fake.get("v1", "Node", None, "n1").expect("the node")["spec"]["unschedulable"].clone();
+    let cordon = step(Action::Cordon, json!({}));
+    assert!(env.run(&cordon, &node, "inc-1/cordon", false).await.changed);
+    assert_eq!(unschedulable(), true);
+    assert!(!env.run(&cordon, &node, "inc-1/cordon", false).await.changed);
+    let uncordon = step(Action::Uncordon, json!({}));
+    assert!(
+        env.run(&uncordon, &node, "inc-1/uncordon", false)
+            .await
+            .changed
+    );
+    assert_eq!(unschedulable(), false);
+}
+
+#[tokio::test]
+async fn annotate_adds_only_what_is_missing() {
+    let env = Env::start().await;
+    let api = seed_api(&env).await;
+    let note = step(
+        Action::Annotate,
+        json!({"annotations": {"salve.dev/incident": "inc-1"}}),
+    );
+    assert!(env.run(&note, &api, "inc-1/note", false).await.changed);
+    assert_eq!(
+        stored_api(&env).await["metadata"]["annotations"]["salve.dev/incident"],
+        "inc-1"
+    );
+    assert!(!env.run(&note, &api, "inc-1/note", false).await.changed);
+}
+
+#[tokio::test]
+async fn delete_pod_deletes_and_a_gone_pod_is_nothing_to_do() {
+    let env = Env::start().await;
+    env.seed(pause_pod("api-1", "api")).await;
+    let pod = env.target("Pod", "api-1");
+    let delete = step(Action::DeletePod, json!({"gracePeriod": "10s"}));
+    assert!(env.run(&delete, &pod, "inc-1/delete", false).await.changed);
+    env.wait_for("v1", "Pod", "api-1", "gone", |pod| pod.is_none())
+        .await;
+    let again = env.run(&delete, &pod, "inc-1/delete", false).await;
+    assert_eq!(
+        (again.changed, again.message.as_str()),
+        (false, "already gone")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_target_is_the_api_s_404_named() {
+    let env = Env::start().await;
+    let gone = env.target("Deployment", "nope");
+    let error = expect_error(
+        env.cluster
+            .run(
+                &step(Action::Scale, json!({"replicas": 1})),
+                &gone,
+                "k",
+                false,
+            )
+            .await,
+        "no such deployment",
+    );
+    let named = format!("scale on Deployment {}/nope", env.namespace);
+    assert!(error.contains(&named), "{error}");
+    assert!(error.to_lowercase().contains("not found"), "{error}");
+}
+
+#[tokio::test]
+async fn patch_resources_raises_one_container_s_limit_once_per_step() {
+    let env = Env::start().await;
+    let api = seed_api(&env).await;
+    let raise = step(
+        Action::PatchResources,
+        json!({"container": "app", "memoryLimitFactor": "1.5"}),
+    );
+    let done = env.run(&raise, &api, "inc-1/raise", false).await;
+    assert!(done.changed, "{done:?}");
+    assert_eq!(done.before["limits"]["memory"], "512Mi");
+    let stored = stored_api(&env).await;
+    let app = &containers(&stored)[0]["resources"];
+    assert_eq!(app["limits"]["memory"], "768Mi");
+    // The rest of the container and the other container are as they were.
+    assert_eq!(app["limits"]["cpu"], "500m");
+    assert_eq!(app["requests"]["memory"], "256Mi");
+    assert_eq!(containers(&stored)[1]["name"], "proxy");
+    // A retry of the same step does not raise it again.
+    assert!(!env.run(&raise, &api, "inc-1/raise", false).await.changed);
+    assert_eq!(
+        containers(&stored_api(&env).await)[0]["resources"]["limits"]["memory"],
+        "768Mi"
+    );
+    // A container without a memory limit cannot have it raised.
+    let proxy = step(
+        Action::PatchResources,
+        json!({"container": "proxy", "memoryLimitFactor": "2"}),
+    );
+    let error = expect_error(
+        env.cluster.run(&proxy, &api, "inc-2/raise", false).await,
+        "no limit to raise",
+    );
+    assert!(error.contains("has no memory limit"), "{error}");
+}
+
+/// A webhook receiver on a free loopback port that answers `status` and keeps what it got.
+async fn webhook(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::http::StatusCode;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let keep = std::sync::Arc::clone(&keep);
+            async move {
+                keep.lock().expect("not poisoned").push(body);
+                StatusCode::from_u16(status).expect("a status")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn notify_posts_the_message_in_slack_s_format_and_marks_dry_runs() {
+    let env = Env::start().await;
+    let api = env.target("Deployment", "api");
+    let (url, got) = webhook(200).await;
+    let tell = step(
+        Action::Notify,
+        json!({"url": url, "message": "Rolled back shop/api"}),
+    );
+    assert!(env.run(&tell, &api, "inc-1/tell", false).await.changed);
+    env.run(&tell, &api, "inc-1/tell", true).await;
+    let bodies = got.lock().expect("not poisoned").clone();
+    assert_eq!(
+        bodies,
+        [
+            json!({"text": "Rolled back shop/api"}),
+            json!({"text": "[dry run] Rolled back shop/api"}),
+        ]
+    );
+    // A webhook that refuses is the step's failure, with what it said.
+    let (refusing, _) = webhook(500).await;
+    let error = expect_error(
+        env.cluster
+            .run(
+                &step(Action::Notify, json!({"url": refusing})),
+                &api,
+                "k",
+                false,
+            )
+            .await,
+        "refused",
+    );
+    assert!(error.contains("the webhook answered 500"), "{error}");
+}
+
 fn web(name: &str, image: &str) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -526,13 +534,6 @@ fn revision_is(n: u64) -> impl Fn(Option<&Value>) -> bool {
     move |d| {
         d.and_then(|d| d["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str())
             == Some(n.to_string().as_str())
-    }
-}
-
-fn expect_error(result: salve::actions::Result<Outcome>, what: &str) -> String {
-    match result {
-        Ok(outcome) => panic!("{what}: expected an error, got {outcome:?}"),
-        Err(e) => e.to_string(),
     }
 }
 

@@ -133,6 +133,15 @@ fn executor(
 
 /// An incident of `playbook` opened by a firing signal on pod `pod`.
 fn opened(playbook: &Playbook, pod: &str) -> (Incident, SignalEvent) {
+    opened_since(playbook, pod, Utc::now())
+}
+
+/// [`opened`], its signal holding since `active_at`.
+fn opened_since(
+    playbook: &Playbook,
+    pod: &str,
+    active_at: chrono::DateTime<Utc>,
+) -> (Incident, SignalEvent) {
     let signal = SignalEvent {
         at: Utc::now(),
         labels: LabelSet::from([
@@ -142,7 +151,7 @@ fn opened(playbook: &Playbook, pod: &str) -> (Incident, SignalEvent) {
         transition: Transition::Firing,
         value: Some(1.0),
         values: Default::default(),
-        active_at: Some(Utc::now()),
+        active_at: Some(active_at),
     };
     let change = Incidents::new()
         .apply(playbook, &signal)
@@ -380,7 +389,9 @@ async fn concurrent_incidents_on_one_target_are_remediated_once() {
         let executor = s.executor.clone();
         let playbook = Arc::clone(&slow);
         tokio::spawn(async move {
-            let (opened, signal) = opened(&playbook, &format!("api-{n}"));
+            // api-3's signal started first.
+            let since = Utc::now() - chrono::TimeDelta::minutes(n);
+            let (opened, signal) = opened_since(&playbook, &format!("api-{n}"), since);
             executor.remediate(&playbook, &opened, &signal).await
         })
     });
@@ -396,6 +407,13 @@ async fn concurrent_incidents_on_one_target_are_remediated_once() {
     assert_eq!(replicas(&s.fake), 4, "scaled up by one, once");
     let correlated = s.journal.by_kind(Kind::Correlated).expect("read");
     assert_eq!(correlated.len(), 3);
+    // Each names the earliest signal known then; the last, the earliest of all, whichever
+    // incident claimed the target first.
+    let last = correlated.last().expect("correlated");
+    assert_eq!(
+        last.record.detail["root"]["pod"], "api-3",
+        "{correlated:#?}"
+    );
 }
 
 /// `salve run` against the fake API server (through a kubeconfig) and a real Prometheus.
@@ -436,6 +454,10 @@ impl Daemon {
     }
 
     fn start(&self) -> std::process::Child {
+        self.start_with(&[])
+    }
+
+    fn start_with(&self, args: &[&str]) -> std::process::Child {
         let dir = self.dir.path();
         std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
             .args(["run", "--playbooks"])
@@ -447,6 +469,7 @@ impl Daemon {
             .args(["--prometheus", &self.prometheus, "--poll-interval", "200ms"])
             .arg("--journal")
             .arg(self.journal())
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -588,5 +611,51 @@ async fn a_playbook_that_asks_to_resume_goes_on_from_the_interrupted_step() {
         story.iter().filter(|e| *e == "step_started settle").count(),
         2,
         "the interrupted step ran again: {story:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_parks_a_remediation_that_outlives_the_grace_period() {
+    let prometheus = prometheus::start(&tiny()).expect("prometheus");
+    let s = setup(POLICY, None).await;
+    let until = Utc::now().timestamp() + 60;
+    let playbook = format!(
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: heal}}\nspec:\n  trigger:\n    promql: {{expr: 'vector(time()) < {until}'}}\n    interval: 1s\n  target: {{kind: Deployment, namespace: shop, name: api}}\n  steps:\n    - {{name: scale-up, action: scale, risk: low, params: {{replicas: 5}}}}\n    - {{name: settle, action: wait_for, risk: none, params: {{promql: 'vector(1) < 0', timeout: 1h}}}}\n"
+    );
+    let daemon = Daemon::new(&s.fake, &prometheus, &playbook);
+    let mut engine = daemon.start_with(&["--grace", "1s"]);
+    daemon
+        .wait_for("the second step to start", |e| {
+            e.record.kind == Kind::StepStarted && e.record.detail["step"] == "settle"
+        })
+        .await;
+    let asked = std::time::Instant::now();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &engine.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    let status = loop {
+        if let Some(status) = engine.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "salve run did not stop after its 1 s grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "a graceful stop exits 0: {status:?}");
+    // Parked, not finished: where it stood is in the journal for the next start.
+    let journal = Arc::new(Journal::open(&daemon.journal()).expect("journal"));
+    let in_flight = executor(s.fake.client().expect("client"), &journal, POLICY, None)
+        .interrupted()
+        .expect("read");
+    assert_eq!(in_flight.len(), 1, "{in_flight:?}");
+    assert_eq!(in_flight[0].step.as_deref(), Some("settle"));
+    assert_eq!(
+        replicas(&s.fake),
+        5,
+        "parked as it stood, not rolled back on the way out"
     );
 }

@@ -116,28 +116,36 @@ pub async fn run(
 ) {
     let mut remediations = JoinSet::new();
     if let Some(executor) = &executor {
-        let executor = executor.clone();
-        let active = Arc::clone(&active);
-        remediations.spawn(async move {
-            let resume = |name: &str| {
-                active
-                    .load()
-                    .playbook(name)
-                    .is_some_and(|p| p.on_interrupt == crate::playbook::OnInterrupt::Resume)
-            };
-            match executor.recover(resume).await {
-                Ok(outcomes) => {
-                    for (incident, finish) in outcomes {
-                        tracing::info!(
-                            incident,
-                            outcome = finish.name(),
-                            "recovered a remediation"
-                        );
+        // Targets of interrupted remediations are claimed before any evaluation runs.
+        match executor.prepare_recovery() {
+            Ok(recovery) if recovery.is_empty() => {}
+            Ok(recovery) => {
+                let active = Arc::clone(&active);
+                remediations.spawn(async move {
+                    let resume = |name: &str| {
+                        active
+                            .load()
+                            .playbook(name)
+                            .is_some_and(|p| p.on_interrupt == crate::playbook::OnInterrupt::Resume)
+                    };
+                    match recovery.run(resume).await {
+                        Ok(outcomes) => {
+                            for (incident, finish) in outcomes {
+                                tracing::info!(
+                                    incident,
+                                    outcome = finish.name(),
+                                    "recovered a remediation"
+                                );
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "cannot recover remediations in flight");
+                        }
                     }
-                }
-                Err(error) => tracing::error!(%error, "cannot recover remediations in flight"),
+                });
             }
-        });
+            Err(error) => tracing::error!(%error, "cannot read the remediations in flight"),
+        }
     }
     let (events_tx, mut events) = mpsc::channel(256);
     let evaluation = tokio::spawn(live::run(

@@ -1,5 +1,6 @@
 //! `delete_pod`: delete a pod (its controller makes a new one), with an optional
-//! `gracePeriod`. A pod already gone is not an error: there is nothing left to do.
+//! `gracePeriod`. A pod already gone, or already being deleted (it has a
+//! `deletionTimestamp`), is not an error: there is nothing left to do.
 
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
@@ -24,6 +25,15 @@ pub(super) async fn run(call: &Call<'_>) -> Result<Outcome> {
         let before = json!({"exists": false});
         return Ok(call.outcome(false, "already gone".into(), before.clone(), before));
     };
+    if pod.metadata.deletion_timestamp.is_some() {
+        let before = json!({"exists": true, "terminating": true, "uid": pod.metadata.uid});
+        return Ok(call.outcome(
+            false,
+            "already being deleted".into(),
+            before.clone(),
+            before,
+        ));
+    }
     let params = DeleteParams {
         dry_run: call.dry_run,
         grace_period_seconds: grace,

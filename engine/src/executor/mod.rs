@@ -6,8 +6,9 @@
 //! 1. **Diagnose** ([`diagnose`]): read the signal's owner and the target from the API.
 //! 2. **Plan** ([`crate::plan`]): templates filled, `when` decided, verify and rollback filled.
 //!    A target already being remediated for another incident is not acted on twice: the new
-//!    incident is journaled as *correlated* with the one that claimed the target first, whose
-//!    root signal is the earliest.
+//!    incident is journaled as *correlated* with the one that claimed the target first, naming
+//!    the root cause — the earlier-starting of the two incidents' root signals. (Correlation is
+//!    by target; pods on one node or workloads of one namespace are not grouped yet.)
 //! 3. For each step that runs: the **gate**'s verdict. Allowed: the step is journaled as
 //!    started, runs (as a server-side dry run when the policy says so) within its timeout, and
 //!    its result is journaled and fed to the circuit breaker. Above the ceiling: an approval
@@ -55,7 +56,7 @@ use crate::risk::Risk;
 use crate::signal::evaluate::Evaluator;
 use crate::signal::state::SignalEvent;
 
-pub use recovery::Interrupted;
+pub use recovery::{Interrupted, Recovery};
 
 use check::Waited;
 use undo::Undo;
@@ -161,7 +162,7 @@ struct Inner {
     prometheus: Option<Evaluator>,
     settings: Settings,
     /// Targets being remediated, with the incident remediating each.
-    claims: Mutex<BTreeMap<String, String>>,
+    claims: Mutex<BTreeMap<String, Claim>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -273,13 +274,37 @@ impl Executor {
             }
         };
         let target = plan.target.to_string();
-        if let Some(other) = self.claim(&target, &incident.id) {
-            let reason = format!("{target} is being remediated for incident {other}");
+        let mine = Claim {
+            incident: incident.id.clone(),
+            root: Root {
+                incident: incident.id.clone(),
+                labels: incident.root.clone(),
+                active_at: incident.active_at,
+            },
+        };
+        // One broken thing, one remediation; the root cause is the earliest signal. Journaled
+        // under the claim, so the entries name the roots in the order they were decided.
+        let correlated = self.claim(&target, mine, |holder| {
+            let root = &holder.root;
+            let reason = format!(
+                "{target} is being remediated for incident {}; root cause: the earliest signal, \
+                 {} of incident {}",
+                holder.incident,
+                crate::incident::describe(&root.labels),
+                root.incident
+            );
             self.append(&record(
                 Kind::Correlated,
-                json!({"with": other, "target": target, "summary": reason}),
-            ))?;
-            return Ok(Finish::Correlated(other));
+                json!({
+                    "with": holder.incident, "target": target,
+                    "root": root.labels, "rootIncident": root.incident,
+                    "rootActiveAt": root.active_at.map(|t| t.to_rfc3339()),
+                    "summary": reason,
+                }),
+            ))
+        })?;
+        if let Some(holder) = correlated {
+            return Ok(Finish::Correlated(holder));
         }
         let context = Context {
             playbook: playbook.name.clone(),
@@ -779,18 +804,37 @@ impl Executor {
         Ok(())
     }
 
-    /// Claims `target` for `incident`; the incident already holding it, if another.
-    fn claim(&self, target: &str, incident: &str) -> Option<String> {
+    /// Claims `target` for `claim`'s incident. When another incident holds it, its root
+    /// becomes the earlier of the two roots (so the group's root is its earliest signal,
+    /// whatever order the incidents arrived in), `held` is called with it while the claims are
+    /// locked, and the holder's incident is returned.
+    fn claim(
+        &self,
+        target: &str,
+        claim: Claim,
+        held: impl FnOnce(&Claim) -> Result<()>,
+    ) -> Result<Option<String>> {
         let mut claims = self
             .inner
             .claims
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match claims.get(target) {
-            Some(other) if other != incident => Some(other.clone()),
+        match claims.get_mut(target) {
+            Some(holder) if holder.incident != claim.incident => {
+                let earlier = match (holder.root.active_at, claim.root.active_at) {
+                    (Some(theirs), Some(ours)) => ours < theirs,
+                    (None, Some(_)) => true,
+                    _ => false,
+                };
+                if earlier {
+                    holder.root = claim.root;
+                }
+                held(holder)?;
+                Ok(Some(holder.incident.clone()))
+            }
             _ => {
-                claims.insert(target.to_string(), incident.to_string());
-                None
+                claims.insert(target.to_string(), claim);
+                Ok(None)
             }
         }
     }
@@ -802,6 +846,21 @@ impl Executor {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(target);
     }
+}
+
+/// Who is remediating a target: the incident, and the root cause of every incident on it.
+#[derive(Debug, Clone)]
+struct Claim {
+    incident: String,
+    root: Root,
+}
+
+/// The earliest signal among the incidents on one target.
+#[derive(Debug, Clone)]
+struct Root {
+    incident: String,
+    labels: crate::signal::state::LabelSet,
+    active_at: Option<DateTime<Utc>>,
 }
 
 /// Why the steps stopped.

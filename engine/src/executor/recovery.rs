@@ -67,48 +67,108 @@ impl Executor {
         Ok(found)
     }
 
-    /// Resumes or rolls back every remediation in flight (see the module docs); `resume` says
-    /// whether a playbook asks to be resumed. Returns how each ended.
-    pub async fn recover(&self, resume: impl Fn(&str) -> bool) -> Result<Vec<(String, Finish)>> {
-        let mut outcomes = Vec::new();
-        for interrupted in self.interrupted()? {
-            let Interrupted {
-                incident,
-                plan,
-                context,
-                progress,
-                ..
-            } = &interrupted;
+    /// Finds the remediations in flight and claims their targets at once, so that no new
+    /// incident remediates a target while its interrupted remediation is being recovered.
+    /// Call it before evaluation starts; then [`Recovery::run`] them.
+    pub fn prepare_recovery(&self) -> Result<Recovery> {
+        let interrupted = self.interrupted()?;
+        for found in &interrupted {
             tracing::warn!(
-                incident,
-                playbook = interrupted.playbook,
-                step = interrupted.step.as_deref().unwrap_or("-"),
+                incident = found.incident,
+                playbook = found.playbook,
+                step = found.step.as_deref().unwrap_or("-"),
                 "found a remediation in flight when the engine stopped"
             );
-            self.claim(&plan.target.to_string(), incident);
-            let finish = if let Some(reason) = &interrupted.rolling_back {
-                self.gate().incident_started(incident, self.now());
-                let finish = self
-                    .rollback(context, plan, progress, reason.clone())
-                    .await?;
-                self.finish(&context.playbook, incident, &finish)?;
-                finish
-            } else if interrupted.approval.is_some() || resume(&interrupted.playbook) {
-                self.execute(context, plan, progress.clone()).await?
-            } else {
-                self.gate().incident_started(incident, self.now());
-                let at = interrupted.step.as_deref().map_or(String::new(), |step| {
-                    format!(" during step {step}, whose effect is unknown")
-                });
-                let reason = format!("the engine stopped mid-remediation{at}");
-                let finish = self.rollback(context, plan, progress, reason).await?;
-                self.finish(&context.playbook, incident, &finish)?;
-                finish
+            let labels =
+                serde_json::from_value(found.context.evidence["root"].clone()).unwrap_or_default();
+            let claim = super::Claim {
+                incident: found.incident.clone(),
+                root: super::Root {
+                    incident: found.incident.clone(),
+                    labels,
+                    active_at: None,
+                },
             };
-            self.release(&plan.target.to_string());
-            outcomes.push((incident.clone(), finish));
+            self.claim(&found.plan.target.to_string(), claim, |_| Ok(()))?;
         }
-        Ok(outcomes)
+        Ok(Recovery {
+            executor: self.clone(),
+            interrupted,
+        })
+    }
+
+    /// [`Executor::prepare_recovery`] and [`Recovery::run`].
+    pub async fn recover(&self, resume: impl Fn(&str) -> bool) -> Result<Vec<(String, Finish)>> {
+        self.prepare_recovery()?.run(resume).await
+    }
+
+    /// Resumes or rolls back one remediation in flight.
+    async fn recover_one(&self, interrupted: &Interrupted, resume: bool) -> Result<Finish> {
+        let Interrupted {
+            incident,
+            plan,
+            context,
+            progress,
+            ..
+        } = interrupted;
+        let finish = if let Some(reason) = &interrupted.rolling_back {
+            self.gate().incident_started(incident, self.now());
+            let finish = self
+                .rollback(context, plan, progress, reason.clone())
+                .await?;
+            self.finish(&context.playbook, incident, &finish)?;
+            finish
+        } else if interrupted.approval.is_some() || resume {
+            self.execute(context, plan, progress.clone()).await?
+        } else {
+            self.gate().incident_started(incident, self.now());
+            let at = interrupted.step.as_deref().map_or(String::new(), |step| {
+                format!(" during step {step}, whose effect is unknown")
+            });
+            let reason = format!("the engine stopped mid-remediation{at}");
+            let finish = self.rollback(context, plan, progress, reason).await?;
+            self.finish(&context.playbook, incident, &finish)?;
+            finish
+        };
+        self.release(&plan.target.to_string());
+        Ok(finish)
+    }
+}
+
+/// The remediations found in flight, their targets claimed.
+#[derive(Debug)]
+pub struct Recovery {
+    executor: Executor,
+    interrupted: Vec<Interrupted>,
+}
+
+impl Recovery {
+    /// How many remediations are to be recovered.
+    pub fn len(&self) -> usize {
+        self.interrupted.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.interrupted.is_empty()
+    }
+
+    /// Resumes or rolls back each (see the module docs), all at once — one waiting for an
+    /// approval does not hold up another's rollback; `resume` says whether a playbook asks to
+    /// be resumed. Returns how each ended.
+    pub async fn run(self, resume: impl Fn(&str) -> bool) -> Result<Vec<(String, Finish)>> {
+        let executor = &self.executor;
+        let runs = self.interrupted.iter().map(|interrupted| {
+            let resume = resume(&interrupted.playbook);
+            async move {
+                let finish = executor.recover_one(interrupted, resume).await?;
+                Ok::<_, super::Error>((interrupted.incident.clone(), finish))
+            }
+        });
+        futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .collect()
     }
 }
 
