@@ -659,3 +659,26 @@ async fn sigterm_parks_a_remediation_that_outlives_the_grace_period() {
         "parked as it stood, not rolled back on the way out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditions_on_earlier_steps_are_decided_with_their_outputs() {
+    let s = setup(POLICY, None).await;
+    let playbook = playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {delta: 1}}\n    - {name: mark, action: annotate, risk: low, when: \"steps['scale-up'].changed && steps['scale-up'].replicas == 4\", params: {annotations: {scaled: 'yes'}}}\n    - {name: page, action: annotate, risk: low, when: \"steps['scale-up'].replicas > 10\", params: {annotations: {paged: 'yes'}}}\n",
+        "",
+    );
+    let (incident, finish) = s.remediate(&playbook, "api-1").await;
+    assert_eq!(finish, Finish::Remediated);
+    let story = story(&s.journal, &incident.id);
+    assert!(
+        story.contains(&"step_succeeded mark".to_string()),
+        "{story:#?}"
+    );
+    assert!(
+        story.contains(&"step_skipped page".to_string()),
+        "{story:#?}"
+    );
+    let annotations = &deployment(&s.fake)["metadata"]["annotations"];
+    assert_eq!(annotations["scaled"], "yes");
+    assert!(annotations.get("paged").is_none(), "{annotations}");
+}

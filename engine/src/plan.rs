@@ -150,8 +150,8 @@ pub enum Decision {
     Run,
     /// It does not: its `when` is false, or could not be decided (why).
     Skip(String),
-    /// Its `when` reads earlier steps' outputs: decided when it is reached.
-    Deferred,
+    /// Its `when` (this source) reads earlier steps' outputs: decided when it is reached.
+    Deferred(String),
 }
 
 /// Why no plan could be made.
@@ -334,7 +334,7 @@ impl Scope<'_> {
     /// Decides a step's `when`.
     fn decide(&self, when: &Condition) -> Decision {
         if when.roots().any(|root| root == "steps") {
-            return Decision::Deferred;
+            return Decision::Deferred(when.source().to_string());
         }
         let context = self.context();
         match when.program().execute(&context) {
@@ -602,7 +602,10 @@ mod tests {
         load_text(Path::new("p.yaml"), text, &mut loaded);
         assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
         let plan = plan_for(&loaded.playbooks[0], &Facts::default()).expect("a plan");
-        assert_eq!(plan.steps[1].decision, Decision::Deferred);
+        assert_eq!(
+            plan.steps[1].decision,
+            Decision::Deferred("steps.logs.lines > 0".into())
+        );
         assert_eq!(plan.runs(), ["logs"]);
     }
 }

@@ -360,7 +360,7 @@ fn judge_steps(
         .iter()
         .filter_map(|s| match &s.decision {
             plan::Decision::Skip(why) => Some(format!("{} ({why})", s.name)),
-            plan::Decision::Deferred => Some(format!("{} (decided when reached)", s.name)),
+            plan::Decision::Deferred(_) => Some(format!("{} (decided when reached)", s.name)),
             plan::Decision::Run => None,
         })
         .collect();

@@ -9,7 +9,8 @@
 //!    incident is journaled as *correlated* with the one that claimed the target first, naming
 //!    the root cause — the earlier-starting of the two incidents' root signals. (Correlation is
 //!    by target; pods on one node or workloads of one namespace are not grouped yet.)
-//! 3. For each step that runs: the **gate**'s verdict. Allowed: the step is journaled as
+//! 3. For each step that runs (a `when` reading earlier steps' outputs is decided as the step
+//!    is reached): the **gate**'s verdict. Allowed: the step is journaled as
 //!    started, runs (as a server-side dry run when the policy says so) within its timeout, and
 //!    its result is journaled and fed to the circuit breaker. Above the ceiling: an approval
 //!    request is journaled and the remediation waits for the answer; an approval runs the
@@ -174,12 +175,14 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// A step that completed, as rollback needs it.
+/// A step that completed, as rollback and later `when` conditions need it.
 #[derive(Debug, Clone)]
 struct Completed {
     step: PlannedStep,
     changed: bool,
     before: Value,
+    /// `steps.<name>` for conditions.
+    output: Value,
 }
 
 /// Where a plan's run stands: the next step, and what completed before it.
@@ -194,6 +197,9 @@ struct Progress {
     approved: Option<usize>,
     /// A step whose approval request is already journaled (after a restart): its id.
     pending_approval: Option<(usize, String)>,
+    /// What each step that ran or was skipped gave, as `when` conditions read it
+    /// (`steps.<name>.status`, `.changed`, and the action's outputs, e.g. `.lines`).
+    outputs: BTreeMap<String, Value>,
 }
 
 /// What the playbook says of a remediation, beyond its plan.
@@ -369,13 +375,12 @@ impl Executor {
             let skip = match &step.decision {
                 Decision::Run => None,
                 Decision::Skip(reason) => Some(reason.clone()),
-                Decision::Deferred => Some(
-                    "its `when` reads earlier steps' outputs, which built-in actions do not \
-                     give yet; not run on an undecided condition"
-                        .to_string(),
-                ),
+                Decision::Deferred(when) => decide(when, plan, context, &progress.outputs).err(),
             };
             if let Some(reason) = skip {
+                progress
+                    .outputs
+                    .insert(step.name.clone(), json!({"status": "skipped"}));
                 self.record(
                     context,
                     plan,
@@ -438,6 +443,9 @@ impl Executor {
                 .await?
             {
                 Ok(completed) => {
+                    progress
+                        .outputs
+                        .insert(step.name.clone(), completed.output.clone());
                     progress.runs += 1;
                     progress.dry_runs += usize::from(dry_run);
                     progress.completed.push(completed);
@@ -587,10 +595,12 @@ impl Executor {
                         "summary": outcome.message,
                     }),
                 )?;
+                let output = output(&outcome.after, outcome.changed, outcome.dry_run);
                 Ok(Ok(Completed {
                     step: step.clone(),
                     changed: outcome.changed && !outcome.dry_run,
                     before: outcome.before,
+                    output,
                 }))
             }
             Err(reason) => {
@@ -845,6 +855,54 @@ impl Executor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(target);
+    }
+}
+
+/// `steps.<name>` for a step that succeeded: its status, whether it changed anything, whether
+/// it was a dry run, and the fields of the action's output (`after`).
+fn output(after: &Value, changed: bool, dry_run: bool) -> Value {
+    let mut output = match after {
+        Value::Object(fields) => fields.clone(),
+        Value::Null => serde_json::Map::new(),
+        other => serde_json::Map::from_iter([("output".to_string(), other.clone())]),
+    };
+    output.insert("status".into(), json!("succeeded"));
+    output.insert("changed".into(), json!(changed));
+    output.insert("dryRun".into(), json!(dry_run));
+    Value::Object(output)
+}
+
+/// Decides a `when` that reads earlier steps' outputs, now that they are known: `Ok` to run,
+/// `Err(why not)`. Its context holds `steps`, the signal's `labels` and the target's name;
+/// anything else it reads (the target's facts, say) cannot be decided here, and an undecided
+/// condition does not run its step.
+fn decide(
+    when: &str,
+    plan: &Plan,
+    context: &Context,
+    outputs: &BTreeMap<String, Value>,
+) -> Result<(), String> {
+    let condition = crate::condition::Condition::compile(when)
+        .map_err(|errors| format!("`{when}` does not compile: {errors:?}"))?;
+    let mut cel = cel::Context::default();
+    let value = |json: Value| cel::to_value(json).map_err(|e| e.to_string());
+    cel.add_variable_from_value("steps", value(json!(outputs))?);
+    cel.add_variable_from_value("labels", value(context.evidence["labels"].clone())?);
+    cel.add_variable_from_value(
+        "target",
+        value(json!({
+            "kind": plan.target.kind,
+            "name": plan.target.name,
+            "namespace": plan.target.namespace,
+        }))?,
+    );
+    match condition.program().execute(&cel) {
+        Ok(cel::Value::Bool(true)) => Ok(()),
+        Ok(cel::Value::Bool(false)) => Err(format!("`{when}` is false")),
+        Ok(other) => Err(format!("`{when}` gave {other:?}, not true or false")),
+        Err(error) => Err(format!(
+            "`{when}` cannot be decided ({error}); a step is not run on unknown facts"
+        )),
     }
 }
 

@@ -207,17 +207,31 @@ fn read(planned: &Entry, timeline: &[Entry]) -> Option<Interrupted> {
                 let dry_run = detail["dryRun"].as_bool().unwrap_or(false);
                 progress.runs += 1;
                 progress.dry_runs += usize::from(dry_run);
+                let changed = detail["changed"].as_bool().unwrap_or(true);
+                let output = super::output(&detail["after"], changed, dry_run);
+                progress
+                    .outputs
+                    .insert(planned_step.name.clone(), output.clone());
                 progress.completed.push(Completed {
                     step: planned_step.clone(),
-                    changed: detail["changed"].as_bool().unwrap_or(true) && !dry_run,
+                    changed: changed && !dry_run,
                     before: detail["before"].clone(),
+                    output,
                 });
             }
             (Kind::StepFailed, Some(index)) if forward => {
                 step = None;
                 progress.next = index + 1;
             }
-            (Kind::StepSkipped, Some(index)) if forward => progress.next = index + 1,
+            (Kind::StepSkipped, Some(index)) if forward => {
+                progress.next = index + 1;
+                if let Some(skipped) = plan.steps.get(index) {
+                    progress.outputs.insert(
+                        skipped.name.clone(),
+                        serde_json::json!({"status": "skipped"}),
+                    );
+                }
+            }
             (Kind::GateVerdict, Some(index)) => progress.next = index,
             (Kind::ApprovalRequested, _) => {
                 let id = detail["approval"].as_str().unwrap_or_default().to_string();
