@@ -41,8 +41,15 @@ fn policy(spec: &str) -> Arc<Policy> {
     Arc::clone(&load(&text).policies[0])
 }
 
-/// A playbook acting on Deployment shop/api with `steps` (and `extra` spec lines).
+/// A playbook acting on Deployment shop/api with `steps` (and `extra` spec lines); without a
+/// `cooldown` in `extra`, none, so one test can remediate the same target several times.
 fn playbook(steps: &str, extra: &str) -> Arc<Playbook> {
+    let cooldown = if extra.contains("cooldown:") {
+        ""
+    } else {
+        "  cooldown: 0s\n"
+    };
+    let extra = format!("{cooldown}{extra}");
     let text = format!(
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: heal}}\nspec:\n  trigger:\n    promql: {{expr: 'vector(1)'}}\n  target: {{kind: Deployment, namespace: shop, name: api}}\n  steps:\n{steps}{extra}"
     );
@@ -681,4 +688,31 @@ async fn conditions_on_earlier_steps_are_decided_with_their_outputs() {
     let annotations = &deployment(&s.fake)["metadata"]["annotations"];
     assert_eq!(annotations["scaled"], "yes");
     assert!(annotations.get("paged").is_none(), "{annotations}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_remediated_within_the_cooldown_is_left_alone_even_by_another_incident() {
+    let s = setup(POLICY, None).await;
+    let playbook = playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {delta: 1}}\n",
+        "  cooldown: 30m\n",
+    );
+    let (first, finish) = s.remediate(&playbook, "api-1").await;
+    assert_eq!(finish, Finish::Remediated);
+    // Another pod of the same Deployment: another incident, the same target.
+    let (_, finish) = s.remediate(&playbook, "api-2").await;
+    assert!(
+        matches!(&finish, Finish::CoolingDown(reason) if reason.contains(&first.id)),
+        "{finish:?}"
+    );
+    assert_eq!(replicas(&s.fake), 4, "scaled once");
+    // A restarted engine reads the cooldown from the journal.
+    let restarted = executor(s.fake.client().expect("client"), &s.journal, POLICY, None);
+    let (incident, signal) = opened(&playbook, "api-3");
+    let finish = restarted
+        .remediate(&playbook, &incident, &signal)
+        .await
+        .expect("journaled");
+    assert!(matches!(finish, Finish::CoolingDown(_)), "{finish:?}");
+    assert_eq!(replicas(&s.fake), 4);
 }

@@ -93,6 +93,9 @@ pub enum Finish {
     Halted(String),
     /// No plan could be made (why): nothing ran.
     NotPlanned(String),
+    /// The playbook remediated this target within its cooldown (when, which incident):
+    /// nothing ran.
+    CoolingDown(String),
     /// Another incident is remediating the same target (its id): nothing ran.
     Correlated(String),
 }
@@ -107,6 +110,7 @@ impl Finish {
             Finish::RollbackIncomplete(_) => "rollback_incomplete",
             Finish::Halted(_) => "halted",
             Finish::NotPlanned(_) => "not_planned",
+            Finish::CoolingDown(_) => "cooling_down",
             Finish::Correlated(_) => "correlated",
         }
     }
@@ -119,6 +123,7 @@ impl Finish {
             | Finish::RollbackIncomplete(reason)
             | Finish::Halted(reason)
             | Finish::NotPlanned(reason)
+            | Finish::CoolingDown(reason)
             | Finish::Correlated(reason) => reason,
         }
     }
@@ -280,6 +285,11 @@ impl Executor {
             }
         };
         let target = plan.target.to_string();
+        if let Some(reason) = self.cooling_down(playbook, &target)? {
+            let finish = Finish::CoolingDown(reason);
+            self.finish(&playbook.name, &incident.id, &finish)?;
+            return Ok(finish);
+        }
         let mine = Claim {
             incident: incident.id.clone(),
             root: Root {
@@ -336,6 +346,33 @@ impl Executor {
         };
         self.release(&target);
         finish
+    }
+
+    /// Why `playbook` must not act on `target` yet: it planned a remediation of it within its
+    /// `cooldown` (the journal says when, so this holds across restarts and across incidents of
+    /// different series on one target — two pods of one Deployment leaking).
+    fn cooling_down(&self, playbook: &Playbook, target: &str) -> Result<Option<String>> {
+        let Ok(cooldown) = chrono::TimeDelta::from_std(playbook.cooldown) else {
+            return Ok(None);
+        };
+        let since = self.now() - cooldown;
+        let last = self
+            .inner
+            .journal
+            .by_detail("target", target)?
+            .into_iter()
+            .rev()
+            .find(|e| e.record.kind == Kind::Planned && e.record.playbook == playbook.name);
+        Ok(last.filter(|e| e.record.at > since).map(|e| {
+            let ago = (self.now() - e.record.at).to_std().unwrap_or_default();
+            format!(
+                "{} remediated {target} {} ago (incident {}); its cooldown is {}",
+                playbook.name,
+                crate::check::format_duration(ago),
+                e.record.incident.as_deref().unwrap_or("-"),
+                crate::check::format_duration(playbook.cooldown)
+            )
+        }))
     }
 
     /// Runs `plan` from `progress` on: the steps, verify, and rollback when needed; journals
