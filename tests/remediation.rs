@@ -377,6 +377,18 @@ async fn the_breaker_opens_after_consecutive_failures_and_stops_the_next_remedia
         "{finish:?}"
     );
     assert_eq!(replicas(&s.fake), 3, "the denied step did not run");
+    // A restart does not close it: the journal holds the failures.
+    let restarted = executor(s.fake.client().expect("client"), &s.journal, POLICY, None);
+    restarted.prepare_recovery().expect("recovered");
+    let (incident, signal) = opened(&scale, "api-4");
+    let finish = restarted
+        .remediate(&scale, &incident, &signal)
+        .await
+        .expect("journaled");
+    assert!(
+        matches!(&finish, Finish::Halted(reason) if reason.contains("circuit breaker")),
+        "{finish:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,10 +67,13 @@ impl Executor {
         Ok(found)
     }
 
-    /// Finds the remediations in flight and claims their targets at once, so that no new
-    /// incident remediates a target while its interrupted remediation is being recovered.
-    /// Call it before evaluation starts; then [`Recovery::run`] them.
+    /// Brings the gate back to what the journal shows — the actions of the last hour (for
+    /// `actionsPerHour`) and their results (for the circuit breaker) — then finds the
+    /// remediations in flight and claims their targets at once, so that no new incident
+    /// remediates a target while its interrupted remediation is being recovered. Call it
+    /// before evaluation starts; then [`Recovery::run`] them.
     pub fn prepare_recovery(&self) -> Result<Recovery> {
+        self.restore_gate()?;
         let interrupted = self.interrupted()?;
         for found in &interrupted {
             tracing::warn!(
@@ -95,6 +98,37 @@ impl Executor {
             executor: self.clone(),
             interrupted,
         })
+    }
+
+    /// Replays the journaled actions of the last hour (and of the breaker's reset time before
+    /// it) into the gate, in the order they happened: a restart neither resets the rate limit
+    /// nor closes an open breaker.
+    fn restore_gate(&self) -> Result<()> {
+        let journal = &self.inner.journal;
+        let reset = self.gate().policy().limits.breaker_reset;
+        let window = chrono::TimeDelta::hours(1)
+            + chrono::TimeDelta::from_std(reset).unwrap_or(chrono::TimeDelta::zero());
+        let since = self.now() - window;
+        let mut entries = Vec::new();
+        for kind in [Kind::StepStarted, Kind::StepSucceeded, Kind::StepFailed] {
+            entries.extend(
+                journal
+                    .by_kind(kind)?
+                    .into_iter()
+                    .filter(|e| e.record.at > since),
+            );
+        }
+        entries.sort_by_key(|e| e.seq);
+        let mut gate = self.gate();
+        for entry in entries {
+            let at = entry.record.at;
+            match entry.record.kind {
+                Kind::StepStarted => gate.action_executed(at),
+                Kind::StepSucceeded => gate.action_succeeded(at),
+                _ => gate.action_failed(at),
+            }
+        }
+        Ok(())
     }
 
     /// [`Executor::prepare_recovery`] and [`Recovery::run`].
