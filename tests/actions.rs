@@ -214,6 +214,7 @@ fn step(action: Action, params: Value) -> PlannedStep {
     PlannedStep {
         name: action.as_str().to_string(),
         action: Some(action),
+        wasm: None,
         risk: Risk::Low,
         params,
         timeout: Duration::from_secs(60),

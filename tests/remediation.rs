@@ -499,7 +499,9 @@ impl Daemon {
     async fn wait_for(&self, what: &str, found: impl Fn(&salve::journal::Entry) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(journal) = Journal::open(&self.journal())
+            // Only once the engine made it: reading must not race its creation.
+            if self.journal().exists()
+                && let Ok(journal) = Journal::open(&self.journal())
                 && journal.since(0).expect("read").iter().any(&found)
             {
                 return;

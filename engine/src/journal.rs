@@ -394,9 +394,11 @@ impl Journal {
         match version {
             0 => {
                 connection
+                    // Idempotent and under a write lock: two processes opening a new journal at
+                    // once (the engine starting, `salve incidents` reading) both succeed.
                     .execute_batch(
-                        "BEGIN;
-                         CREATE TABLE entries (
+                        "BEGIN IMMEDIATE;
+                         CREATE TABLE IF NOT EXISTS entries (
                              seq      INTEGER PRIMARY KEY AUTOINCREMENT,
                              at       TEXT NOT NULL,
                              kind     TEXT NOT NULL,
@@ -404,7 +406,7 @@ impl Journal {
                              incident TEXT,
                              detail   TEXT NOT NULL
                          );
-                         CREATE INDEX entries_incident ON entries (incident, seq);
+                         CREATE INDEX IF NOT EXISTS entries_incident ON entries (incident, seq);
                          PRAGMA user_version = 1;
                          COMMIT;",
                     )
@@ -723,6 +725,26 @@ mod tests {
         .expect("write");
         let error = Journal::open(&path).expect_err("refused").to_string();
         assert!(error.contains("j.db"), "{error}");
+    }
+
+    #[test]
+    fn two_processes_creating_one_journal_at_once_both_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(format!("j{round}.db"));
+            let openers: Vec<_> = (0..3)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || Journal::open(&path).map(drop))
+                })
+                .collect();
+            for opener in openers {
+                opener
+                    .join()
+                    .expect("no panic")
+                    .expect("every opener gets the journal");
+            }
+        }
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub struct PlannedStep {
     pub name: String,
     /// The action it runs, or `None` for a WASM step (whose actions come from the module).
     pub action: Option<Action>,
+    /// The module a WASM step runs, and what it is granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<PlannedWasm>,
     /// Its declared risk.
     pub risk: Risk,
     /// Its parameters, templates filled in.
@@ -140,6 +143,19 @@ pub struct PlannedStep {
     pub timeout: Duration,
     /// Whether it runs.
     pub decision: Decision,
+}
+
+/// A WASM step's module and grants, as the playbook gave them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedWasm {
+    /// The component, resolved against the playbook file.
+    pub module: std::path::PathBuf,
+    /// Its configuration.
+    pub config: serde_json::Value,
+    /// The capabilities granted.
+    pub grants: Vec<crate::playbook::spec::Capability>,
+    /// The actions it may return.
+    pub allowed_actions: Vec<Action>,
 }
 
 /// Whether a planned step runs.
@@ -295,6 +311,20 @@ impl Scope<'_> {
             action: match &step.run {
                 StepRun::Action(action) => Some(*action),
                 StepRun::Wasm { .. } => None,
+            },
+            wasm: match &step.run {
+                StepRun::Action(_) => None,
+                StepRun::Wasm {
+                    module,
+                    config,
+                    grants,
+                    allowed_actions,
+                } => Some(PlannedWasm {
+                    module: module.clone(),
+                    config: config.clone(),
+                    grants: grants.clone(),
+                    allowed_actions: allowed_actions.clone(),
+                }),
             },
             risk: step.risk,
             params,

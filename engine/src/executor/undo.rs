@@ -44,6 +44,7 @@ pub fn undo(step: &PlannedStep, changed: bool, before: &Value) -> Undo {
         Undo::Step(PlannedStep {
             name: format!("undo-{}", step.name),
             action: Some(action),
+            wasm: None,
             risk: step.risk,
             params,
             timeout: step.timeout,
@@ -108,6 +109,7 @@ mod tests {
         PlannedStep {
             name: "s".into(),
             action: Some(action),
+            wasm: None,
             risk: Risk::Low,
             params: serde_json::from_value(params).expect("a map"),
             timeout: Duration::from_secs(30),
