@@ -363,6 +363,51 @@ impl IncidentSummary {
     }
 }
 
+/// Puts `connection` in WAL mode with full sync and creates the schema of a new journal;
+/// returns the schema version found. Another process opening the same new file at the same time
+/// (the engine starting while `salve incidents` reads) can make SQLite answer "busy" without
+/// waiting — switching to WAL and WAL recovery do not use the busy timeout — so a busy answer is
+/// retried for a few seconds. The schema is created idempotently under a write lock.
+fn prepare(connection: &Connection) -> rusqlite::Result<i64> {
+    let attempt = || -> rusqlite::Result<i64> {
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version != 0 {
+            return Ok(version);
+        }
+        connection.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS entries (
+                 seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at       TEXT NOT NULL,
+                 kind     TEXT NOT NULL,
+                 playbook TEXT NOT NULL,
+                 incident TEXT,
+                 detail   TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS entries_incident ON entries (incident, seq);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+        Ok(SCHEMA_VERSION)
+    };
+    let mut tries = 0;
+    loop {
+        match attempt() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 50 =>
+            {
+                // A failed `BEGIN IMMEDIATE ... COMMIT` batch may leave its transaction open.
+                let _ = connection.execute_batch("ROLLBACK;");
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The journal: one SQLite file, written by one engine.
 #[derive(Debug)]
 pub struct Journal {
@@ -382,36 +427,8 @@ impl Journal {
         connection
             .busy_timeout(Duration::from_secs(5))
             .map_err(fail)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail)?;
-        connection
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(fail)?;
-        let version: i64 = connection
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(fail)?;
+        let version = prepare(&connection).map_err(fail)?;
         match version {
-            0 => {
-                connection
-                    // Idempotent and under a write lock: two processes opening a new journal at
-                    // once (the engine starting, `salve incidents` reading) both succeed.
-                    .execute_batch(
-                        "BEGIN IMMEDIATE;
-                         CREATE TABLE IF NOT EXISTS entries (
-                             seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-                             at       TEXT NOT NULL,
-                             kind     TEXT NOT NULL,
-                             playbook TEXT NOT NULL,
-                             incident TEXT,
-                             detail   TEXT NOT NULL
-                         );
-                         CREATE INDEX IF NOT EXISTS entries_incident ON entries (incident, seq);
-                         PRAGMA user_version = 1;
-                         COMMIT;",
-                    )
-                    .map_err(fail)?;
-            }
             SCHEMA_VERSION => {}
             found => {
                 return Err(Error::Newer {
