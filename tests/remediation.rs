@@ -127,6 +127,7 @@ fn executor(
     let settings = Settings {
         poll: Duration::from_millis(100),
         force_dry_run: false,
+        wasm: Some(wasm_host()),
         ..Settings::default()
     };
     Executor::new(
@@ -136,6 +137,19 @@ fn executor(
         prometheus,
         settings,
     )
+}
+
+/// One WASM host for the tests (its compiled modules are shared).
+fn wasm_host() -> salve::wasm::Host {
+    static HOST: std::sync::OnceLock<salve::wasm::Host> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        salve::wasm::Host::new(salve::wasm::HostOptions {
+            pooling: false,
+            ..salve::wasm::HostOptions::default()
+        })
+        .expect("a WASM host")
+    })
+    .clone()
 }
 
 /// An incident of `playbook` opened by a firing signal on pod `pod`.
@@ -729,4 +743,124 @@ async fn a_target_remediated_within_the_cooldown_is_left_alone_even_by_another_i
         .expect("journaled");
     assert!(matches!(finish, Finish::CoolingDown(_)), "{finish:?}");
     assert_eq!(replicas(&s.fake), 4);
+}
+
+/// The memory-leak guard built from `wasm-sdk/examples` by `wasm-sdk/build.sh` (CI builds it
+/// before the tests).
+fn leak_guard() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../playbooks/steps/memory-leak-guard.wasm"
+    );
+    assert!(
+        Path::new(path).is_file(),
+        "{path} is missing: run `bash wasm-sdk/build.sh` first"
+    );
+    path.to_string()
+}
+
+/// A leak signal as the memory-leak trigger reports it.
+fn leaking(playbook: &Playbook) -> (Incident, SignalEvent) {
+    let (incident, mut signal) = opened(playbook, "api-1");
+    signal.values = [
+        ("growthMiBPerMinute".to_string(), 9.0),
+        ("secondsToOOM".to_string(), 2700.0),
+    ]
+    .into();
+    (incident, signal)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_step_decides_and_its_actions_are_gated_and_run_by_the_host() {
+    let s = setup(POLICY, None).await;
+    // Revision 2 just rolled out: the guard's verdict is a rollback.
+    s.fake
+        .roll_out(
+            "shop",
+            "api",
+            json!({"metadata": {"labels": {"app": "api"}},
+                   "spec": {"containers": [{"name": "app", "image": "api:2"}]}}),
+        )
+        .expect("roll out revision 2");
+    let playbook = playbook(
+        &format!(
+            "    - name: guard\n      risk: low\n      wasm: {{module: '{}', grants: [log], allowedActions: [rollout_undo, patch_resources]}}\n",
+            leak_guard()
+        ),
+        "",
+    );
+    let (incident, signal) = leaking(&playbook);
+    let finish = s
+        .executor
+        .remediate(&playbook, &incident, &signal)
+        .await
+        .expect("journaled");
+    assert_eq!(finish, Finish::Remediated);
+    let story = story(&s.journal, &incident.id);
+    assert!(
+        story.contains(&"step_succeeded guard".to_string()),
+        "{story:#?}"
+    );
+    assert!(
+        story.contains(&"gate_verdict guard/1-rollout_undo".to_string()),
+        "the action went through the gate: {story:#?}"
+    );
+    let gate = s
+        .journal
+        .timeline(&incident.id)
+        .expect("timeline")
+        .into_iter()
+        .find(|e| e.record.kind == Kind::GateVerdict)
+        .expect("a verdict");
+    assert_eq!(
+        gate.record.detail["risk"], "medium",
+        "the step said low; rollout_undo is medium: a guest cannot lower risk"
+    );
+    let image = &deployment(&s.fake)["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(image, "api:1", "rolled back to revision 1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_step_asking_for_an_action_it_is_not_allowed_fails_and_rolls_back() {
+    let s = setup(POLICY, None).await;
+    s.fake
+        .roll_out(
+            "shop",
+            "api",
+            json!({"metadata": {"labels": {"app": "api"}},
+                   "spec": {"containers": [{"name": "app", "image": "api:2"}]}}),
+        )
+        .expect("roll out revision 2");
+    let playbook = playbook(
+        &format!(
+            "    - {{name: scale-up, action: scale, risk: low, params: {{replicas: 5}}}}\n    - name: guard\n      risk: low\n      wasm: {{module: '{}', grants: [log], allowedActions: [patch_resources]}}\n",
+            leak_guard()
+        ),
+        "",
+    );
+    let (incident, signal) = leaking(&playbook);
+    let finish = s
+        .executor
+        .remediate(&playbook, &incident, &signal)
+        .await
+        .expect("journaled");
+    assert!(
+        matches!(&finish, Finish::RolledBack(reason) if reason.contains("rollout_undo")),
+        "{finish:?}"
+    );
+    let failed = s
+        .journal
+        .by_kind(Kind::StepFailed)
+        .expect("read")
+        .pop()
+        .expect("the failure is journaled");
+    assert!(
+        failed.record.detail["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("does not allow")),
+        "{failed:?}"
+    );
+    assert_eq!(replicas(&s.fake), 3, "the completed step was undone");
+    let image = &deployment(&s.fake)["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(image, "api:2", "nothing the guest asked for ran");
 }

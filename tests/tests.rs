@@ -15,3 +15,4 @@ mod reload;
 mod remediation;
 mod signals;
 mod validate;
+mod wasm;

@@ -34,4 +34,5 @@ pub mod signal;
 pub mod telemetry;
 pub mod template;
 pub mod testing;
+pub mod wasm;
 pub mod yaml;

@@ -4,6 +4,7 @@ mod approvals;
 mod demo;
 mod incidents;
 mod run;
+mod step;
 
 pub use incidents::line as timeline_line;
 
@@ -155,6 +156,9 @@ pub enum Command {
     /// Kubernetes API under the autonomy policy, journaling every decision; hot-reload the
     /// playbooks and the policy; stop gracefully on SIGTERM or Ctrl-C.
     Run(run::RunArgs),
+    /// Run a custom WASM step on an incident, or inspect what a module asks of the host.
+    #[command(subcommand)]
+    Step(step::StepCommand),
     /// Watch Salve heal a memory leak, end to end, with no cluster: a real Prometheus, an
     /// in-process sandbox Kubernetes API and the bundled playbooks; prints the timeline.
     Demo(demo::DemoArgs),
@@ -320,6 +324,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Test { paths, prometheus } => test(&paths, prometheus.as_deref()),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Step(command) => step::run(command),
         Command::Replay {
             playbooks,
             prometheus,

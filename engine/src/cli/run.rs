@@ -113,9 +113,17 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             journal = %args.journal.display(),
             "salve is running"
         );
+        let wasm = match crate::wasm::Host::new(crate::wasm::HostOptions::default()) {
+            Ok(host) => Some(host),
+            Err(error) => {
+                tracing::error!(%error, "no WASM host: WASM steps will fail");
+                None
+            }
+        };
         let settings = Settings {
             poll: args.poll_interval,
             force_dry_run: args.dry_run,
+            wasm,
             ..Settings::default()
         };
         let executor = Executor::new(

@@ -135,6 +135,7 @@ pub async fn run(options: Options, out: &mut (impl Write + Send)) -> Result<Repo
             force_dry_run: false,
             clock,
             notify_url: Some(notifications().await?),
+            wasm: crate::wasm::Host::new(crate::wasm::HostOptions::default()).ok(),
         },
     );
     let playbooks = loaded.playbooks.clone();

@@ -140,6 +140,8 @@ pub struct Settings {
     pub clock: Clock,
     /// Send every `notify` here instead of its own `url` (a sandbox: `salve demo`).
     pub notify_url: Option<String>,
+    /// The host WASM steps run in (without one, a WASM step fails).
+    pub wasm: Option<crate::wasm::Host>,
 }
 
 impl Default for Settings {
@@ -149,6 +151,7 @@ impl Default for Settings {
             force_dry_run: false,
             clock: Clock::wall(),
             notify_url: None,
+            wasm: None,
         }
     }
 }
@@ -213,6 +216,8 @@ struct Context {
     playbook: String,
     playbook_ceiling: Option<Risk>,
     evidence: Value,
+    /// What diagnosis read of the target (unknown after a restart).
+    facts: crate::plan::TargetFacts,
 }
 
 impl Executor {
@@ -330,6 +335,7 @@ impl Executor {
                 "values": journal::finite(&signal.values),
                 "root": incident.root,
             }),
+            facts: diagnosis.facts.target.clone(),
         };
         let planned = self.append(&record(
             Kind::Planned,
@@ -429,73 +435,256 @@ impl Executor {
                 )?;
                 continue;
             }
-            let request = Request {
-                playbook: &context.playbook,
-                playbook_ceiling: context.playbook_ceiling,
-                step: &step.name,
-                risk: step.risk,
-                namespace: plan.target.namespace.as_deref(),
-                incident: &plan.incident,
-            };
-            let verdict = self.gate().admit(&request, self.now());
-            self.record(
-                context,
-                plan,
-                Kind::GateVerdict,
-                json!({
-                    "step": step.name, "index": index, "risk": step.risk,
-                    "verdict": verdict.name(), "ceiling": verdict.ceiling().risk,
-                    "reason": verdict.reason(),
-                    "summary": format!("{}: {}", verdict.name(), verdict.reason()),
-                }),
-            )?;
-            let dry_run = match verdict {
-                Verdict::Allow { dry_run, .. } => dry_run,
-                Verdict::NeedsApproval { .. } => {
-                    let answer = if progress.approved.take_if(|i| *i == index).is_some() {
-                        Ok(())
-                    } else if let Some((_, id)) =
-                        progress.pending_approval.take_if(|(i, _)| *i == index)
-                    {
-                        self.answer(&id).await?
-                    } else {
-                        self.ask(context, plan, step, verdict.reason()).await?
-                    };
-                    match answer {
-                        Ok(()) => {
-                            let mut gate = self.gate();
-                            gate.action_executed(self.now());
-                            gate.policy().dry_run
-                        }
-                        Err(reason) => return Ok(Some(Failure::Halt(reason))),
-                    }
+            if let Some(failure) = match &step.wasm {
+                Some(wasm) => {
+                    self.run_wasm(context, plan, step, wasm, index, progress)
+                        .await?
                 }
-                Verdict::Hold { .. } | Verdict::Deny { .. } => {
-                    return Ok(Some(Failure::Halt(verdict.reason().to_string())));
-                }
-            };
-            let dry_run = dry_run || self.inner.settings.force_dry_run;
-            match self
-                .run_step(context, plan, step, index, "steps", dry_run)
-                .await?
-            {
-                Ok(completed) => {
-                    progress
-                        .outputs
-                        .insert(step.name.clone(), completed.output.clone());
-                    progress.runs += 1;
-                    progress.dry_runs += usize::from(dry_run);
-                    progress.completed.push(completed);
-                }
-                Err(reason) => {
-                    return Ok(Some(Failure::Rollback(format!(
-                        "step {} failed: {reason}",
-                        step.name
-                    ))));
-                }
+                None => self.gated(context, plan, step, index, progress).await?,
+            } {
+                return Ok(Some(failure));
             }
         }
         Ok(None)
+    }
+
+    /// Gates `step` (asking for approval above the ceiling) and runs it if it may; `None`
+    /// when it ran well.
+    async fn gated(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        step: &PlannedStep,
+        index: usize,
+        progress: &mut Progress,
+    ) -> Result<Option<Failure>> {
+        let request = Request {
+            playbook: &context.playbook,
+            playbook_ceiling: context.playbook_ceiling,
+            step: &step.name,
+            risk: step.risk,
+            namespace: plan.target.namespace.as_deref(),
+            incident: &plan.incident,
+        };
+        let verdict = self.gate().admit(&request, self.now());
+        self.record(
+            context,
+            plan,
+            Kind::GateVerdict,
+            json!({
+                "step": step.name, "index": index, "risk": step.risk,
+                "verdict": verdict.name(), "ceiling": verdict.ceiling().risk,
+                "reason": verdict.reason(),
+                "summary": format!("{}: {}", verdict.name(), verdict.reason()),
+            }),
+        )?;
+        let dry_run = match verdict {
+            Verdict::Allow { dry_run, .. } => dry_run,
+            Verdict::NeedsApproval { .. } => {
+                let answer = if progress.approved.take_if(|i| *i == index).is_some() {
+                    Ok(())
+                } else if let Some((_, id)) =
+                    progress.pending_approval.take_if(|(i, _)| *i == index)
+                {
+                    self.answer(&id).await?
+                } else {
+                    self.ask(context, plan, step, verdict.reason()).await?
+                };
+                match answer {
+                    Ok(()) => {
+                        let mut gate = self.gate();
+                        gate.action_executed(self.now());
+                        gate.policy().dry_run
+                    }
+                    Err(reason) => return Ok(Some(Failure::Halt(reason))),
+                }
+            }
+            Verdict::Hold { .. } | Verdict::Deny { .. } => {
+                return Ok(Some(Failure::Halt(verdict.reason().to_string())));
+            }
+        };
+        let dry_run = dry_run || self.inner.settings.force_dry_run;
+        match self
+            .run_step(context, plan, step, index, "steps", dry_run)
+            .await?
+        {
+            Ok(completed) => {
+                progress
+                    .outputs
+                    .insert(step.name.clone(), completed.output.clone());
+                progress.runs += 1;
+                progress.dry_runs += usize::from(dry_run);
+                progress.completed.push(completed);
+                Ok(None)
+            }
+            Err(reason) => Ok(Some(Failure::Rollback(format!(
+                "step {} failed: {reason}",
+                step.name
+            )))),
+        }
+    }
+
+    /// A WASM step: the module decides (sandboxed, under its grants and limits); the actions
+    /// it asks for then go one by one through the gate and run like playbook steps, each at
+    /// the risk the host settled (never below the step's or the action's own). `skip` goes
+    /// on, `escalate` halts the plan, a failure of the module rolls it back.
+    async fn run_wasm(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        step: &PlannedStep,
+        wasm: &crate::plan::PlannedWasm,
+        index: usize,
+        progress: &mut Progress,
+    ) -> Result<Option<Failure>> {
+        self.record(
+            context,
+            plan,
+            Kind::StepStarted,
+            json!({
+                "step": step.name, "index": index, "phase": "steps", "action": "wasm",
+                "module": wasm.module, "risk": step.risk,
+                "summary": format!("wasm {} for {}", wasm.module.display(), plan.target),
+            }),
+        )?;
+        let evaluated = match &self.inner.settings.wasm {
+            None => Err(("no WASM host in this engine".to_string(), Vec::new())),
+            Some(host) => match host.load(&wasm.module) {
+                Err(error) => Err((error.to_string(), Vec::new())),
+                Ok(module) => {
+                    let input = self.step_input(context, plan, step, wasm, progress);
+                    let mut grants = crate::wasm::Grants::new(
+                        wasm.grants.clone(),
+                        wasm.allowed_actions.clone(),
+                        step.risk,
+                    );
+                    grants.readable.kinds = [plan.target.kind.clone(), "Pod".to_string()].into();
+                    grants.readable.namespaces = plan.target.namespace.iter().cloned().collect();
+                    let limits = crate::wasm::Limits {
+                        timeout: step.timeout,
+                        ..crate::wasm::Limits::default()
+                    };
+                    let services = crate::wasm::Services {
+                        prometheus: self.inner.prometheus.clone(),
+                        kube: Some(self.inner.client.clone()),
+                        clock: self.inner.settings.clock,
+                    };
+                    host.evaluate(&module, &grants, &limits, input, &services)
+                        .await
+                        .map_err(|failure| (failure.error.to_string(), failure.logs))
+                }
+            },
+        };
+        let result = match evaluated {
+            Ok(result) => result,
+            Err((reason, logs)) => {
+                self.gate().action_failed(self.now());
+                self.record(
+                    context,
+                    plan,
+                    Kind::StepFailed,
+                    json!({
+                        "step": step.name, "index": index, "phase": "steps", "action": "wasm",
+                        "reason": reason, "logs": logs,
+                    }),
+                )?;
+                return Ok(Some(Failure::Rollback(format!(
+                    "step {} failed: {reason}",
+                    step.name
+                ))));
+            }
+        };
+        let (decision, actions) = match &result.decision {
+            crate::wasm::Decision::Proceed(actions) => ("proceed", actions.clone()),
+            crate::wasm::Decision::Skip(_) => ("skip", Vec::new()),
+            crate::wasm::Decision::Escalate(_) => ("escalate", Vec::new()),
+        };
+        let reason = match &result.decision {
+            crate::wasm::Decision::Skip(reason) | crate::wasm::Decision::Escalate(reason) => {
+                reason.clone()
+            }
+            crate::wasm::Decision::Proceed(_) => String::new(),
+        };
+        let asked: Vec<String> = actions
+            .iter()
+            .map(|a| format!("{} ({})", a.action.as_str(), a.risk))
+            .collect();
+        self.record(
+            context,
+            plan,
+            Kind::StepSucceeded,
+            json!({
+                "step": step.name, "index": index, "phase": "steps", "action": "wasm",
+                "changed": false, "decision": decision, "reason": reason, "actions": actions,
+                "after": result.output, "logs": result.logs,
+                "seconds": result.took.as_secs_f64(),
+                "summary": match decision {
+                    "proceed" => format!("decided: {}", asked.join(" → ")),
+                    _ => format!("decided: {decision}: {reason}"),
+                },
+            }),
+        )?;
+        let mut output = output(result.output.as_ref().unwrap_or(&Value::Null), false, false);
+        output["decision"] = json!(decision);
+        progress.outputs.insert(step.name.clone(), output);
+        if decision == "escalate" {
+            return Ok(Some(Failure::Halt(format!(
+                "step {} escalated to a human: {reason}",
+                step.name
+            ))));
+        }
+        for (n, asked) in actions.into_iter().enumerate() {
+            let action = PlannedStep {
+                name: format!("{}/{}-{}", step.name, n + 1, asked.action.as_str()),
+                action: Some(asked.action),
+                wasm: None,
+                risk: asked.risk,
+                params: asked.params,
+                timeout: step.timeout,
+                decision: Decision::Run,
+            };
+            if let Some(failure) = self.gated(context, plan, &action, index, progress).await? {
+                return Ok(Some(failure));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What a WASM step is told: the incident's root signal, the target and its facts, its
+    /// config and the earlier steps' outputs.
+    fn step_input(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        step: &PlannedStep,
+        wasm: &crate::plan::PlannedWasm,
+        progress: &Progress,
+    ) -> crate::wasm::StepInput {
+        let labels = serde_json::from_value(context.evidence["labels"].clone()).unwrap_or_default();
+        let values = serde_json::from_value(context.evidence["values"].clone()).unwrap_or_default();
+        let signal = crate::wasm::SignalInput {
+            labels,
+            value: None,
+            values,
+            active_since: None,
+        };
+        crate::wasm::StepInput {
+            incident: plan.incident.clone(),
+            playbook: context.playbook.clone(),
+            step: step.name.clone(),
+            signals: vec![signal],
+            target: plan.target.clone(),
+            facts: context.facts.clone(),
+            config: match &wasm.config {
+                Value::Null => json!({}),
+                config => config.clone(),
+            },
+            outputs: progress
+                .outputs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     }
 
     /// Requests approval for `step` and waits for the answer: `Ok` to run it, `Err(why not)`.
@@ -627,6 +816,7 @@ impl Executor {
                     Kind::StepSucceeded,
                     json!({
                         "step": step.name, "index": index, "phase": phase, "action": action,
+                        "planned": step,
                         "changed": outcome.changed, "dryRun": outcome.dry_run,
                         "before": outcome.before, "after": outcome.after, "seconds": took,
                         "summary": outcome.message,

@@ -216,6 +216,7 @@ fn read(planned: &Entry, timeline: &[Entry]) -> Option<Interrupted> {
             .ok()
             .flatten(),
         evidence: detail["context"]["evidence"].clone(),
+        facts: crate::plan::TargetFacts::default(),
     };
     let mut progress = Progress::default();
     let mut step = None;
@@ -235,7 +236,10 @@ fn read(planned: &Entry, timeline: &[Entry]) -> Option<Interrupted> {
             (Kind::StepSucceeded, Some(index)) if forward => {
                 step = None;
                 progress.next = index + 1;
-                let Some(planned_step) = plan.steps.get(index) else {
+                // The step as it ran (a WASM step's action is not in the plan itself).
+                let ran: Option<crate::plan::PlannedStep> =
+                    serde_json::from_value(detail["planned"].clone()).ok();
+                let Some(planned_step) = ran.as_ref().or_else(|| plan.steps.get(index)) else {
                     continue;
                 };
                 let dry_run = detail["dryRun"].as_bool().unwrap_or(false);

@@ -30,12 +30,12 @@ pub enum Undo {
 
 /// The undo of `step`, which completed with `changed` and saw `before`.
 pub fn undo(step: &PlannedStep, changed: bool, before: &Value) -> Undo {
-    let Some(action) = step.action else {
-        return Undo::Irreversible("a WASM step's actions are undone by its own rollback");
-    };
     if !changed {
         return Undo::Unchanged;
     }
+    let Some(action) = step.action else {
+        return Undo::Irreversible("a WASM step's actions are undone one by one");
+    };
     let with = |action: Action, params: Value| {
         let params = match params {
             Value::Object(map) => map.into_iter().collect(),

@@ -185,6 +185,12 @@ fn compile_wasm(
             )
             .expected("a path relative to the playbook file");
         checker.push(d);
+    } else if let Err(reason) = crate::wasm::check_module(&module, &wasm.grants) {
+        // It must compile, fit the contract and want only what it is granted.
+        let d = checker
+            .at(&module_pointer, reason)
+            .expected("a component built with wasm-sdk against salve:step@0.1.0");
+        checker.push(d);
     }
     for (i, action) in wasm.allowed_actions.iter().enumerate() {
         check_applies(
