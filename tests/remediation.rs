@@ -759,29 +759,37 @@ fn leak_guard() -> String {
     path.to_string()
 }
 
-/// A leak signal as the memory-leak trigger reports it.
-fn leaking(playbook: &Playbook) -> (Incident, SignalEvent) {
-    let (incident, mut signal) = opened(playbook, "api-1");
-    signal.values = [
-        ("growthMiBPerMinute".to_string(), 9.0),
-        ("secondsToOOM".to_string(), 2700.0),
-    ]
-    .into();
-    (incident, signal)
+impl Setup {
+    /// Rolls the Deployment out to revision 2 (`api:2`), then remediates a leak signal, as
+    /// the memory-leak trigger reports one, with `playbook`.
+    async fn leak_after_a_rollout(&self, playbook: &Playbook) -> (Incident, Finish) {
+        self.fake
+            .roll_out(
+                "shop",
+                "api",
+                json!({"metadata": {"labels": {"app": "api"}},
+                       "spec": {"containers": [{"name": "app", "image": "api:2"}]}}),
+            )
+            .expect("roll out revision 2");
+        let (incident, mut signal) = opened(playbook, "api-1");
+        signal.values = [
+            ("growthMiBPerMinute".to_string(), 9.0),
+            ("secondsToOOM".to_string(), 2700.0),
+        ]
+        .into();
+        let finish = self
+            .executor
+            .remediate(playbook, &incident, &signal)
+            .await
+            .expect("every decision journaled");
+        (incident, finish)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wasm_step_decides_and_its_actions_are_gated_and_run_by_the_host() {
     let s = setup(POLICY, None).await;
     // Revision 2 just rolled out: the guard's verdict is a rollback.
-    s.fake
-        .roll_out(
-            "shop",
-            "api",
-            json!({"metadata": {"labels": {"app": "api"}},
-                   "spec": {"containers": [{"name": "app", "image": "api:2"}]}}),
-        )
-        .expect("roll out revision 2");
     let playbook = playbook(
         &format!(
             "    - name: guard\n      risk: low\n      wasm: {{module: '{}', grants: [log], allowedActions: [rollout_undo, patch_resources]}}\n",
@@ -789,12 +797,7 @@ async fn a_wasm_step_decides_and_its_actions_are_gated_and_run_by_the_host() {
         ),
         "",
     );
-    let (incident, signal) = leaking(&playbook);
-    let finish = s
-        .executor
-        .remediate(&playbook, &incident, &signal)
-        .await
-        .expect("journaled");
+    let (incident, finish) = s.leak_after_a_rollout(&playbook).await;
     assert_eq!(finish, Finish::Remediated);
     let story = story(&s.journal, &incident.id);
     assert!(
@@ -823,14 +826,6 @@ async fn a_wasm_step_decides_and_its_actions_are_gated_and_run_by_the_host() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wasm_step_asking_for_an_action_it_is_not_allowed_fails_and_rolls_back() {
     let s = setup(POLICY, None).await;
-    s.fake
-        .roll_out(
-            "shop",
-            "api",
-            json!({"metadata": {"labels": {"app": "api"}},
-                   "spec": {"containers": [{"name": "app", "image": "api:2"}]}}),
-        )
-        .expect("roll out revision 2");
     let playbook = playbook(
         &format!(
             "    - {{name: scale-up, action: scale, risk: low, params: {{replicas: 5}}}}\n    - name: guard\n      risk: low\n      wasm: {{module: '{}', grants: [log], allowedActions: [patch_resources]}}\n",
@@ -838,12 +833,7 @@ async fn a_wasm_step_asking_for_an_action_it_is_not_allowed_fails_and_rolls_back
         ),
         "",
     );
-    let (incident, signal) = leaking(&playbook);
-    let finish = s
-        .executor
-        .remediate(&playbook, &incident, &signal)
-        .await
-        .expect("journaled");
+    let (_, finish) = s.leak_after_a_rollout(&playbook).await;
     assert!(
         matches!(&finish, Finish::RolledBack(reason) if reason.contains("rollout_undo")),
         "{finish:?}"
