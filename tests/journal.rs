@@ -96,15 +96,7 @@ fn a_killed_writer_loses_no_acknowledged_entry() {
 
 /// `salve` with `args`: exit code, stdout and stderr.
 fn salve(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
-        .args(args)
-        .output()
-        .expect("run salve");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::run(Command::new(env!("CARGO_BIN_EXE_salve")).args(args))
 }
 
 #[test]

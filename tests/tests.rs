@@ -16,3 +16,13 @@ mod remediation;
 mod signals;
 mod validate;
 mod wasm;
+
+/// Runs `command` (the `salve` binary, set up by the caller): exit code, stdout and stderr.
+fn run(command: &mut std::process::Command) -> (Option<i32>, String, String) {
+    let out = command.output().expect("run salve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

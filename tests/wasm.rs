@@ -625,16 +625,11 @@ fn the_skip_fixture_is_a_generated_guest() {
 
 fn salve(args: &[&str]) -> (Option<i32>, String, String) {
     let cache = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_salve"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .env("XDG_CACHE_HOME", cache.path())
-        .output()
-        .expect("run salve");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    crate::run(
+        Command::new(env!("CARGO_BIN_EXE_salve"))
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .env("XDG_CACHE_HOME", cache.path()),
     )
 }
 

@@ -578,11 +578,9 @@ impl Executor {
         let result = match evaluated {
             Ok(result) => result,
             Err((reason, logs)) => {
-                self.gate().action_failed(self.now());
-                self.record(
+                self.step_failed(
                     context,
                     plan,
-                    Kind::StepFailed,
                     json!({
                         "step": step.name, "index": index, "phase": "steps", "action": "wasm",
                         "reason": reason, "logs": logs,
@@ -831,11 +829,9 @@ impl Executor {
                 }))
             }
             Err(reason) => {
-                self.gate().action_failed(self.now());
-                self.record(
+                self.step_failed(
                     context,
                     plan,
-                    Kind::StepFailed,
                     json!({
                         "step": step.name, "index": index, "phase": phase, "action": action,
                         "reason": reason, "seconds": took,
@@ -1002,6 +998,12 @@ impl Executor {
         } else {
             Finish::RollbackIncomplete(format!("{reason}; undo failed: {}", failed.join("; ")))
         })
+    }
+
+    /// A step (or a WASM module) failed: the breaker counts it and the journal says why.
+    fn step_failed(&self, context: &Context, plan: &Plan, detail: Value) -> Result<()> {
+        self.gate().action_failed(self.now());
+        self.record(context, plan, Kind::StepFailed, detail)
     }
 
     fn record(&self, context: &Context, plan: &Plan, kind: Kind, detail: Value) -> Result<()> {
