@@ -290,11 +290,6 @@ impl Executor {
             }
         };
         let target = plan.target.to_string();
-        if let Some(reason) = self.cooling_down(playbook, &target)? {
-            let finish = Finish::CoolingDown(reason);
-            self.finish(&playbook.name, &incident.id, &finish)?;
-            return Ok(finish);
-        }
         let mine = Claim {
             incident: incident.id.clone(),
             root: Root {
@@ -326,6 +321,17 @@ impl Executor {
         })?;
         if let Some(holder) = correlated {
             return Ok(Finish::Correlated(holder));
+        }
+        // Claimed: a remediation in flight on the target was told apart above (correlated);
+        // a finished one within the cooldown leaves it alone.
+        let cooling = self.cooling_down(playbook, &target);
+        if !matches!(cooling, Ok(None)) {
+            self.release(&target);
+        }
+        if let Some(reason) = cooling? {
+            let finish = Finish::CoolingDown(reason);
+            self.finish(&playbook.name, &incident.id, &finish)?;
+            return Ok(finish);
         }
         let context = Context {
             playbook: playbook.name.clone(),
@@ -361,6 +367,9 @@ impl Executor {
         let Ok(cooldown) = chrono::TimeDelta::from_std(playbook.cooldown) else {
             return Ok(None);
         };
+        if cooldown.is_zero() {
+            return Ok(None);
+        }
         let since = self.now() - cooldown;
         let last = self
             .inner
