@@ -854,3 +854,165 @@ async fn a_wasm_step_asking_for_an_action_it_is_not_allowed_fails_and_rolls_back
     let image = &deployment(&s.fake)["spec"]["template"]["spec"]["containers"][0]["image"];
     assert_eq!(image, "api:2", "nothing the guest asked for ran");
 }
+
+/// The crash-loop playbook as shipped (`playbooks/crash-loop.yaml`), whose `triage` step is
+/// the crash-triage example built by `wasm-sdk/build.sh`.
+fn crash_loop_playbook() -> Arc<Playbook> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+    let module = dir.join("steps/crash-triage.wasm");
+    assert!(
+        module.is_file(),
+        "{} is missing: run `bash wasm-sdk/build.sh` first",
+        module.display()
+    );
+    let path = dir.join("crash-loop.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the crash-loop playbook");
+    let mut loaded = Loaded::default();
+    load_text(&path, &text, &mut loaded);
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    Arc::clone(&loaded.playbooks[0])
+}
+
+impl Setup {
+    /// Rolls the Deployment out to revision 2 (`api:2`, memory limit 256Mi), seeds its pod
+    /// `api-1` whose `app` container restarted 5 times with `state` and `last_state` (and
+    /// the logs of both instances), then remediates the crash-loop signal on that container,
+    /// as the `crashLoop` trigger reports one, with the shipped crash-loop playbook.
+    async fn crash_loop(&self, state: Value, last_state: Value) -> (Incident, Finish) {
+        let container = json!({"name": "app", "image": "api:2",
+                               "resources": {"limits": {"memory": "256Mi"}}});
+        self.fake
+            .roll_out(
+                "shop",
+                "api",
+                json!({"metadata": {"labels": {"app": "api"}},
+                       "spec": {"containers": [container]}}),
+            )
+            .expect("roll out revision 2");
+        let replica_set = self
+            .fake
+            .list("apps/v1", "ReplicaSet", Some("shop"))
+            .into_iter()
+            .find(|rs| rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2")
+            .expect("the ReplicaSet of revision 2");
+        self.fake
+            .insert(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": "api-1", "namespace": "shop", "labels": {"app": "api"},
+                    "ownerReferences": [{
+                        "apiVersion": "apps/v1", "kind": "ReplicaSet", "controller": true,
+                        "name": replica_set["metadata"]["name"],
+                        "uid": replica_set["metadata"]["uid"],
+                    }],
+                },
+                "spec": {"containers": [container]},
+                "status": {"phase": "Running", "containerStatuses": [{
+                    "name": "app", "image": "api:2", "imageID": "", "ready": false,
+                    "restartCount": 5, "state": state, "lastState": last_state,
+                }]},
+            }))
+            .expect("seed the crash-looping pod");
+        for previous in [true, false] {
+            self.fake
+                .set_logs("shop", "api-1", "app", previous, "starting\nfatal: boom\n");
+        }
+        let playbook = crash_loop_playbook();
+        let signal = SignalEvent {
+            at: Utc::now(),
+            labels: LabelSet::from(
+                [
+                    ("namespace", "shop"),
+                    ("pod", "api-1"),
+                    ("container", "app"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            ),
+            transition: Transition::Firing,
+            value: Some(6.0),
+            values: Default::default(),
+            active_at: Some(Utc::now()),
+        };
+        let incident = Incidents::new()
+            .apply(&playbook, &signal)
+            .expect("the firing signal opens an incident")
+            .incident;
+        let finish = self
+            .executor
+            .remediate(&playbook, &incident, &signal)
+            .await
+            .expect("every decision journaled");
+        (incident, finish)
+    }
+
+    /// What the triage step gave, as journaled: its decision and output.
+    fn triage(&self, incident: &Incident) -> Value {
+        self.journal
+            .timeline(&incident.id)
+            .expect("timeline")
+            .into_iter()
+            .find(|e| e.record.kind == Kind::StepSucceeded && e.record.detail["step"] == "triage")
+            .map(|e| json!({"decision": e.record.detail["decision"], "output": e.record.detail["after"]}))
+            .expect("the triage step's decision is journaled")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_triage_reads_an_oom_killed_pod_and_raises_its_memory_limit() {
+    let s = setup(POLICY, None).await;
+    let (incident, finish) = s
+        .crash_loop(
+            json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+            json!({"terminated": {"reason": "OOMKilled", "exitCode": 137}}),
+        )
+        .await;
+    assert_eq!(finish, Finish::Remediated);
+    // The signal says nothing of why the container died: the verdict comes from the pod the
+    // step read through the host's `get`.
+    assert_eq!(
+        s.triage(&incident),
+        json!({"decision": "proceed", "output": {"verdict": "raise-limit",
+               "reason": "OOMKilled", "exitCode": 137, "restarts": 5}})
+    );
+    let story = story(&s.journal, &incident.id);
+    for entry in [
+        "step_succeeded capture-logs",
+        "gate_verdict triage/1-patch_resources",
+        "step_succeeded triage/1-patch_resources",
+    ] {
+        assert!(story.contains(&entry.to_string()), "{entry}: {story:#?}");
+    }
+    let container = &deployment(&s.fake)["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["resources"]["limits"]["memory"], "384Mi",
+        "256Mi × 1.5"
+    );
+    assert_eq!(
+        container["image"], "api:2",
+        "a limit raised, nothing rolled back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_triage_rolls_back_a_container_that_fails_after_a_recent_rollout() {
+    let s = setup(POLICY, None).await;
+    let (incident, finish) = s
+        .crash_loop(
+            json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+            json!({"terminated": {"reason": "Error", "exitCode": 1}}),
+        )
+        .await;
+    assert_eq!(finish, Finish::Remediated);
+    assert_eq!(
+        s.triage(&incident),
+        json!({"decision": "proceed", "output": {"verdict": "rollback",
+               "reason": "Error", "exitCode": 1, "restarts": 5}})
+    );
+    let story = story(&s.journal, &incident.id);
+    assert!(
+        story.contains(&"step_succeeded triage/1-rollout_undo".to_string()),
+        "{story:#?}"
+    );
+    let container = &deployment(&s.fake)["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "api:1", "rolled back to revision 1");
+}

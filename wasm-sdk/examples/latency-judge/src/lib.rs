@@ -1,5 +1,5 @@
 //! `latency-judge`: judges a canary by its p99 latency against the stable track's, and rolls
-//! the canary back when it is clearly worse. It needs the `query` capability.
+//! the canary back when it is clearly worse. It needs the `query` capability (and `log`).
 //!
 //! The two expressions come from the config (`canary`, `stable`), or are built from a latency
 //! histogram and a track label:
@@ -18,9 +18,11 @@
 //!
 //! ```yaml
 //! - name: judge
+//!   risk: medium
 //!   wasm:
 //!     module: steps/latency-judge.wasm
-//!     capabilities: [query]
+//!     grants: [log, query]
+//!     allowedActions: [rollout_undo]
 //!     config: {metric: http_request_duration_seconds_bucket, trackLabel: track, maxRatio: 1.2}
 //! ```
 
