@@ -12,11 +12,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use salve::action::Action;
+use salve::clock::Clock;
+use salve::kube_fake::FakeApiServer;
 use salve::playbook::spec::Capability;
+use salve::prometheus::{self, Scenario};
 use salve::risk::Risk;
+use salve::signal::evaluate::Evaluator;
 use salve::wasm::{
-    CacheDir, Decision, Grants, Host, HostOptions, Limits, Module, Services, StepError, StepInput,
+    CacheDir, Decision, Grants, Host, HostOptions, Limits, Module, Readable, Services, StepError,
+    StepInput,
 };
+use serde_json::json;
 
 /// The contract's types, as a guest built by wit-bindgen imports them.
 fn types_import(version: &str) -> String {
@@ -402,11 +408,26 @@ fn a_guest_that_grows_memory_without_end_is_stopped_at_its_limit() {
 fn a_guest_that_traps_fails_its_step_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let host = host(dir.path());
-    let module = load(&host, &Guest::running("unreachable"));
-    let error = evaluate(&host, &module, &grants(&[], &[])).expect_err("traps");
-    assert!(matches!(error.error, StepError::Trap(_)), "{error:?}");
-    assert!(error.to_string().contains("unreachable"), "{error}");
-    still_serves(&host);
+    // Bounds and the stack are checked by the compiled code (the host runs without guard
+    // pages and signal handlers): each is still a trap of the step's own.
+    for (code, trap) in [
+        ("unreachable", "unreachable"),
+        (
+            "(drop (i32.load (i32.const -8)))",
+            "out of bounds memory access",
+        ),
+        // `evaluate` (function 1, after `cabi_realloc`) calling itself without end.
+        ("(drop (call 1 (local.get 0)))", "call stack exhausted"),
+    ] {
+        let module = load(&host, &Guest::running(code));
+        let error = evaluate(&host, &module, &grants(&[], &[])).expect_err("traps");
+        assert!(
+            matches!(error.error, StepError::Trap(_)),
+            "{code}: {error:?}"
+        );
+        assert!(error.to_string().contains(trap), "{code}: {error}");
+        still_serves(&host);
+    }
 }
 
 #[test]
@@ -676,4 +697,261 @@ fn salve_step_run_prints_the_decision_and_inspect_the_contract() {
     ]);
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("timeout"), "{stderr}");
+}
+
+// The example steps built by `wasm-sdk/build.sh`, against real services: the in-process fake
+// Kubernetes API (over HTTP, through `kube::Client`) for `get`, a real Prometheus for `query`.
+
+/// An example step built by `wasm-sdk/build.sh` into `playbooks/steps/` (CI builds them
+/// before the tests).
+fn example(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../playbooks/steps")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash wasm-sdk/build.sh` first",
+        path.display()
+    );
+    path
+}
+
+/// `capabilities` and the actions a crash-triage step asks for, reading `kinds` in
+/// `namespaces`.
+fn triage_grants(capabilities: &[Capability], kinds: &[&str], namespaces: &[&str]) -> Grants {
+    let mut grants = Grants::new(
+        capabilities.to_vec(),
+        vec![Action::RolloutUndo, Action::PatchResources],
+        Risk::Medium,
+    );
+    grants.readable = Readable {
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+    };
+    grants
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_outside_the_readable_set_is_refused_and_crash_triage_escalates() {
+    let (fake, client) = FakeApiServer::start().await.expect("the fake starts");
+    // A pod of another team's namespace, OOMKilled: readable, it would raise a limit.
+    fake.insert(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pay-1", "namespace": "payments"},
+        "spec": {"containers": [{"name": "app", "image": "pay:3",
+                                 "resources": {"limits": {"memory": "1Gi"}}}]},
+        "status": {"containerStatuses": [{
+            "name": "app", "image": "pay:3", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+        }]},
+    }))
+    .expect("seed the pod");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host(dir.path());
+    let module = host.load(&example("crash-triage")).expect("loads");
+    // The target is in `shop`; the signal names the pod in `payments`.
+    let input = StepInput::from_json(
+        r#"{"incident": "inc-1", "playbook": "crash-loop", "step": "triage",
+            "signals": [{"labels": {"namespace": "payments", "pod": "pay-1", "container": "app"}}],
+            "target": {"kind": "Deployment", "namespace": "shop", "name": "api"}}"#,
+    )
+    .expect("input");
+    let services = Services {
+        kube: Some(client),
+        ..Services::default()
+    };
+    let limits = Limits {
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let pod_reads = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path.contains("/pods/"))
+            .count()
+    };
+    use Capability::{Get, Log};
+
+    for (grants, refusal) in [
+        // As the executor grants it for a Deployment in `shop`.
+        (
+            triage_grants(&[Log, Get], &["Deployment", "Pod"], &["shop"]),
+            "namespace `payments` is not readable by this step (readable: shop)",
+        ),
+        (
+            triage_grants(&[Log, Get], &["Deployment"], &["shop", "payments"]),
+            "kind `Pod` is not readable by this step (readable: Deployment)",
+        ),
+    ] {
+        let result = host
+            .evaluate(&module, &grants, &limits, input.clone(), &services)
+            .await
+            .expect("the step decides");
+        assert_eq!(
+            result.decision,
+            Decision::Escalate(format!("cannot read pod payments/pay-1: {refusal}"))
+        );
+        assert_eq!(
+            result.output,
+            Some(
+                json!({"verdict": "escalate", "reason": null, "exitCode": null,
+                        "restarts": null})
+            )
+        );
+        assert!(
+            result
+                .logs
+                .iter()
+                .any(|l| l.level == "warn" && l.message.contains(refusal)),
+            "{:?}",
+            result.logs
+        );
+    }
+    assert_eq!(pod_reads(), 0, "refused before anything reached the API");
+
+    // Readable, the same pod is read and decided on.
+    let grants = triage_grants(&[Log, Get], &["Deployment", "Pod"], &["shop", "payments"]);
+    let result = host
+        .evaluate(&module, &grants, &limits, input.clone(), &services)
+        .await
+        .expect("the step decides");
+    assert_eq!(
+        result.output,
+        Some(
+            json!({"verdict": "raise-limit", "reason": "OOMKilled", "exitCode": 137,
+                    "restarts": 3})
+        )
+    );
+    assert_eq!(pod_reads(), 1);
+
+    // Without the `get` capability the call traps: the step fails (and its plan rolls back).
+    let grants = triage_grants(&[Log], &["Pod"], &["payments"]);
+    let failure = host
+        .evaluate(&module, &grants, &limits, input, &services)
+        .await
+        .expect_err("the step fails");
+    assert_eq!(
+        failure.error,
+        StepError::NotGranted {
+            capability: Get,
+            step: "triage".into()
+        }
+    );
+    assert_eq!(pod_reads(), 1);
+}
+
+/// Whether `value` is a number within 0.001 of `expected`.
+fn near(value: &serde_json::Value, expected: f64) -> bool {
+    value.as_f64().is_some_and(|v| (v - expected).abs() < 1e-3)
+}
+
+/// Evaluates latency-judge for a canary Deployment in `namespace`.
+async fn judge(
+    host: &Host,
+    module: &Module,
+    services: &Services,
+    namespace: &str,
+) -> salve::wasm::StepResult {
+    let input = StepInput::from_json(&format!(
+        r#"{{"incident": "inc-1", "playbook": "canary", "step": "judge",
+            "target": {{"kind": "Deployment", "namespace": "{namespace}", "name": "api-canary"}}}}"#
+    ))
+    .expect("input");
+    let grants = Grants::new(
+        vec![Capability::Log, Capability::Query],
+        vec![Action::RolloutUndo],
+        Risk::Medium,
+    );
+    let limits = Limits {
+        timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    host.evaluate(module, &grants, &limits, input, services)
+        .await
+        .expect("the step decides")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_judge_compares_canary_and_stable_p99_from_a_real_prometheus() {
+    // Requests per minute at or below each bucket of `http_request_duration_seconds`, per
+    // namespace and track. The stable tracks answer within 0.1 s (p99 0.099 s); the canary in
+    // `slow` takes 0.5-1 s (p99 0.995 s), the one in `similar` is as fast as its stable track,
+    // and `no-canary` has no canary series at all.
+    let fast = [100, 100, 100, 100, 100];
+    let slow = [0, 0, 0, 100, 100];
+    let mut scenario = Scenario::new(Duration::from_secs(60)).expect("scenario");
+    for (namespace, track, per_minute) in [
+        ("slow", "stable", fast),
+        ("slow", "canary", slow),
+        ("similar", "stable", fast),
+        ("similar", "canary", fast),
+        ("no-canary", "stable", fast),
+    ] {
+        for (le, n) in ["0.1", "0.25", "0.5", "1", "+Inf"]
+            .into_iter()
+            .zip(per_minute)
+        {
+            scenario = scenario
+                .series(
+                    &format!(
+                        r#"http_request_duration_seconds_bucket{{namespace="{namespace}",track="{track}",le="{le}"}}"#
+                    ),
+                    &format!("0+{n}x30"),
+                )
+                .expect("a series");
+        }
+    }
+    let prometheus = prometheus::start(&scenario).expect("backfill and start prometheus");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host(dir.path());
+    let module = host.load(&example("latency-judge")).expect("loads");
+    // The engine's clock at minute 20 of the backfilled half hour: queries run at that time.
+    let services_at = |step: usize| Services {
+        prometheus: Some(
+            Evaluator::new(prometheus.url(), Duration::from_secs(5)).expect("a client"),
+        ),
+        kube: None,
+        clock: Clock::scaled(
+            chrono::DateTime::from_timestamp(prometheus.time_at(step), 0).expect("a time"),
+            1.0,
+        ),
+    };
+    let services = services_at(20);
+
+    let slow = judge(&host, &module, &services, "slow").await;
+    let Decision::Proceed(actions) = &slow.decision else {
+        panic!("a clearly slower canary is rolled back: {slow:?}");
+    };
+    assert_eq!(
+        actions.iter().map(|a| a.action).collect::<Vec<_>>(),
+        [Action::RolloutUndo]
+    );
+    let output = slow.output.expect("an output");
+    assert_eq!(output["verdict"], "rollback");
+    assert!(near(&output["canaryP99"], 0.995), "{output}");
+    assert!(near(&output["stableP99"], 0.099), "{output}");
+
+    let similar = judge(&host, &module, &services, "similar").await;
+    assert!(matches!(similar.decision, Decision::Skip(_)), "{similar:?}");
+    let output = similar.output.expect("an output");
+    assert_eq!(output["verdict"], "pass");
+    assert!(near(&output["canaryP99"], 0.099), "{output}");
+
+    let missing = judge(&host, &module, &services, "no-canary").await;
+    assert_eq!(
+        missing.decision,
+        Decision::Escalate("no latency data for the canary: cannot judge the canary".into())
+    );
+    let output = missing.output.expect("an output");
+    assert_eq!(output["verdict"], "no-data");
+    assert!(output["canaryP99"].is_null(), "{output}");
+    assert!(near(&output["stableP99"], 0.099), "{output}");
+
+    // At the first sample there is no rate yet: nothing to judge, slow canary or not.
+    let before = judge(&host, &module, &services_at(0), "slow").await;
+    assert!(
+        matches!(before.decision, Decision::Escalate(_)),
+        "{before:?}"
+    );
 }

@@ -6,9 +6,12 @@
 //!    with the pooling allocator, the call with the incident context crossing the boundary both
 //!    ways, the guest's `log` call, and the host's checks of its answer — `--runs N` times
 //!    (2000).
-//! 2. **Floor**: a fresh `Store` and the instantiation of an empty component, on an engine
-//!    configured as the host's (component model, epoch interruption, pooling allocator).
-//! 3. **Load**: `Host::load` of the guard with an empty disk cache (a compile) and by a new
+//! 2. **The host's own cost**: the same for the smallest step there is
+//!    (`tests/fixtures/wasm/skip.wat`: one memory page, an answer already in it, no work) —
+//!    what any step pays before its own code runs.
+//! 3. **Floor**: a fresh `Store` and the instantiation of an empty component on the host's
+//!    engine (same configuration and pool).
+//! 4. **Load**: `Host::load` of the guard with an empty disk cache (a compile) and by a new
 //!    host over the filled cache (a disk hit).
 //!
 //! Run with `cargo bench --bench wasm`; numbers in BENCHMARKS.md.
@@ -21,8 +24,8 @@ use salve::clock::Clock;
 use salve::playbook::spec::Capability;
 use salve::risk::Risk;
 use salve::wasm::{CacheDir, Grants, Host, HostOptions, Limits, Services, StepInput};
+use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 #[path = "common/stats.rs"]
 mod stats;
@@ -90,20 +93,37 @@ fn main() {
         kube: None,
         clock: Clock::wall(),
     };
+    let skip = again
+        .load(&PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/wasm/skip.wat"
+        )))
+        .expect("load the skip fixture");
+    let nothing = Grants::new(Vec::new(), Vec::new(), Risk::Low);
     let mut step = Vec::with_capacity(runs);
+    let mut smallest = Vec::with_capacity(runs);
     runtime.block_on(async {
         for _ in 0..runs {
+            let asked = input.clone();
             let began = Instant::now();
             let result = again
-                .evaluate(&guard, &grants, &limits, input.clone(), &services)
+                .evaluate(&guard, &grants, &limits, asked, &services)
                 .await
                 .expect("the guard decides");
             step.push(began.elapsed());
             std::hint::black_box(result);
+            let asked = input.clone();
+            let began = Instant::now();
+            let result = again
+                .evaluate(&skip, &nothing, &limits, asked, &services)
+                .await
+                .expect("the skip step decides");
+            smallest.push(began.elapsed());
+            std::hint::black_box(result);
         }
     });
 
-    let floor = floor(runs);
+    let floor = floor(&again, runs);
     println!("| measure | n | min | p50 | p99 | mean | max |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
@@ -112,34 +132,26 @@ fn main() {
     );
     println!(
         "{}",
+        Stats::new(smallest).row("smallest step (skip.wat): fresh instance + evaluate")
+    );
+    println!(
+        "{}",
         Stats::new(floor).row("floor: fresh store + empty component")
     );
     println!("\nload memory-leak-guard: compile {compiled:.1?}; from the disk cache {cached:.1?}");
 }
 
-/// wasmtime's floor: a fresh store and an empty component instantiated, `runs` times, on an
-/// engine configured as the host's.
-fn floor(runs: usize) -> Vec<Duration> {
-    let mut config = Config::new();
-    config.wasm_component_model(true);
-    config.epoch_interruption(true);
-    config.memory_reservation(64 << 20);
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(16)
-        .total_core_instances(128)
-        .total_memories(32)
-        .total_tables(64)
-        .total_stacks(16)
-        .max_memory_size(64 << 20);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&config).expect("engine");
-    let component = Component::new(&engine, "(component)").expect("the empty component");
-    let linker: Linker<()> = Linker::new(&engine);
+/// wasmtime's floor: a fresh store and an empty component instantiated, `runs` times, on the
+/// host's engine.
+fn floor(host: &Host, runs: usize) -> Vec<Duration> {
+    let engine = host.engine();
+    let component = Component::new(engine, "(component)").expect("the empty component");
+    let linker: Linker<()> = Linker::new(engine);
     let pre = linker.instantiate_pre(&component).expect("pre");
     (0..runs)
         .map(|_| {
             let began = Instant::now();
-            let mut store = Store::new(&engine, ());
+            let mut store = Store::new(engine, ());
             store.set_epoch_deadline(100);
             let instance = pre.instantiate(&mut store).expect("instantiate");
             std::hint::black_box(instance);
