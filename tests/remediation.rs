@@ -1016,3 +1016,119 @@ async fn crash_triage_rolls_back_a_container_that_fails_after_a_recent_rollout()
     let container = &deployment(&s.fake)["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "api:1", "rolled back to revision 1");
 }
+
+/// Every way a guest can misbehave, run as a playbook step after one that changed something:
+/// the step fails with its reason in the journal, the completed step is undone, and the
+/// executor goes on to remediate the next incident.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misbehaving_wasm_step_fails_only_its_step_and_the_plan_rolls_back() {
+    use crate::wasm::{Answer, Guest, ROLLOUT_UNDO, SCALE};
+
+    let s = setup(POLICY, None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The module file holds WAT text, which wasmtime reads as well as the binary format.
+    let step = |name: &str, guest: &Guest, allowed: &str| {
+        let module = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&module, guest.wat()).expect("write the module");
+        playbook(
+            &format!(
+                "    - {{name: scale-up, action: scale, risk: low, params: {{replicas: 5}}}}\n    - name: guard\n      risk: low\n      timeout: 300ms\n      wasm: {{module: '{}', allowedActions: [{allowed}]}}\n",
+                module.display()
+            ),
+            "",
+        )
+    };
+    let cases = [
+        (
+            "loops",
+            Guest::running("(loop $forever (br $forever))"),
+            "scale",
+            "did not finish within its timeout",
+        ),
+        (
+            "eats-memory",
+            Guest::running(
+                "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) unreachable",
+            ),
+            "scale",
+            "went over its limit",
+        ),
+        ("traps", Guest::running("unreachable"), "scale", "trapped"),
+        (
+            "malformed",
+            Guest::answering(Answer::Proceed(vec![(SCALE, "[3]", None)], None)),
+            "scale",
+            "must be a JSON object",
+        ),
+        (
+            "not-allowed",
+            Guest::answering(Answer::Proceed(vec![(ROLLOUT_UNDO, "{}", None)], None)),
+            "scale",
+            "does not allow",
+        ),
+    ];
+    for (name, guest, allowed, why) in &cases {
+        let playbook = step(name, guest, allowed);
+        let (incident, finish) = s.remediate(&playbook, "api-1").await;
+        assert!(
+            matches!(&finish, Finish::RolledBack(reason) if reason.contains(why)),
+            "{name}: {finish:?}"
+        );
+        let failed = s
+            .journal
+            .timeline(&incident.id)
+            .expect("timeline")
+            .into_iter()
+            .find(|e| e.record.kind == Kind::StepFailed)
+            .unwrap_or_else(|| panic!("{name}: the failure is journaled"));
+        assert_eq!(failed.record.detail["step"], "guard", "{name}");
+        assert!(
+            failed.record.detail["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(why)),
+            "{name}: {failed:?}"
+        );
+        let story = story(&s.journal, &incident.id);
+        assert!(
+            story.contains(&"rollback_started".to_string()),
+            "{name}: {story:#?}"
+        );
+        assert_eq!(replicas(&s.fake), 3, "{name}: scale-up was undone");
+    }
+
+    // The executor still serves: a step that behaves is run, its action gated and executed.
+    let good = Guest::answering(Answer::Proceed(
+        vec![(SCALE, r#"{"replicas": 4}"#, None)],
+        None,
+    ));
+    let (_, finish) = s.remediate(&step("good", &good, "scale"), "api-2").await;
+    assert_eq!(finish, Finish::Remediated);
+    assert_eq!(replicas(&s.fake), 4);
+}
+
+#[test]
+fn a_module_importing_a_capability_its_step_is_not_granted_is_refused_at_load() {
+    use crate::wasm::{Answer, Body, Guest};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("clock.wasm");
+    let guest = Guest {
+        version: "0.1.0",
+        body: Body::CodeThen("(drop (call $now))", Answer::Skip("checked the time")),
+        imports: vec!["now"],
+    };
+    std::fs::write(&module, guest.wat()).expect("write the module");
+    let text = format!(
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: heal}}\nspec:\n  trigger:\n    promql: {{expr: 'vector(1)'}}\n  target: {{kind: Deployment, namespace: shop, name: api}}\n  steps:\n    - name: guard\n      risk: low\n      wasm: {{module: '{}', grants: [log]}}\n",
+        module.display()
+    );
+    let mut loaded = Loaded::default();
+    load_text(Path::new("heal.yaml"), &text, &mut loaded);
+    let errors: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        errors.iter().any(|e| e.contains("clock.wasm")
+            && e.contains("imports capability `now`, which the playbook does not grant")),
+        "{errors:#?}"
+    );
+    assert!(loaded.playbooks.is_empty(), "the playbook is not loaded");
+}

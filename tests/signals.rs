@@ -537,6 +537,157 @@ fn salve_test_keeps_tests_apart_in_a_running_prometheus() {
     );
 }
 
+/// A step module built by `wasm-sdk/build.sh` into `playbooks/steps/`.
+fn built_step(name: &str) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../playbooks/steps")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash wasm-sdk/build.sh` first",
+        path.display()
+    );
+    path
+}
+
+/// The memory-leak trigger of the bundled playbook, a target named by the owner, and
+/// `steps` (indented by 4).
+fn leak_playbook(name: &str, steps: &str, tests: &str) -> String {
+    format!(
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: {name}}}\nspec:\n  trigger:\n    memoryLeak: {{selector: '{{namespace=\"prod\"}}', window: 30m, horizon: 1h, minGrowthMiBPerMinute: 1}}\n    for: 2m\n  target: {{kind: Deployment, namespace: \"${{labels.namespace}}\", name: \"${{owner.name}}\"}}\n  steps:\n{steps}  tests:\n{tests}"
+    )
+}
+
+/// A test of a leak in `prod/api-1`: the working set from `start` bytes growing by `growth`
+/// bytes a minute for an hour, under a limit of `limit` bytes, on a revision `age` old; it
+/// expects `steps`. The leak is projected to OOM within the hour from about minute 42 on.
+fn leak_test(name: &str, start: &str, growth: &str, limit: &str, age: &str, steps: &str) -> String {
+    format!(
+        "    - name: {name}\n      series:\n        'container_memory_working_set_bytes{{namespace=\"prod\",pod=\"api-1\",container=\"api\"}}': '{start}+{growth}x60'\n        'kube_pod_container_resource_limits{{namespace=\"prod\",pod=\"api-1\",container=\"api\",resource=\"memory\"}}': '{limit}x60'\n      facts:\n        owner: {{name: api}}\n        target: {{revisionAge: {age}}}\n      expect: {{incident: true, steps: [{steps}]}}\n"
+    )
+}
+
+/// The line after `  FAIL  <test>`: why it failed.
+fn failure<'a>(text: &'a str, test: &str) -> &'a str {
+    let mut lines = text.lines();
+    lines
+        .by_ref()
+        .find(|l| l.starts_with(&format!("  FAIL  {test} (")))
+        .unwrap_or_else(|| panic!("`{test}` did not fail:\n{text}"));
+    lines.next().unwrap_or_default().trim()
+}
+
+/// `salve test` evaluates the real memory-leak guard for each test's scenario: the revision's
+/// age and the growth rate decide what `expect.steps` must say; a wrong expectation shows
+/// what the guard decided and logged; a step that traps fails its test with the trap.
+#[test]
+fn salve_test_evaluates_wasm_steps_for_each_scenario() {
+    let guard = built_step("memory-leak-guard");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let steps = format!(
+        "    - {{name: capture-logs, action: capture_logs, risk: none}}\n    - name: guard\n      risk: medium\n      wasm:\n        module: '{}'\n        grants: [log]\n        allowedActions: [rollout_undo, patch_resources]\n        config: {{recentDeploy: 1h, limitFactor: 1.5}}\n",
+        guard.display()
+    );
+    // 5e6 B/min is 4.8 MiB/min, a slow leak; 3e7 B/min (28.6 MiB/min) is a fast one: above
+    // the guard's default of 20 MiB/min.
+    let tests = [
+        leak_test(
+            "young",
+            "1.5e9",
+            "5e6",
+            "2e9",
+            "20m",
+            "capture-logs, guard/1-rollout_undo",
+        ),
+        leak_test(
+            "old slow",
+            "1.5e9",
+            "5e6",
+            "2e9",
+            "3d",
+            "capture-logs, guard/1-patch_resources",
+        ),
+        leak_test(
+            "old fast",
+            "1e9",
+            "3e7",
+            "4e9",
+            "3d",
+            "capture-logs, guard/escalate",
+        ),
+        leak_test(
+            "wrong",
+            "1.5e9",
+            "5e6",
+            "2e9",
+            "3d",
+            "capture-logs, guard/1-rollout_undo",
+        ),
+    ]
+    .concat();
+    std::fs::write(
+        dir.path().join("guarded.yaml"),
+        leak_playbook("guarded", &steps, &tests),
+    )
+    .expect("write playbook");
+    // A component whose handler traps (the skip fixture with an `unreachable` body).
+    let skip = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/wasm/skip.wat"),
+    )
+    .expect("read the skip fixture");
+    let body = "(result i32)\n      \n      (i32.const 0))";
+    assert!(skip.contains(body), "the skip fixture changed shape");
+    let trap = dir.path().join("trap.wasm");
+    std::fs::write(
+        &trap,
+        skip.replace(body, "(result i32)\n      unreachable)"),
+    )
+    .expect("write the trapping module");
+    let steps = format!(
+        "    - {{name: capture-logs, action: capture_logs, risk: none}}\n    - name: judge\n      risk: low\n      wasm: {{module: '{}', allowedActions: [rollout_undo]}}\n",
+        trap.display()
+    );
+    std::fs::write(
+        dir.path().join("trapping.yaml"),
+        leak_playbook(
+            "trapping",
+            &steps,
+            &leak_test("traps", "1.5e9", "5e6", "2e9", "3d", "capture-logs"),
+        ),
+    )
+    .expect("write playbook");
+
+    let (code, text) = salve_test(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    for passing in ["young", "old slow", "old fast"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("  ok    {passing} ("))),
+            "{passing} did not pass:\n{text}"
+        );
+    }
+    let wrong = failure(&text, "wrong");
+    assert!(
+        wrong.starts_with(
+            "expected steps [capture-logs, guard/1-rollout_undo]; \
+             the plan runs [capture-logs, guard/1-patch_resources]; \
+             guard decided proceed: patch_resources (medium) (logged: info: growth Some("
+        ),
+        "{wrong}"
+    );
+    assert!(wrong.contains("revision age Some(259200)"), "{wrong}");
+    let traps = failure(&text, "traps");
+    assert!(
+        traps.starts_with("step judge failed: the step trapped"),
+        "{traps}"
+    );
+    assert_eq!(
+        text.lines().last(),
+        Some("result: 3 passed, 2 failed, 0 skipped"),
+        "{text}"
+    );
+}
+
 /// A playbook on `max by (pod) (gauge) > threshold`, evaluated every second.
 fn live_playbook(name: &str, threshold: f64, for_: &str) -> String {
     format!(

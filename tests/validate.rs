@@ -410,3 +410,45 @@ fn out_of_range_durations_on_the_command_line_are_usage_errors_not_crashes() {
     assert!(stderr.contains("is not a positive duration"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_test_names_what_a_wasm_step_runs_not_the_step() {
+    let guard = repo().join("playbooks/steps/memory-leak-guard.wasm");
+    assert!(
+        guard.is_file(),
+        "{} is missing: run `bash wasm-sdk/build.sh` first",
+        guard.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("leak.yaml");
+    let test = |steps: &str| {
+        format!(
+            "    - name: t\n      series: {{'m{{namespace=\"p\"}}': '1x5'}}\n      expect: {{incident: true, steps: [{steps}]}}\n"
+        )
+    };
+    let text = format!(
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: leak}}\nspec:\n  trigger:\n    promql: {{expr: 'm > 0'}}\n  target: {{kind: Deployment, namespace: p, name: api}}\n  steps:\n    - {{name: logs, action: capture_logs, risk: none}}\n    - name: guard\n      risk: medium\n      wasm: {{module: '{}', grants: [log], allowedActions: [rollout_undo, patch_resources]}}\n  tests:\n{}{}{}",
+        guard.display(),
+        test("logs, guard/1-rollout_undo, guard/2-patch_resources"),
+        test("logs, guard/escalate"),
+        test("guard, guard/1-scale"),
+    );
+    std::fs::write(&file, text).expect("write");
+    let out = salve(&["validate", &file.display().to_string()]);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 2, "only the third test is wrong: {text}");
+    assert!(
+        errors[0].contains("spec.tests[2].expect.steps[0]: `guard` is a WASM step"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the actions it asks for (`guard/1-<action>`"),
+        "{text}"
+    );
+    assert!(
+        errors[1].contains("spec.tests[2].expect.steps[1]: no step is named `guard/1-scale`"),
+        "scale is not among its allowed actions: {text}"
+    );
+}

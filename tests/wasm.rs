@@ -5,7 +5,8 @@
 //! The components are generated here (see [`Guest`]): the contract's types imported exactly
 //! as wit-bindgen declares them, a core module whose `evaluate` returns a fixed answer laid
 //! out in linear memory by the canonical ABI (or never returns), and the `handler` export.
-//! `tests/fixtures/wasm/skip.wat` is one of them, written out for the CLI and for people.
+//! `tests/fixtures/wasm/skip.wat` is one of them, written out for the CLI and for people;
+//! `tests/remediation.rs` runs them as playbook steps.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,15 +68,15 @@ fn types_import(version: &str) -> String {
 }
 
 /// `action-kind` cases, in the contract's order.
-const SCALE: u8 = 0;
-const ROLLOUT_UNDO: u8 = 2;
+pub(crate) const SCALE: u8 = 0;
+pub(crate) const ROLLOUT_UNDO: u8 = 2;
 const NOTIFY: u8 = 10;
 /// `risk` cases.
 const RISK_NONE: u8 = 0;
 const RISK_HIGH: u8 = 3;
 
 /// What a generated guest's `evaluate` does.
-enum Body {
+pub(crate) enum Body {
     /// Returns this answer.
     Answer(Answer),
     /// Runs this core code (it must not return normally: the answer is not laid out).
@@ -85,7 +86,7 @@ enum Body {
 }
 
 /// An answer of `evaluate`, laid out in memory by [`image`].
-enum Answer {
+pub(crate) enum Answer {
     /// `ok(outcome { decision: proceed([...]), output })`: (kind, params, risk).
     Proceed(Vec<(u8, &'static str, Option<u8>)>, Option<&'static str>),
     /// `ok(outcome { decision: skip(reason), output: none })`.
@@ -95,15 +96,15 @@ enum Answer {
 }
 
 /// A generated guest component.
-struct Guest {
-    version: &'static str,
-    body: Body,
+pub(crate) struct Guest {
+    pub(crate) version: &'static str,
+    pub(crate) body: Body,
     /// Import and call `now` / `log` / an unknown (WASI) function.
-    imports: Vec<&'static str>,
+    pub(crate) imports: Vec<&'static str>,
 }
 
 impl Guest {
-    fn answering(answer: Answer) -> Self {
+    pub(crate) fn answering(answer: Answer) -> Self {
         Guest {
             version: "0.1.0",
             body: Body::Answer(answer),
@@ -111,7 +112,7 @@ impl Guest {
         }
     }
 
-    fn running(code: &'static str) -> Self {
+    pub(crate) fn running(code: &'static str) -> Self {
         Guest {
             version: "0.1.0",
             body: Body::Code(code),
@@ -119,7 +120,7 @@ impl Guest {
         }
     }
 
-    fn wat(&self) -> String {
+    pub(crate) fn wat(&self) -> String {
         let version = self.version;
         let mut component_imports = String::new();
         let mut lowered = String::new();

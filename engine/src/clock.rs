@@ -43,6 +43,18 @@ impl Clock {
         }
     }
 
+    /// A clock that reads `at` whenever it is asked (`salve test`: a WASM step's `now`, its
+    /// queries and its target's revision age at the test's time). Waiting on it never ends.
+    pub fn stopped(at: DateTime<Utc>) -> Self {
+        Clock {
+            scaled: Some(Scaled {
+                origin: Instant::now(),
+                start: at,
+                speed: 0.0,
+            }),
+        }
+    }
+
     /// How many times faster than the wall clock it runs.
     pub fn speed(&self) -> f64 {
         self.scaled.map_or(1.0, |s| s.speed)
@@ -80,6 +92,15 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_clock_always_reads_its_time() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        let clock = Clock::stopped(at);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(clock.now(), at);
+        assert_eq!(clock.wall_time(Duration::from_secs(1)), Duration::MAX);
+    }
 
     #[test]
     fn a_scaled_clock_runs_faster_from_its_start() {

@@ -562,11 +562,21 @@ mod tests {
         plan(playbook, &opened.incident, &signal, facts, t(1))
     }
 
+    /// A rollback guarded by the target's revision age, the way a playbook without a WASM
+    /// step decides it.
+    fn guarded() -> Arc<Playbook> {
+        let text = "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: p}\nspec:\n  trigger:\n    memoryLeak: {horizon: 1h}\n  target: {kind: Deployment, namespace: \"${labels.namespace}\", name: \"${owner.name}\"}\n  steps:\n    - {name: capture-logs, action: capture_logs, risk: none}\n    - {name: rollback, action: rollout_undo, risk: medium, when: \"target.revisionAge < duration('1h')\"}\n    - {name: tell-owners, action: notify, risk: none, params: {url: 'https://hooks.example/x', message: 'Rolled back ${target.namespace}/${target.name}'}}\n";
+        let mut loaded = Loaded::default();
+        load_text(Path::new("p.yaml"), text, &mut loaded);
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        Arc::clone(&loaded.playbooks[0])
+    }
+
     #[test]
-    fn a_leak_after_a_recent_deploy_plans_the_rollback_with_every_template_filled() {
+    fn a_leak_plans_the_shipped_playbook_with_every_template_filled() {
         let playbook = shipped("memory-leak-rollback");
         let plan = plan_for(&playbook, &facts(Some(20))).expect("a plan");
-        assert_eq!(plan.runs(), ["capture-logs", "rollback", "tell-owners"]);
+        assert_eq!(plan.runs(), ["capture-logs", "guard", "tell-owners"]);
         assert_eq!(
             plan.target,
             ObjectRef {
@@ -575,9 +585,12 @@ mod tests {
                 namespace: Some("prod".into())
             }
         );
+        let guard = plan.steps[1].wasm.as_ref().expect("a WASM step");
+        assert!(guard.module.ends_with("steps/memory-leak-guard.wasm"));
+        assert_eq!(plan.steps[1].timeout, Duration::from_secs(1));
         assert_eq!(
             plan.steps[2].params["message"],
-            "Rolled back prod/api: memory leak projected to OOM within 1h"
+            "Memory leak in prod/api, projected to OOM within 1h: Salve acted (see `salve incidents`)"
         );
         let verify = plan.verify.clone().expect("verify");
         assert!(
@@ -585,13 +598,16 @@ mod tests {
             "{verify:?}"
         );
         assert_eq!(verify.within, Duration::from_secs(600));
-        assert_eq!(plan.rollback.len(), 1);
+        assert!(plan.rollback.is_empty(), "completed steps are undone");
         assert_eq!(plan.max_risk(), Risk::Medium);
     }
 
     #[test]
-    fn an_old_deploy_is_not_rolled_back() {
-        let playbook = shipped("memory-leak-rollback");
+    fn a_condition_on_the_target_plans_the_step_or_skips_it() {
+        let playbook = guarded();
+        let plan = plan_for(&playbook, &facts(Some(20))).expect("a plan");
+        assert_eq!(plan.runs(), ["capture-logs", "rollback", "tell-owners"]);
+        assert_eq!(plan.steps[2].params["message"], "Rolled back prod/api");
         let plan = plan_for(&playbook, &facts(Some(180))).expect("a plan");
         assert_eq!(plan.runs(), ["capture-logs", "tell-owners"]);
         assert!(
@@ -603,8 +619,7 @@ mod tests {
 
     #[test]
     fn an_unknown_fact_skips_the_step_it_guards() {
-        let playbook = shipped("memory-leak-rollback");
-        let plan = plan_for(&playbook, &facts(None)).expect("a plan");
+        let plan = plan_for(&guarded(), &facts(None)).expect("a plan");
         assert_eq!(plan.runs(), ["capture-logs", "tell-owners"]);
         assert!(
             matches!(&plan.steps[1].decision, Decision::Skip(why) if why.contains("cannot be decided")),

@@ -36,6 +36,7 @@ pub mod check;
 pub mod diagnose;
 mod recovery;
 pub mod undo;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -338,7 +339,9 @@ impl Executor {
             playbook_ceiling: playbook.max_autonomous_risk,
             evidence: json!({
                 "labels": signal.labels,
+                "value": signal.value.filter(|v| v.is_finite()),
                 "values": journal::finite(&signal.values),
+                "activeSince": signal.active_at,
                 "root": incident.root,
             }),
             facts: diagnosis.facts.target.clone(),
@@ -561,26 +564,33 @@ impl Executor {
             Some(host) => match host.load(&wasm.module) {
                 Err(error) => Err((error.to_string(), Vec::new())),
                 Ok(module) => {
-                    let input = self.step_input(context, plan, step, wasm, progress);
-                    let mut grants = crate::wasm::Grants::new(
-                        wasm.grants.clone(),
-                        wasm.allowed_actions.clone(),
-                        step.risk,
+                    let outputs = progress
+                        .outputs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let evaluation = wasm::Evaluation::new(
+                        plan,
+                        step,
+                        wasm,
+                        root_signal(&context.evidence),
+                        &context.facts,
+                        outputs,
                     );
-                    grants.readable.kinds = [plan.target.kind.clone(), "Pod".to_string()].into();
-                    grants.readable.namespaces = plan.target.namespace.iter().cloned().collect();
-                    let limits = crate::wasm::Limits {
-                        timeout: step.timeout,
-                        ..crate::wasm::Limits::default()
-                    };
                     let services = crate::wasm::Services {
                         prometheus: self.inner.prometheus.clone(),
                         kube: Some(self.inner.client.clone()),
                         clock: self.inner.settings.clock,
                     };
-                    host.evaluate(&module, &grants, &limits, input, &services)
-                        .await
-                        .map_err(|failure| (failure.error.to_string(), failure.logs))
+                    host.evaluate(
+                        &module,
+                        &evaluation.grants,
+                        &evaluation.limits,
+                        evaluation.input,
+                        &services,
+                    )
+                    .await
+                    .map_err(|failure| (failure.error.to_string(), failure.logs))
                 }
             },
         };
@@ -601,16 +611,11 @@ impl Executor {
                 ))));
             }
         };
-        let (decision, actions) = match &result.decision {
-            crate::wasm::Decision::Proceed(actions) => ("proceed", actions.clone()),
-            crate::wasm::Decision::Skip(_) => ("skip", Vec::new()),
-            crate::wasm::Decision::Escalate(_) => ("escalate", Vec::new()),
-        };
-        let reason = match &result.decision {
-            crate::wasm::Decision::Skip(reason) | crate::wasm::Decision::Escalate(reason) => {
-                reason.clone()
-            }
-            crate::wasm::Decision::Proceed(_) => String::new(),
+        let decision = result.decision.name();
+        let reason = result.decision.reason();
+        let actions = match &result.decision {
+            crate::wasm::Decision::Proceed(actions) => actions.as_slice(),
+            crate::wasm::Decision::Skip(_) | crate::wasm::Decision::Escalate(_) => &[],
         };
         let asked: Vec<String> = actions
             .iter()
@@ -631,67 +636,21 @@ impl Executor {
                 },
             }),
         )?;
-        let mut output = output(result.output.as_ref().unwrap_or(&Value::Null), false, false);
-        output["decision"] = json!(decision);
-        progress.outputs.insert(step.name.clone(), output);
+        progress
+            .outputs
+            .insert(step.name.clone(), wasm::step_output(&result));
         if decision == "escalate" {
             return Ok(Some(Failure::Halt(format!(
                 "step {} escalated to a human: {reason}",
                 step.name
             ))));
         }
-        for (n, asked) in actions.into_iter().enumerate() {
-            let action = PlannedStep {
-                name: format!("{}/{}-{}", step.name, n + 1, asked.action.as_str()),
-                action: Some(asked.action),
-                wasm: None,
-                risk: asked.risk,
-                params: asked.params,
-                timeout: step.timeout,
-                decision: Decision::Run,
-            };
+        for action in wasm::asked_steps(step, actions) {
             if let Some(failure) = self.gated(context, plan, &action, index, progress).await? {
                 return Ok(Some(failure));
             }
         }
         Ok(None)
-    }
-
-    /// What a WASM step is told: the incident's root signal, the target and its facts, its
-    /// config and the earlier steps' outputs.
-    fn step_input(
-        &self,
-        context: &Context,
-        plan: &Plan,
-        step: &PlannedStep,
-        wasm: &crate::plan::PlannedWasm,
-        progress: &Progress,
-    ) -> crate::wasm::StepInput {
-        let labels = serde_json::from_value(context.evidence["labels"].clone()).unwrap_or_default();
-        let values = serde_json::from_value(context.evidence["values"].clone()).unwrap_or_default();
-        let signal = crate::wasm::SignalInput {
-            labels,
-            value: None,
-            values,
-            active_since: None,
-        };
-        crate::wasm::StepInput {
-            incident: plan.incident.clone(),
-            playbook: context.playbook.clone(),
-            step: step.name.clone(),
-            signals: vec![signal],
-            target: plan.target.clone(),
-            facts: context.facts.clone(),
-            config: match &wasm.config {
-                Value::Null => json!({}),
-                config => config.clone(),
-            },
-            outputs: progress
-                .outputs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
     }
 
     /// Requests approval for `step` and waits for the answer: `Ok` to run it, `Err(why not)`.
@@ -1093,6 +1052,17 @@ impl Executor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(target);
+    }
+}
+
+/// The root signal a WASM step is told, as the plan's `evidence` journaled it.
+fn root_signal(evidence: &Value) -> crate::wasm::SignalInput {
+    let evidence = |field: &str| evidence[field].clone();
+    crate::wasm::SignalInput {
+        labels: serde_json::from_value(evidence("labels")).unwrap_or_default(),
+        value: evidence("value").as_f64(),
+        values: serde_json::from_value(evidence("values")).unwrap_or_default(),
+        active_since: serde_json::from_value(evidence("activeSince")).unwrap_or_default(),
     }
 }
 

@@ -305,7 +305,9 @@ pub struct Step {
     /// The action's parameters; string values may use `${...}` templates.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, serde_json::Value>,
-    /// Give up on the step after this long (default 60s).
+    /// Give up on the step after this long (default 60s). For a `wasm` step, the time its
+    /// module has to decide, host calls included (default 1s); each action it asks for then
+    /// gets the default 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
 }
@@ -478,7 +480,12 @@ pub struct TestExpectation {
     /// for `events` the latest `at` or `until`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
-    /// The steps the plan runs, by name, in order.
+    /// What the plan runs, in order: an action step by its name; for a `wasm` step, what its
+    /// module decides for this test (`salve test` evaluates it, with the test's series and
+    /// facts, and no Kubernetes API): the actions it asks for, named `<step>/<n>-<action>`
+    /// (`guard/1-rollout_undo`, `guard/2-notify`), nothing when it skips, or `<step>/escalate`
+    /// when it escalates, which ends the list (the plan halts there). A step whose `when`
+    /// reads earlier steps' outputs is decided when it is reached, and is not listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<String>>,
     /// Labels the signal must carry.

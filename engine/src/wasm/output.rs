@@ -28,6 +28,26 @@ pub enum Decision {
     Escalate(String),
 }
 
+impl Decision {
+    /// What it is called in the journal and in `steps.<name>.decision`: `proceed`, `skip` or
+    /// `escalate`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Proceed(_) => "proceed",
+            Decision::Skip(_) => "skip",
+            Decision::Escalate(_) => "escalate",
+        }
+    }
+
+    /// Why the step skipped or escalated; empty when it proceeds.
+    pub fn reason(&self) -> &str {
+        match self {
+            Decision::Skip(reason) | Decision::Escalate(reason) => reason,
+            Decision::Proceed(_) => "",
+        }
+    }
+}
+
 /// An action a step asked for, checked: allowed to the step, with a JSON object of parameters
 /// and a risk no lower than the step's and the action's own.
 #[derive(Debug, Clone, PartialEq, Serialize)]

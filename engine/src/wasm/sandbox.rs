@@ -455,7 +455,11 @@ impl get::Host for StepState {
             return Ok(Err(refusal));
         }
         let Some(client) = self.services.kube.clone() else {
-            return Ok(Err("no Kubernetes API is configured".to_string()));
+            return Ok(Err(
+                "no Kubernetes API to read from: `salve test` has none, nor has `salve step run` \
+                 without `--kube`"
+                    .to_string(),
+            ));
         };
         let api: Api<DynamicObject> = match &namespace {
             Some(namespace) => Api::namespaced_with(client, namespace, &resource),

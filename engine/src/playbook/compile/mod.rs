@@ -4,7 +4,7 @@ mod step;
 mod test;
 pub mod trigger;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -26,8 +26,10 @@ pub mod defaults {
     pub const STALE_AFTER: Duration = Duration::from_secs(3 * 60);
     /// `cooldown`.
     pub const COOLDOWN: Duration = Duration::from_secs(30 * 60);
-    /// A step's `timeout`.
+    /// A step's `timeout`; for a WASM step, that of each action it asks for.
     pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+    /// A WASM step's `timeout`: its evaluation, host calls included.
+    pub const WASM_STEP_TIMEOUT: Duration = Duration::from_secs(1);
     /// `memoryLeak.window`.
     pub const LEAK_WINDOW: Duration = Duration::from_secs(30 * 60);
     /// `latency.window` and `errorRate.window`.
@@ -111,7 +113,6 @@ pub fn compile(
             within,
         })
     });
-    let step_names: BTreeSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     let tests = spec
         .tests
         .iter()
@@ -120,7 +121,7 @@ pub fn compile(
             compile_test(
                 t,
                 &format!("/spec/tests/{i}"),
-                &step_names,
+                &steps,
                 &spec.trigger,
                 checker,
             )

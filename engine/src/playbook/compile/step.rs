@@ -122,7 +122,11 @@ fn compile_step(
     let timeout = checker.duration_or(
         &p("timeout"),
         step.timeout.as_ref(),
-        defaults::STEP_TIMEOUT,
+        if step.wasm.is_some() {
+            defaults::WASM_STEP_TIMEOUT
+        } else {
+            defaults::STEP_TIMEOUT
+        },
         true,
     );
     let params = match &step.action {

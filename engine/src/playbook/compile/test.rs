@@ -1,8 +1,6 @@
 //! Compiles a playbook's `tests:` blocks: series in promtool's notation, alerts, Kubernetes
 //! events, and the expected outcome, checked against the playbook's own steps.
 
-use std::collections::BTreeSet;
-
 use promql_parser::parser::Expr;
 
 use super::defaults;
@@ -10,15 +8,15 @@ use crate::check::Checker;
 use crate::diagnostic::did_you_mean;
 use crate::plan::{Facts, ObjectRef, TargetFacts};
 use crate::playbook::spec;
-use crate::playbook::{PlaybookTest, TestEvent};
+use crate::playbook::{PlaybookTest, Step, StepRun, TestEvent};
 use crate::series;
 
-/// Compiles one test; `steps` are the playbook's step names, `trigger` its trigger (which
-/// decides whether it receives alerts or Kubernetes events).
+/// Compiles one test; `steps` are the playbook's steps, `trigger` its trigger (which decides
+/// whether it receives alerts or Kubernetes events).
 pub(super) fn compile_test(
     test: &spec::PlaybookTest,
     pointer: &str,
-    steps: &BTreeSet<&str>,
+    steps: &[Step],
     trigger: &spec::Trigger,
     checker: &mut Checker<'_>,
 ) -> Option<PlaybookTest> {
@@ -92,15 +90,29 @@ pub(super) fn compile_test(
         }
     }
     if let Some(expected) = &test.expect.steps {
+        let names = expected_names(steps);
         for (i, name) in expected.iter().enumerate() {
-            if !steps.contains(name.as_str()) {
-                let d = checker
-                    .at(
-                        &format!("{pointer}/expect/steps/{i}"),
-                        format!("no step is named `{name}`"),
-                    )
-                    .help(did_you_mean(name, steps.iter().copied()));
-                checker.push(d);
+            let at = format!("{pointer}/expect/steps/{i}");
+            match steps.iter().find(|s| s.name == *name) {
+                Some(Step {
+                    run: StepRun::Wasm { .. },
+                    ..
+                }) => {
+                    let d = checker
+                        .at(&at, format!("`{name}` is a WASM step: it runs what it decides"))
+                        .expected(format!(
+                            "the actions it asks for (`{name}/1-<action>`, `{name}/2-<action>`...), or `{name}/escalate`; nothing when it skips"
+                        ));
+                    checker.push(d);
+                }
+                Some(_) => {}
+                None if wasm_entry(steps, name) => {}
+                None => {
+                    let d = checker
+                        .at(&at, format!("no step is named `{name}`"))
+                        .help(did_you_mean(name, names.iter().map(String::as_str)));
+                    checker.push(d);
+                }
             }
         }
     }
@@ -212,5 +224,48 @@ fn compile_event(
         name: event.name.clone(),
         reason: event.reason.clone(),
         container: event.container.clone(),
+    })
+}
+
+/// What `expect.steps` may name: the action steps, and for each WASM step the actions it may
+/// ask for (`guard/1-rollout_undo`) and `guard/escalate`.
+fn expected_names(steps: &[Step]) -> Vec<String> {
+    let mut names = Vec::new();
+    for step in steps {
+        match &step.run {
+            StepRun::Action(_) => names.push(step.name.clone()),
+            StepRun::Wasm {
+                allowed_actions, ..
+            } => {
+                names.extend(
+                    allowed_actions
+                        .iter()
+                        .map(|a| format!("{}/1-{}", step.name, a.as_str())),
+                );
+                names.push(format!("{}/escalate", step.name));
+            }
+        }
+    }
+    names
+}
+
+/// Whether `name` is what a WASM step of `steps` may run, as the executor names it:
+/// `<step>/<n>-<action>` for an action it may ask for (n from 1), or `<step>/escalate`.
+fn wasm_entry(steps: &[Step], name: &str) -> bool {
+    let Some((step, rest)) = name.split_once('/') else {
+        return false;
+    };
+    let Some(StepRun::Wasm {
+        allowed_actions, ..
+    }) = steps.iter().find(|s| s.name == step).map(|s| &s.run)
+    else {
+        return false;
+    };
+    if rest == "escalate" {
+        return true;
+    }
+    rest.split_once('-').is_some_and(|(n, action)| {
+        n.parse::<u32>().is_ok_and(|n| n >= 1)
+            && allowed_actions.iter().any(|a| a.as_str() == action)
     })
 }

@@ -17,8 +17,13 @@
 //! "secondsToOOM": <s or null>, "revisionAgeSeconds": <s or null>}`.
 //!
 //! ```yaml
-//! - name: leak-guard
-//!   wasm: {module: steps/memory-leak-guard.wasm, config: {recentDeploy: 2h, limitFactor: 1.5}}
+//! - name: guard
+//!   risk: medium
+//!   wasm:
+//!     module: steps/memory-leak-guard.wasm
+//!     grants: [log]
+//!     allowedActions: [rollout_undo, patch_resources]
+//!     config: {recentDeploy: 1h, limitFactor: 1.5, maxGrowthMiBPerMinute: 20}
 //! ```
 
 use std::time::Duration;
@@ -37,6 +42,7 @@ pub struct Config {
     /// How much to multiply the memory limit by (above 1).
     pub limit_factor: f64,
     /// The fastest growth a higher limit is worth trying for, in MiB per minute.
+    #[serde(rename = "maxGrowthMiBPerMinute")]
     pub max_growth_mib_per_minute: f64,
 }
 
@@ -186,6 +192,14 @@ mod tests {
         let ctx =
             context(Some(5.0), None, Some(90 * MINUTE)).with_config(json!({"recentDeploy": "2h"}));
         assert_eq!(decide(&ctx).actions(), [Action::rollout_undo()]);
+    }
+
+    #[test]
+    fn the_fastest_growth_worth_a_higher_limit_comes_from_config() {
+        // Spelt like the signal's `growthMiBPerMinute`, as the playbooks write it.
+        let ctx = context(Some(30.0), None, Some(48 * 60 * MINUTE))
+            .with_config(json!({"maxGrowthMiBPerMinute": 40}));
+        assert_eq!(decide(&ctx).actions(), [Action::raise_memory_limit(1.5)]);
     }
 
     #[test]
