@@ -54,6 +54,7 @@ fn every_shipped_playbook_and_policy_is_valid() {
         "node-memory-pressure",
         "connection-pool-exhaustion",
         "cost-spike",
+        "canary-latency",
     ] {
         assert!(
             names.contains(&expected),

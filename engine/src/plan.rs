@@ -298,6 +298,12 @@ impl Scope<'_> {
                 Param::Text(template) => serde_json::Value::String(
                     self.fill(template, &format!("{list}[{}].params.{name}", step.name))?,
                 ),
+                Param::Json(json) => json.render(|template, at| {
+                    self.fill(
+                        template,
+                        &format!("{list}[{}].params.{name}{at}", step.name),
+                    )
+                })?,
                 Param::Value(value) => value.clone(),
             };
             params.insert(name.clone(), value);
@@ -321,7 +327,9 @@ impl Scope<'_> {
                     allowed_actions,
                 } => Some(PlannedWasm {
                     module: module.clone(),
-                    config: config.clone(),
+                    config: config.render(|template, at| {
+                        self.fill(template, &format!("{list}[{}].wasm.config{at}", step.name))
+                    })?,
                     grants: grants.clone(),
                     allowed_actions: allowed_actions.clone(),
                 }),
@@ -625,6 +633,54 @@ mod tests {
             matches!(&plan.steps[1].decision, Decision::Skip(why) if why.contains("cannot be decided")),
             "{:?}",
             plan.steps[1].decision
+        );
+    }
+
+    #[test]
+    fn templates_in_maps_and_wasm_config_are_filled_at_any_depth() {
+        let guard =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/steps/memory-leak-guard.wasm");
+        assert!(guard.is_file(), "run `bash wasm-sdk/build.sh` first");
+        let text = format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: p}}\nspec:\n  trigger:\n    memoryLeak: {{horizon: 1h}}\n  target: {{kind: Deployment, namespace: \"${{labels.namespace}}\", name: \"${{owner.name}}\"}}\n  steps:\n    - {{name: mark, action: annotate, risk: low, params: {{annotations: {{salve.dev/incident: '${{incident.id}}', salve.dev/by: salve}}}}}}\n    - name: guard\n      risk: medium\n      wasm:\n        module: '{}'\n        grants: [log]\n        config: {{query: 'up{{namespace=\"${{target.namespace}}\"}}', pods: ['${{labels.pod}}', 2], a/b: {{c: '${{target.name}}'}}, plain: 1h}}\n",
+            guard.display()
+        );
+        let mut loaded = Loaded::default();
+        load_text(Path::new("p.yaml"), &text, &mut loaded);
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        let plan = plan_for(&loaded.playbooks[0], &facts(Some(20))).expect("a plan");
+        let incident = &plan.incident;
+        assert_eq!(
+            plan.steps[0].params["annotations"],
+            serde_json::json!({"salve.dev/incident": incident, "salve.dev/by": "salve"})
+        );
+        assert_eq!(
+            plan.steps[1].wasm.as_ref().expect("wasm").config,
+            serde_json::json!({
+                "query": "up{namespace=\"prod\"}",
+                "pods": ["api-7d9f-x2", 2],
+                "a/b": {"c": "api"},
+                "plain": "1h",
+            })
+        );
+    }
+
+    #[test]
+    fn an_unknown_variable_in_wasm_config_is_a_load_error_at_its_place() {
+        let guard =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/steps/memory-leak-guard.wasm");
+        let text = format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: p}}\nspec:\n  trigger:\n    memoryLeak: {{horizon: 1h}}\n  target: {{kind: Deployment, namespace: prod, name: api}}\n  steps:\n    - name: guard\n      risk: medium\n      wasm:\n        module: '{}'\n        config: {{deep: {{list: [ok, '${{target.nmae}}']}}}}\n",
+            guard.display()
+        );
+        let mut loaded = Loaded::default();
+        load_text(Path::new("p.yaml"), &text, &mut loaded);
+        let errors: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("p.yaml:13:") && e.contains("target.nmae")),
+            "{errors:#?}"
         );
     }
 

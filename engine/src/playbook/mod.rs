@@ -230,8 +230,8 @@ pub enum StepRun {
     Wasm {
         /// The module's path, resolved against the playbook file.
         module: PathBuf,
-        /// Its configuration.
-        config: serde_json::Value,
+        /// Its configuration; its strings may hold templates.
+        config: TemplatedJson,
         /// Granted capabilities.
         grants: Vec<spec::Capability>,
         /// Actions it may return.
@@ -244,8 +244,38 @@ pub enum StepRun {
 pub enum Param {
     /// A string with templates.
     Text(Template),
+    /// A JSON object or array whose strings may hold templates (`annotations`).
+    Json(TemplatedJson),
     /// Any other JSON value.
     Value(serde_json::Value),
+}
+
+/// A JSON value whose strings, at any depth, may hold `${...}` templates (parsed at load,
+/// filled when the plan is made), such as a WASM step's `config`.
+#[derive(Debug, Clone, Default)]
+pub struct TemplatedJson {
+    /// The value as written.
+    pub value: serde_json::Value,
+    /// Its strings that hold templates, by JSON pointer within `value`.
+    pub templates: Vec<(String, Template)>,
+}
+
+impl TemplatedJson {
+    /// The value with every template rendered by `fill` (given the template and its pointer
+    /// within the value); the first error stops it.
+    pub fn render<E>(
+        &self,
+        mut fill: impl FnMut(&Template, &str) -> Result<String, E>,
+    ) -> Result<serde_json::Value, E> {
+        let mut value = self.value.clone();
+        for (pointer, template) in &self.templates {
+            let text = fill(template, pointer)?;
+            if let Some(slot) = value.pointer_mut(pointer) {
+                *slot = serde_json::Value::String(text);
+            }
+        }
+        Ok(value)
+    }
 }
 
 /// The check after the steps.

@@ -318,7 +318,8 @@ pub struct Step {
 pub struct WasmStep {
     /// Path to the `.wasm` component, relative to the playbook file.
     pub module: String,
-    /// Configuration handed to the module as JSON.
+    /// Configuration handed to the module as JSON; its strings may use `${...}` templates,
+    /// filled in when the plan is made (`namespace="${target.namespace}"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
     /// Host capabilities the module may use; nothing else is linked.

@@ -11,7 +11,7 @@ use crate::action::{Action, ParamType, TargetKind};
 use crate::check::{Checker, Scope};
 use crate::diagnostic::did_you_mean;
 use crate::playbook::spec;
-use crate::playbook::{Param, Step, StepRun};
+use crate::playbook::{Param, Step, StepRun, TemplatedJson};
 
 /// Where steps are compiled: what they act on, what their templates may use, and the
 /// directory module paths are relative to.
@@ -65,7 +65,7 @@ fn compile_step(
             }
             Some(StepRun::Action(*action))
         }
-        (None, Some(wasm)) => compile_wasm(wasm, &p("wasm"), target_kind, cx.base, checker),
+        (None, Some(wasm)) => compile_wasm(wasm, &p("wasm"), cx, checker),
         (Some(_), Some(_)) => {
             let d = checker
                 .at_key(
@@ -167,10 +167,10 @@ fn check_applies(action: Action, kind: TargetKind, pointer: &str, checker: &mut 
 fn compile_wasm(
     wasm: &spec::WasmStep,
     pointer: &str,
-    target_kind: TargetKind,
-    base: &Path,
+    cx: &StepContext<'_>,
     checker: &mut Checker<'_>,
 ) -> Option<StepRun> {
+    let (target_kind, base, scope) = (cx.target_kind, cx.base, cx.scope);
     let module = base.join(&wasm.module);
     let module_pointer = format!("{pointer}/module");
     if Path::new(&wasm.module).extension().and_then(|e| e.to_str()) != Some("wasm") {
@@ -204,9 +204,15 @@ fn compile_wasm(
             checker,
         );
     }
+    let config = templated_json(
+        wasm.config.as_ref().unwrap_or(&Value::Null),
+        &format!("{pointer}/config"),
+        scope,
+        checker,
+    )?;
     Some(StepRun::Wasm {
         module,
-        config: wasm.config.clone().unwrap_or(Value::Null),
+        config,
         grants: wasm.grants.clone(),
         allowed_actions: wasm.allowed_actions.clone(),
     })
@@ -284,12 +290,7 @@ fn compile_params(
             (ParamType::Count, Value::Number(n)) if n.is_u64() => Some(Param::Value(value.clone())),
             (ParamType::Bool, Value::Bool(_)) => Some(Param::Value(value.clone())),
             (ParamType::StringMap, Value::Object(map)) if map.values().all(Value::is_string) => {
-                for (key, v) in map {
-                    if let Value::String(s) = v {
-                        checker.template(&crate::yaml::push_pointer(&at, key), s, scope);
-                    }
-                }
-                Some(Param::Value(value.clone()))
+                templated_json(value, &at, scope, checker).map(Param::Json)
             }
             _ => {
                 mismatch(checker);
@@ -317,6 +318,48 @@ fn is_quantity(text: &str) -> bool {
                 && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         })
     })
+}
+
+/// `value` with each of its strings (at any depth) that holds a `${...}` template parsed
+/// against `scope`; `None` when one does not parse (each reported at its place).
+fn templated_json(
+    value: &Value,
+    pointer: &str,
+    scope: &Scope,
+    checker: &mut Checker<'_>,
+) -> Option<TemplatedJson> {
+    let mut found = Vec::new();
+    templated_strings(value, String::new(), &mut found);
+    let mut templates = Vec::new();
+    let mut ok = true;
+    for (here, text) in found {
+        match checker.template(&format!("{pointer}{here}"), text, scope) {
+            Some(template) => templates.push((here, template)),
+            None => ok = false,
+        }
+    }
+    ok.then(|| TemplatedJson {
+        value: value.clone(),
+        templates,
+    })
+}
+
+/// The strings of `value` holding `${`, with their JSON pointers below `here`.
+fn templated_strings<'a>(value: &'a Value, here: String, found: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::String(text) if text.contains("${") => found.push((here, text)),
+        Value::Object(map) => {
+            for (key, v) in map {
+                templated_strings(v, crate::yaml::push_pointer(&here, key), found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                templated_strings(v, format!("{here}/{i}"), found);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

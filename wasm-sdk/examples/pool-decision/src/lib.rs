@@ -1,8 +1,10 @@
 //! `pool-decision`: what to do about an exhausted connection pool — restart the pods, add a
 //! replica, or call a human.
 //!
-//! It reads how full the pool is from the root signal (`poolUtilization`, 0 to 1, or
-//! `activeConnections` over `maxConnections`) and how much load there is compared with usual
+//! It reads how full the pool is from the root signal (`poolUtilization`, 0 to 1 — or the
+//! value named by `utilizationValue`, such as `value` for a `promql` trigger whose expression
+//! is the ratio — or `activeConnections` over `maxConnections`) and how much load there is
+//! compared with usual
 //! (`loadRatio` on the signal, or the `loadRatioQuery` PromQL, which needs the `query`
 //! capability):
 //!
@@ -16,6 +18,19 @@
 //!
 //! Its output: `{"verdict": "restart" | "scale" | "skip" | "escalate", "utilization": ..,
 //! "loadRatio": ..}`.
+//!
+//! ```yaml
+//! - name: decide
+//!   risk: low
+//!   timeout: 5s
+//!   wasm:
+//!     module: steps/pool-decision.wasm
+//!     grants: [log, query]
+//!     allowedActions: [rollout_restart, scale]
+//!     config:
+//!       utilizationValue: value
+//!       loadRatioQuery: 'sum(rate(http_requests_total{namespace="${target.namespace}"}[10m])) / sum(rate(http_requests_total{namespace="${target.namespace}"}[10m] offset 1h))'
+//! ```
 
 use salve_step::{Action, Context, Host, Outcome, Signal};
 use serde::Deserialize;
@@ -31,6 +46,8 @@ pub struct Config {
     pub load_increase: f64,
     /// The most replicas a scale-out may reach.
     pub max_replicas: i64,
+    /// The signal value holding the pool's utilization (0 to 1), when not `poolUtilization`.
+    pub utilization_value: Option<String>,
     /// PromQL giving the load now over the usual load, when the signal has no `loadRatio`,
     /// e.g. `sum(rate(http_requests_total{app="api"}[5m])) / sum(rate(http_requests_total{app="api"}[5m] offset 1d))`.
     pub load_ratio_query: Option<String>,
@@ -42,14 +59,16 @@ impl Default for Config {
             saturated: 0.9,
             load_increase: 1.3,
             max_replicas: 10,
+            utilization_value: None,
             load_ratio_query: None,
         }
     }
 }
 
-/// How full the pool is, from 0 to 1.
-fn utilization(signal: &Signal) -> Option<f64> {
-    signal.value_named("poolUtilization").or_else(|| {
+/// How full the pool is, from 0 to 1: the value named `name`, or the connections in use over
+/// the most there may be.
+fn utilization(signal: &Signal, name: &str) -> Option<f64> {
+    signal.value_named(name).or_else(|| {
         let active = signal.value_named("activeConnections")?;
         let max = signal.value_named("maxConnections").filter(|m| *m > 0.0)?;
         Some(active / max)
@@ -60,7 +79,11 @@ fn utilization(signal: &Signal) -> Option<f64> {
 pub fn pool_decision(ctx: &Context, host: &impl Host) -> Result<Outcome, String> {
     let config: Config = ctx.config()?;
     let signal = ctx.root_signal();
-    let utilization = signal.and_then(utilization);
+    let utilization_value = config
+        .utilization_value
+        .as_deref()
+        .unwrap_or("poolUtilization");
+    let utilization = signal.and_then(|s| utilization(s, utilization_value));
     let mut load = signal.and_then(|s| s.value_named("loadRatio"));
     if load.is_none()
         && let Some(expr) = &config.load_ratio_query
@@ -77,9 +100,9 @@ pub fn pool_decision(ctx: &Context, host: &impl Host) -> Result<Outcome, String>
         |verdict: &str| json!({"verdict": verdict, "utilization": utilization, "loadRatio": load});
 
     let Some(utilization) = utilization else {
-        return Ok(Outcome::escalate(
-            "the signal has no `poolUtilization` nor `activeConnections`/`maxConnections`",
-        )
+        return Ok(Outcome::escalate(format!(
+            "the signal has no `{utilization_value}` nor `activeConnections`/`maxConnections`"
+        ))
         .with_output(output("escalate")));
     };
     if utilization < config.saturated {
@@ -156,6 +179,17 @@ mod tests {
         Signal::new(None)
             .with_value("poolUtilization", 1.0)
             .with_value("loadRatio", load)
+    }
+
+    #[test]
+    fn the_utilization_may_be_another_value_of_the_signal() {
+        let signal = Signal::new(Some(0.97))
+            .with_value("value", 0.97)
+            .with_value("loadRatio", 1.0);
+        let ctx = context(signal, Some(3));
+        assert!(matches!(decide(&ctx).decision, Decision::Escalate(_)));
+        let ctx = ctx.with_config(json!({"utilizationValue": "value"}));
+        assert_eq!(decide(&ctx).actions(), [Action::rollout_restart()]);
     }
 
     #[test]
