@@ -665,3 +665,60 @@ async fn an_idle_watcher_does_not_reload_on_its_own_reads() {
     );
     watcher.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuilt_wasm_module_reloads_its_playbook_and_a_broken_one_is_rejected() {
+    let guard =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/steps/memory-leak-guard.wasm");
+    assert!(
+        guard.is_file(),
+        "{} is missing: run `bash wasm-sdk/build.sh` first",
+        guard.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("steps/guard.wasm");
+    fs::create_dir_all(module.parent().expect("steps/")).expect("mkdir steps/");
+    fs::copy(&guard, &module).expect("copy the guard");
+    let with_step = playbook("alpha", 1).replace(
+        "    - {action: rollout_restart, risk: low}\n",
+        "    - name: guard\n      risk: medium\n      wasm: {module: steps/guard.wasm, grants: [log], allowedActions: [rollout_undo]}\n",
+    );
+    write(&dir.path().join("alpha.yaml"), &with_step);
+    write(&dir.path().join("beta.yaml"), &playbook("beta", 1));
+    let mut watcher = Watcher::start(dir.path(), dir.path()).await;
+    let before = watcher.active();
+
+    // A broken build: rejected, naming the module; the checked module keeps running.
+    fs::write(&module, b"\0asm garbage").expect("break the module");
+    let diagnostics = match watcher.next_change().await {
+        ReloadOutcome::Rejected { diagnostics, .. } => diagnostics,
+        outcome => panic!("expected a rejection, got {}", describe(&outcome)),
+    };
+    let text = render(&diagnostics);
+    assert!(
+        text.contains("guard.wasm") && text.contains("not a valid WebAssembly component"),
+        "{text}"
+    );
+    assert!(Arc::ptr_eq(&before, &watcher.active()));
+
+    // A new valid build (here the smallest step there is, as WAT text): alpha changes, and
+    // its step now holds the new bytes; beta is untouched.
+    let skip =
+        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/wasm/skip.wat"))
+            .expect("the skip fixture");
+    fs::write(&module, &skip).expect("rebuild the module");
+    let (_, diff) = watcher.next_applied().await;
+    assert_eq!(diff.changed, strings(&["alpha"]), "{diff:?}");
+    let after = watcher.active();
+    let step_bytes = |set: &PlaybookSet| match &set.playbook("alpha").expect("alpha").steps[0].run {
+        salve::playbook::StepRun::Wasm { bytes, .. } => bytes.to_vec(),
+        other => panic!("a WASM step, not {other:?}"),
+    };
+    assert_eq!(step_bytes(&after), skip);
+    assert_ne!(step_bytes(&before), skip);
+    assert!(Arc::ptr_eq(
+        before.playbook("beta").expect("beta before"),
+        after.playbook("beta").expect("beta after"),
+    ));
+    watcher.stop().await;
+}

@@ -1132,3 +1132,36 @@ fn a_module_importing_a_capability_its_step_is_not_granted_is_refused_at_load() 
     );
     assert!(loaded.playbooks.is_empty(), "the playbook is not loaded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_step_runs_the_module_its_playbook_was_checked_with() {
+    let s = setup(POLICY, None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("guard.wasm");
+    std::fs::copy(leak_guard(), &module).expect("copy the guard");
+    let checked = salve::wasm::digest_hex(&std::fs::read(&module).expect("read"));
+    let playbook = playbook(
+        &format!(
+            "    - name: guard\n      risk: low\n      wasm: {{module: '{}', grants: [log], allowedActions: [rollout_undo]}}\n",
+            module.display()
+        ),
+        "",
+    );
+    // A broken build lands after the playbooks were loaded (its reload would be rejected).
+    std::fs::write(&module, b"\0asm garbage").expect("break the file");
+    let (incident, finish) = s.leak_after_a_rollout(&playbook).await;
+    assert_eq!(finish, Finish::Remediated);
+    let image = &deployment(&s.fake)["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(image, "api:1", "the checked guard decided the rollback");
+    let started = s
+        .journal
+        .timeline(&incident.id)
+        .expect("timeline")
+        .into_iter()
+        .find(|e| e.record.kind == Kind::StepStarted && e.record.detail["step"] == "guard")
+        .expect("the step started");
+    assert_eq!(
+        started.record.detail["digest"], checked,
+        "the journal names the module that ran"
+    );
+}

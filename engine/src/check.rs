@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use promql_parser::parser::Expr;
+use sha2::Digest;
 
 use crate::condition::{self, Condition};
 use crate::diagnostic::{Diagnostic, did_you_mean};
@@ -94,7 +95,32 @@ pub struct Checker<'a> {
     file: &'a Path,
     spans: &'a SpanIndex,
     diagnostics: Vec<Diagnostic>,
-    files_checked: Vec<(PathBuf, bool)>,
+    files_checked: Vec<(PathBuf, FileCheck)>,
+}
+
+/// What a document's checks found of a file they depend on (a runbook, a module): a cached
+/// result stands only while the file is still so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileCheck {
+    /// Whether it existed.
+    Exists(bool),
+    /// The SHA-256 of its content, or `None` when it could not be read.
+    Content(Option<[u8; 32]>),
+}
+
+impl FileCheck {
+    /// Whether `path` is still as found.
+    pub fn holds(&self, path: &Path) -> bool {
+        match self {
+            FileCheck::Exists(existed) => path.is_file() == *existed,
+            FileCheck::Content(digest) => {
+                std::fs::read(path)
+                    .ok()
+                    .map(|b| sha2::Sha256::digest(&b).into())
+                    == *digest
+            }
+        }
+    }
 }
 
 /// The labels a trigger's signals carry, for checking `${labels.x}`.
@@ -176,17 +202,37 @@ impl<'a> Checker<'a> {
         self.diagnostics
     }
 
-    /// Everything recorded, and every file whose existence the checks depended on (with
-    /// whether it existed), so a cached result can be invalidated when one appears or goes.
-    pub fn into_parts(self) -> (Vec<Diagnostic>, Vec<(PathBuf, bool)>) {
+    /// Everything recorded, and every file the checks depended on (with what they found), so
+    /// a cached result can be invalidated when one appears, goes or changes.
+    pub fn into_parts(self) -> (Vec<Diagnostic>, Vec<(PathBuf, FileCheck)>) {
         (self.diagnostics, self.files_checked)
     }
 
     /// Whether `path` is a file, remembered as a dependency of this document.
     pub fn file_exists(&mut self, path: &Path) -> bool {
         let exists = path.is_file();
-        self.files_checked.push((path.to_path_buf(), exists));
+        self.files_checked
+            .push((path.to_path_buf(), FileCheck::Exists(exists)));
         exists
+    }
+
+    /// The content of `path` (at most `limit` bytes), remembered as a dependency of this
+    /// document: a change to it recompiles the document.
+    pub fn read_file(&mut self, path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+        let read = std::fs::metadata(path).and_then(|meta| {
+            if meta.len() > limit as u64 {
+                Err(std::io::Error::other(format!(
+                    "{} bytes, more than the {limit} allowed",
+                    meta.len()
+                )))
+            } else {
+                std::fs::read(path)
+            }
+        });
+        let digest = read.as_ref().ok().map(|b| sha2::Sha256::digest(b).into());
+        self.files_checked
+            .push((path.to_path_buf(), FileCheck::Content(digest)));
+        read
     }
 
     /// A Prometheus-style duration (`30s`, `5m`, `1h30m`).

@@ -150,6 +150,13 @@ pub struct PlannedStep {
 pub struct PlannedWasm {
     /// The component, resolved against the playbook file.
     pub module: std::path::PathBuf,
+    /// The SHA-256 of the module the playbook was checked with, in hex.
+    #[serde(default)]
+    pub digest: String,
+    /// Those bytes (not journaled: a plan resumed after a restart reads the file again, and
+    /// runs it only if its digest is still `digest`).
+    #[serde(skip)]
+    pub bytes: Option<std::sync::Arc<[u8]>>,
     /// Its configuration.
     pub config: serde_json::Value,
     /// The capabilities granted.
@@ -322,11 +329,15 @@ impl Scope<'_> {
                 StepRun::Action(_) => None,
                 StepRun::Wasm {
                     module,
+                    bytes,
+                    digest,
                     config,
                     grants,
                     allowed_actions,
                 } => Some(PlannedWasm {
                     module: module.clone(),
+                    digest: digest.clone(),
+                    bytes: Some(bytes.clone()),
                     config: config.render(|template, at| {
                         self.fill(template, &format!("{list}[{}].wasm.config{at}", step.name))
                     })?,

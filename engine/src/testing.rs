@@ -471,7 +471,7 @@ async fn run_steps(
         };
         let failed = |why: String| format!("step {} failed: {why}", step.name);
         let host = host().map_err(failed)?;
-        let module = host.load(&wasm.module).map_err(|e| failed(chain(&e)))?;
+        let module = executor::wasm::load(host, wasm).map_err(failed)?;
         let evaluation = executor::wasm::Evaluation::new(
             plan,
             step,
@@ -548,17 +548,6 @@ fn logged(logs: &[LogLine]) -> String {
     format!(" (logged: {})", lines.join("; "))
 }
 
-/// `error` and its causes, on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        text.push_str(&format!(": {error}"));
-        cause = error.source();
-    }
-    text
-}
-
 /// The host WASM steps are evaluated in: one per process (so one per `salve test` run),
 /// started when the first WASM step is evaluated.
 fn host() -> Result<&'static Host, String> {
@@ -606,6 +595,8 @@ mod tests {
             action: module.is_none().then_some(Action::CaptureLogs),
             wasm: module.map(|module| PlannedWasm {
                 module,
+                digest: String::new(),
+                bytes: None,
                 config: serde_json::Value::Null,
                 grants: Vec::new(),
                 allowed_actions: Vec::new(),

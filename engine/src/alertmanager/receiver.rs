@@ -84,7 +84,7 @@ async fn receive(State(store): State<AlertStore>, body: Result<Bytes, BytesRejec
             (StatusCode::OK, Json(body)).into_response()
         }
         Err(error) => {
-            let message = chain(&error);
+            let message = crate::diagnostic::chain(&error);
             tracing::warn!(
                 error = message,
                 bytes = body.len(),
@@ -97,16 +97,4 @@ async fn receive(State(store): State<AlertStore>, body: Result<Bytes, BytesRejec
 
 fn refuse(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

@@ -555,14 +555,14 @@ impl Executor {
             Kind::StepStarted,
             json!({
                 "step": step.name, "index": index, "phase": "steps", "action": "wasm",
-                "module": wasm.module, "risk": step.risk,
+                "module": wasm.module, "digest": wasm.digest, "risk": step.risk,
                 "summary": format!("wasm {} for {}", wasm.module.display(), plan.target),
             }),
         )?;
         let evaluated = match &self.inner.settings.wasm {
             None => Err(("no WASM host in this engine".to_string(), Vec::new())),
-            Some(host) => match host.load(&wasm.module) {
-                Err(error) => Err((error.to_string(), Vec::new())),
+            Some(host) => match wasm::load(host, wasm) {
+                Err(error) => Err((error, Vec::new())),
                 Ok(module) => {
                     let outputs = progress
                         .outputs
@@ -899,7 +899,7 @@ impl Executor {
             let mut undo = Vec::new();
             for completed in progress.completed.iter().rev() {
                 match undo::undo(&completed.step, completed.changed, &completed.before) {
-                    Undo::Step(step) => undo.push(step),
+                    Undo::Step(step) => undo.push(*step),
                     Undo::Unchanged => {}
                     Undo::Irreversible(why) => {
                         notes.push(format!("{}: {why}", completed.step.name));

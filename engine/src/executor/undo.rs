@@ -21,7 +21,7 @@ use crate::plan::{Decision, PlannedStep};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Undo {
     /// This step, run on the same target.
-    Step(PlannedStep),
+    Step(Box<PlannedStep>),
     /// Nothing: the step changed nothing.
     Unchanged,
     /// It cannot be undone (why).
@@ -41,7 +41,7 @@ pub fn undo(step: &PlannedStep, changed: bool, before: &Value) -> Undo {
             Value::Object(map) => map.into_iter().collect(),
             _ => Default::default(),
         };
-        Undo::Step(PlannedStep {
+        Undo::Step(Box::new(PlannedStep {
             name: format!("undo-{}", step.name),
             action: Some(action),
             wasm: None,
@@ -49,7 +49,7 @@ pub fn undo(step: &PlannedStep, changed: bool, before: &Value) -> Undo {
             params,
             timeout: step.timeout,
             decision: Decision::Run,
-        })
+        }))
     };
     match action {
         Action::Scale => match before["replicas"].as_i64() {

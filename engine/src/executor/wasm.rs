@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::plan::{Decision as PlanDecision, Plan, PlannedStep, PlannedWasm, TargetFacts};
 use crate::playbook::compile::defaults;
-use crate::wasm::{Grants, Limits, PlannedAction, SignalInput, StepInput, StepResult};
+use crate::wasm::{
+    Grants, Host, Limits, Module, PlannedAction, SignalInput, StepInput, StepResult,
+};
 
 /// One evaluation of a WASM step, as [`crate::wasm::Host::evaluate`] takes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +67,26 @@ impl Evaluation {
     }
 }
 
+/// The module `wasm` runs, from `host`: the bytes its playbook was checked with, or — for a
+/// plan read back from the journal — the file, provided it still has the digest it was
+/// planned with (a module rebuilt since then has not been checked for this plan).
+pub fn load(host: &Host, wasm: &PlannedWasm) -> Result<Module, String> {
+    let name = wasm.module.display().to_string();
+    let module = match &wasm.bytes {
+        Some(bytes) => host.load_bytes(&name, bytes),
+        None => host.load(&wasm.module),
+    }
+    .map_err(|e| crate::diagnostic::chain(&e))?;
+    if !wasm.digest.is_empty() && module.digest() != wasm.digest {
+        return Err(format!(
+            "{name} changed since the plan was made (SHA-256 {}, planned with {}); not running a module its playbook was not checked with",
+            module.digest(),
+            wasm.digest
+        ));
+    }
+    Ok(module)
+}
+
 /// `steps.<name>` of a WASM step that decided, for later steps (their `when`, and the
 /// `outputs` a later WASM step is told): the fields of its output, `status: succeeded`,
 /// `changed: false`, `dryRun: false`, and `decision` ([`crate::wasm::Decision::name`]).
@@ -108,6 +130,8 @@ mod tests {
     fn guard() -> (Plan, PlannedStep, PlannedWasm) {
         let wasm = PlannedWasm {
             module: "steps/guard.wasm".into(),
+            digest: String::new(),
+            bytes: None,
             config: Value::Null,
             grants: vec![Capability::Log, Capability::Get],
             allowed_actions: vec![Action::RolloutUndo, Action::Notify],
@@ -209,5 +233,30 @@ mod tests {
         assert_eq!(output["status"], "succeeded");
         assert_eq!(output["changed"], false);
         assert_eq!(result.decision.reason(), "nothing to do");
+    }
+
+    #[test]
+    fn a_module_read_back_from_disk_must_still_be_the_one_planned() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/wasm/skip.wat");
+        let bytes = std::fs::read(&fixture).expect("the skip fixture");
+        let host = Host::new(crate::wasm::HostOptions {
+            cache: crate::wasm::CacheDir::Disabled,
+            pooling: false,
+            ..crate::wasm::HostOptions::default()
+        })
+        .expect("a host");
+        let (_, _, mut wasm) = guard();
+        wasm.module = fixture;
+        wasm.digest = crate::wasm::digest_hex(&bytes);
+        // Planned now: the bytes checked at load run.
+        wasm.bytes = Some(bytes.clone().into());
+        assert!(load(&host, &wasm).is_ok());
+        // Resumed from the journal (no bytes): the file, if it is still the same.
+        wasm.bytes = None;
+        assert_eq!(load(&host, &wasm).expect("unchanged").digest(), wasm.digest);
+        wasm.digest = "0".repeat(64);
+        let error = load(&host, &wasm).expect_err("changed");
+        assert!(error.contains("changed since the plan was made"), "{error}");
     }
 }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::spec::PlaybookDocument;
 use super::{Playbook, compile};
-use crate::check::Checker;
+use crate::check::{Checker, FileCheck};
 use crate::diagnostic::{self, Diagnostic, Pos, did_you_mean};
 use crate::policy::spec::PolicyDocument;
 use crate::policy::{self, Policy};
@@ -107,7 +107,7 @@ pub struct FileUnit {
     entries: Vec<Entry>,
     diagnostics: Vec<Diagnostic>,
     ceilings: Vec<(Risk, Pos)>,
-    files_checked: Vec<(PathBuf, bool)>,
+    files_checked: Vec<(PathBuf, FileCheck)>,
 }
 
 /// A named document of a file, compiled if it was valid.
@@ -166,13 +166,14 @@ impl FileUnit {
     }
 
     /// Whether this unit is still what compiling `bytes` would give: same content, and every
-    /// file its checks looked for (runbooks, modules) still there or still missing.
+    /// file its checks looked for (runbooks, modules) still there or still missing, and each
+    /// module still the same bytes.
     fn is_current(&self, bytes: &[u8]) -> bool {
         self.digest == <[u8; 32]>::from(Sha256::digest(bytes))
             && self
                 .files_checked
                 .iter()
-                .all(|(path, existed)| path.is_file() == *existed)
+                .all(|(path, found)| found.holds(path))
     }
 
     fn add_document(&mut self, file: &Path, mut document: Document) {

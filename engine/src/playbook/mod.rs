@@ -230,6 +230,11 @@ pub enum StepRun {
     Wasm {
         /// The module's path, resolved against the playbook file.
         module: PathBuf,
+        /// The module as it was when the playbook was checked: what runs, whatever the file
+        /// holds later (a change to it reloads the playbook, checked again).
+        bytes: std::sync::Arc<[u8]>,
+        /// The SHA-256 of `bytes`, in hex.
+        digest: String,
         /// Its configuration; its strings may hold templates.
         config: TemplatedJson,
         /// Granted capabilities.

@@ -864,7 +864,7 @@ async fn run_feed<K>(
                 return;
             }
             Some(Err(error)) => {
-                store.fail(&feed, error_chain(&error), Instant::now());
+                store.fail(&feed, crate::diagnostic::chain(&error), Instant::now());
                 continue;
             }
             Some(Ok(watcher::Event::Apply(object))) => Change::Apply(key(&object), read(&object)),
@@ -877,21 +877,6 @@ async fn run_feed<K>(
         };
         store.apply(&feed, change);
     }
-}
-
-/// An error with its causes, `a: b: c`, skipping causes its message already includes.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -290,11 +290,7 @@ impl Module {
 
     /// The SHA-256 of its bytes, in hex.
     pub fn digest(&self) -> String {
-        self.inner
-            .digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&self.inner.digest)
     }
 
     /// What it imports and exports.
@@ -549,6 +545,15 @@ impl Host {
     }
 }
 
+/// The SHA-256 of a module's bytes, in hex: what [`Module::digest`] says of it once loaded.
+pub fn digest_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes).into())
+}
+
+fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// How long past its timeout an evaluation may hang before it is abandoned.
 const LAST_RESORT: Duration = Duration::from_secs(1);
 
@@ -735,11 +740,15 @@ fn start_ticker(engine: &Engine, tick: Duration) -> Result<()> {
         .map_err(|e| Error::Engine(format!("cannot start the epoch ticker: {e}")))
 }
 
-/// Checks the module at `path` for a playbook at load time: it must compile, fit the
-/// contract, and import only capabilities in `grants`. The error names the module.
+/// Checks a playbook's module, `bytes` read from `path`, at load time: it must compile, fit
+/// the contract, and import only capabilities in `grants`. The error names the module.
 ///
 /// It shares the disk cache with the engine's [`Host`], so the module is compiled once.
-pub fn check_module(path: &Path, grants: &[Capability]) -> Result<Inspection, String> {
+pub fn check_module(
+    path: &Path,
+    bytes: &[u8],
+    grants: &[Capability],
+) -> Result<Inspection, String> {
     static CHECKER: OnceLock<Result<Host, String>> = OnceLock::new();
     let host = CHECKER
         .get_or_init(|| {
@@ -750,7 +759,9 @@ pub fn check_module(path: &Path, grants: &[Capability]) -> Result<Inspection, St
             .map_err(|e| e.to_string())
         })
         .as_ref()?;
-    let module = host.load(path).map_err(|e| e.to_string())?;
+    let module = host
+        .load_bytes(&path.display().to_string(), bytes)
+        .map_err(|e| e.to_string())?;
     let inspection = module.inspection().clone();
     let wanted: Vec<_> = inspection
         .capabilities()

@@ -147,7 +147,11 @@ pub fn compile(
             file,
             document: index,
         },
-        digest: digest(&document),
+        // A module's bytes are part of what the playbook is: a new build of one changes it.
+        digest: match module_digests(steps.iter().chain(&rollback)) {
+            modules if modules.is_empty() => digest(&document),
+            modules => digest(&(&document, modules)),
+        },
         description: spec.description.clone(),
         runbook,
         trigger,
@@ -161,6 +165,16 @@ pub fn compile(
         tests,
         spec: document,
     })
+}
+
+/// The digests of the modules `steps` run, in order.
+fn module_digests<'a>(steps: impl Iterator<Item = &'a super::Step>) -> Vec<&'a str> {
+    steps
+        .filter_map(|step| match &step.run {
+            super::StepRun::Wasm { digest, .. } => Some(digest.as_str()),
+            super::StepRun::Action(_) => None,
+        })
+        .collect()
 }
 
 /// SHA-256 of the document's canonical JSON (field order fixed by the types, maps sorted).

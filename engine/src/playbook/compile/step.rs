@@ -173,6 +173,7 @@ fn compile_wasm(
     let (target_kind, base, scope) = (cx.target_kind, cx.base, cx.scope);
     let module = base.join(&wasm.module);
     let module_pointer = format!("{pointer}/module");
+    let mut bytes = Vec::new();
     if Path::new(&wasm.module).extension().and_then(|e| e.to_str()) != Some("wasm") {
         let d = checker
             .at(
@@ -189,12 +190,28 @@ fn compile_wasm(
             )
             .expected("a path relative to the playbook file");
         checker.push(d);
-    } else if let Err(reason) = crate::wasm::check_module(&module, &wasm.grants) {
-        // It must compile, fit the contract and want only what it is granted.
-        let d = checker
-            .at(&module_pointer, reason)
-            .expected("a component built with wasm-sdk against salve:step@0.1.0");
-        checker.push(d);
+    } else {
+        match checker.read_file(&module, crate::wasm::MAX_MODULE_BYTES) {
+            Err(e) => {
+                let d = checker
+                    .at(
+                        &module_pointer,
+                        format!("cannot read module `{}`: {e}", module.display()),
+                    )
+                    .expected("a readable compiled component");
+                checker.push(d);
+            }
+            Ok(read) => {
+                // It must compile, fit the contract and want only what it is granted.
+                if let Err(reason) = crate::wasm::check_module(&module, &read, &wasm.grants) {
+                    let d = checker
+                        .at(&module_pointer, reason)
+                        .expected("a component built with wasm-sdk against salve:step@0.1.0");
+                    checker.push(d);
+                }
+                bytes = read;
+            }
+        }
     }
     for (i, action) in wasm.allowed_actions.iter().enumerate() {
         check_applies(
@@ -212,6 +229,8 @@ fn compile_wasm(
     )?;
     Some(StepRun::Wasm {
         module,
+        digest: crate::wasm::digest_hex(&bytes),
+        bytes: bytes.into(),
         config,
         grants: wasm.grants.clone(),
         allowed_actions: wasm.allowed_actions.clone(),
