@@ -668,13 +668,7 @@ async fn an_idle_watcher_does_not_reload_on_its_own_reads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuilt_wasm_module_reloads_its_playbook_and_a_broken_one_is_rejected() {
-    let guard =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/steps/memory-leak-guard.wasm");
-    assert!(
-        guard.is_file(),
-        "{} is missing: run `bash wasm-sdk/build.sh` first",
-        guard.display()
-    );
+    let guard = crate::built_step("memory-leak-guard");
     let dir = tempfile::tempdir().expect("tempdir");
     let module = dir.path().join("steps/guard.wasm");
     fs::create_dir_all(module.parent().expect("steps/")).expect("mkdir steps/");

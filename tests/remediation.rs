@@ -745,20 +745,6 @@ async fn a_target_remediated_within_the_cooldown_is_left_alone_even_by_another_i
     assert_eq!(replicas(&s.fake), 4);
 }
 
-/// The memory-leak guard built from `wasm-sdk/examples` by `wasm-sdk/build.sh` (CI builds it
-/// before the tests).
-fn leak_guard() -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../playbooks/steps/memory-leak-guard.wasm"
-    );
-    assert!(
-        Path::new(path).is_file(),
-        "{path} is missing: run `bash wasm-sdk/build.sh` first"
-    );
-    path.to_string()
-}
-
 impl Setup {
     /// Rolls the Deployment out to revision 2 (`api:2`), then remediates a leak signal, as
     /// the memory-leak trigger reports one, with `playbook`.
@@ -793,7 +779,7 @@ async fn a_wasm_step_decides_and_its_actions_are_gated_and_run_by_the_host() {
     let playbook = playbook(
         &format!(
             "    - name: guard\n      risk: low\n      wasm: {{module: '{}', grants: [log], allowedActions: [rollout_undo, patch_resources]}}\n",
-            leak_guard()
+            crate::built_step("memory-leak-guard").display()
         ),
         "",
     );
@@ -829,7 +815,7 @@ async fn a_wasm_step_asking_for_an_action_it_is_not_allowed_fails_and_rolls_back
     let playbook = playbook(
         &format!(
             "    - {{name: scale-up, action: scale, risk: low, params: {{replicas: 5}}}}\n    - name: guard\n      risk: low\n      wasm: {{module: '{}', grants: [log], allowedActions: [patch_resources]}}\n",
-            leak_guard()
+            crate::built_step("memory-leak-guard").display()
         ),
         "",
     );
@@ -859,12 +845,7 @@ async fn a_wasm_step_asking_for_an_action_it_is_not_allowed_fails_and_rolls_back
 /// the crash-triage example built by `wasm-sdk/build.sh`.
 fn crash_loop_playbook() -> Arc<Playbook> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
-    let module = dir.join("steps/crash-triage.wasm");
-    assert!(
-        module.is_file(),
-        "{} is missing: run `bash wasm-sdk/build.sh` first",
-        module.display()
-    );
+    crate::built_step("crash-triage");
     let path = dir.join("crash-loop.yaml");
     let text = std::fs::read_to_string(&path).expect("read the crash-loop playbook");
     let mut loaded = Loaded::default();
@@ -1138,7 +1119,7 @@ async fn a_wasm_step_runs_the_module_its_playbook_was_checked_with() {
     let s = setup(POLICY, None).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let module = dir.path().join("guard.wasm");
-    std::fs::copy(leak_guard(), &module).expect("copy the guard");
+    std::fs::copy(crate::built_step("memory-leak-guard"), &module).expect("copy the guard");
     let checked = salve::wasm::digest_hex(&std::fs::read(&module).expect("read"));
     let playbook = playbook(
         &format!(
@@ -1163,5 +1144,135 @@ async fn a_wasm_step_runs_the_module_its_playbook_was_checked_with() {
     assert_eq!(
         started.record.detail["digest"], checked,
         "the journal names the module that ran"
+    );
+}
+
+/// crash-triage reads the pod its signal names, here in `payments` while the target is
+/// shop/api: by default (the target's kind and Pods, in the target's namespace) the read is
+/// refused before it reaches the API and the step escalates with the host's reason; a `read`
+/// listing Pods without namespaces still means the target's; listing Pods in
+/// `${labels.namespace}` (filled when the plan is made) lets the step read the pod and act.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_triage_reads_a_pod_of_another_namespace_only_when_its_read_lists_it() {
+    let s = setup(POLICY, None).await;
+    let module = crate::built_step("crash-triage");
+    let container = json!({"name": "app", "image": "api:2",
+                           "resources": {"limits": {"memory": "256Mi"}}});
+    s.fake
+        .roll_out(
+            "shop",
+            "api",
+            json!({"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [container]}}),
+        )
+        .expect("roll out revision 2 with a memory limit");
+    s.fake
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "pay-1", "namespace": "payments"},
+            "spec": {"containers": [container]},
+            "status": {"containerStatuses": [{
+                "name": "app", "image": "api:2", "imageID": "", "ready": false,
+                "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+            }]},
+        }))
+        .expect("seed the pod in payments");
+    // The engine reads the signal's pod too (for its owner): the step's own read is the one
+    // request more than a refused remediation makes.
+    let pod_reads = || {
+        s.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/namespaces/payments/pods/pay-1"))
+            .count()
+    };
+    let triage = |read: &str| {
+        playbook(
+            &format!(
+                "    - name: triage\n      risk: medium\n      wasm:\n        module: '{}'\n        grants: [log, get]\n        allowedActions: [rollout_undo, patch_resources]\n{read}",
+                module.display()
+            ),
+            "",
+        )
+    };
+    let executor = &s.executor;
+    let remediate = |playbook: Arc<Playbook>| async move {
+        let signal = SignalEvent {
+            at: Utc::now(),
+            labels: LabelSet::from(
+                [
+                    ("namespace", "payments"),
+                    ("pod", "pay-1"),
+                    ("container", "app"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            ),
+            transition: Transition::Firing,
+            value: Some(4.0),
+            values: Default::default(),
+            active_at: Some(Utc::now()),
+        };
+        let incident = Incidents::new()
+            .apply(&playbook, &signal)
+            .expect("the firing signal opens an incident")
+            .incident;
+        let finish = executor
+            .remediate(&playbook, &incident, &signal)
+            .await
+            .expect("every decision journaled");
+        (incident, finish)
+    };
+
+    // What the journaled plan says the step may read: absent for the default, filled in when
+    // listed.
+    let planned_read = |incident: &Incident| {
+        s.journal
+            .timeline(&incident.id)
+            .expect("timeline")
+            .into_iter()
+            .find(|e| e.record.kind == Kind::Planned)
+            .map(|e| e.record.detail["plan"]["steps"][0]["wasm"]["read"].clone())
+            .expect("the plan is journaled")
+    };
+    let mut engine_reads = Vec::new();
+    for (read, planned) in [
+        ("", Value::Null),
+        ("        read: [{kind: Pod}]\n", json!({"Pod": ["shop"]})),
+    ] {
+        let before = pod_reads();
+        let (incident, finish) = remediate(triage(read)).await;
+        engine_reads.push(pod_reads() - before);
+        assert_eq!(
+            finish,
+            Finish::Halted(
+                "step triage escalated to a human: cannot read pod payments/pay-1: kind `Pod` \
+                 is not readable in namespace `payments` by this step (readable: Pod in shop)"
+                    .to_string()
+            ),
+            "read: {read:?}"
+        );
+        assert_eq!(planned_read(&incident), planned, "read: {read:?}");
+    }
+    assert_eq!(
+        engine_reads[0], engine_reads[1],
+        "both refused before the step's read reached the API"
+    );
+
+    let before = pod_reads();
+    let (incident, finish) = remediate(triage(
+        "        read: [{kind: Pod, namespaces: [\"${labels.namespace}\"]}]\n",
+    ))
+    .await;
+    assert_eq!(finish, Finish::Remediated);
+    assert_eq!(planned_read(&incident), json!({"Pod": ["payments"]}));
+    assert_eq!(
+        pod_reads() - before,
+        engine_reads[0] + 1,
+        "the step read the pod"
+    );
+    let container = &deployment(&s.fake)["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["resources"]["limits"]["memory"], "384Mi",
+        "the OOMKilled pod in payments was read: 256Mi × 1.5"
     );
 }

@@ -537,19 +537,6 @@ fn salve_test_keeps_tests_apart_in_a_running_prometheus() {
     );
 }
 
-/// A step module built by `wasm-sdk/build.sh` into `playbooks/steps/`.
-fn built_step(name: &str) -> std::path::PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../playbooks/steps")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `bash wasm-sdk/build.sh` first",
-        path.display()
-    );
-    path
-}
-
 /// The memory-leak trigger of the bundled playbook, a target named by the owner, and
 /// `steps` (indented by 4).
 fn leak_playbook(name: &str, steps: &str, tests: &str) -> String {
@@ -582,7 +569,7 @@ fn failure<'a>(text: &'a str, test: &str) -> &'a str {
 /// what the guard decided and logged; a step that traps fails its test with the trap.
 #[test]
 fn salve_test_evaluates_wasm_steps_for_each_scenario() {
-    let guard = built_step("memory-leak-guard");
+    let guard = crate::built_step("memory-leak-guard");
     let dir = tempfile::tempdir().expect("tempdir");
     let steps = format!(
         "    - {{name: capture-logs, action: capture_logs, risk: none}}\n    - name: guard\n      risk: medium\n      wasm:\n        module: '{}'\n        grants: [log]\n        allowedActions: [rollout_undo, patch_resources]\n        config: {{recentDeploy: 1h, limitFactor: 1.5}}\n",

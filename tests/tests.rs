@@ -26,3 +26,17 @@ fn run(command: &mut std::process::Command) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The example step `name` built by `wasm-sdk/build.sh` into `playbooks/steps/` (CI builds
+/// them before the tests).
+fn built_step(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../playbooks/steps")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash wasm-sdk/build.sh` first",
+        path.display()
+    );
+    path
+}

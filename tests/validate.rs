@@ -414,12 +414,7 @@ fn out_of_range_durations_on_the_command_line_are_usage_errors_not_crashes() {
 
 #[test]
 fn a_test_names_what_a_wasm_step_runs_not_the_step() {
-    let guard = repo().join("playbooks/steps/memory-leak-guard.wasm");
-    assert!(
-        guard.is_file(),
-        "{} is missing: run `bash wasm-sdk/build.sh` first",
-        guard.display()
-    );
+    let guard = crate::built_step("memory-leak-guard");
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("leak.yaml");
     let test = |steps: &str| {
@@ -451,5 +446,159 @@ fn a_test_names_what_a_wasm_step_runs_not_the_step() {
     assert!(
         errors[1].contains("spec.tests[2].expect.steps[1]: no step is named `guard/1-scale`"),
         "scale is not among its allowed actions: {text}"
+    );
+}
+
+/// A WASM step's `read` list is checked at load, each problem at its place: `read` without
+/// the `get` grant, a kind `get` cannot read (with a suggestion), `Secret`, a kind listed
+/// twice, namespaces on a cluster-scoped kind, an empty or badly templated namespace list, and
+/// a namespaced kind defaulting to the namespace of a target that has none.
+#[test]
+fn a_wasm_steps_read_list_is_checked_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        repo().join("tests/fixtures/wasm/skip.wat"),
+        dir.path().join("skip.wasm"),
+    )
+    .expect("copy the skip fixture");
+    let header = |name: &str, target: &str| {
+        format!(
+            "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: {name}}}\nspec:\n  trigger:\n    promql: {{expr: 'vector(1)'}}\n  target: {target}\n  steps:\n"
+        )
+    };
+    // The README's example: valid.
+    let good = format!(
+        "{}    - name: triage\n      risk: low\n      wasm:\n        module: skip.wasm\n        grants: [log, get]\n        read:\n          - {{kind: Node}}\n          - {{kind: PodDisruptionBudget}}\n          - {{kind: ConfigMap, namespaces: [shop, \"${{target.namespace}}\"]}}\n",
+        header("good", "{kind: Deployment, namespace: shop, name: api}")
+    );
+    std::fs::write(dir.path().join("good.yaml"), good).expect("write");
+    let broken = format!(
+        "{}{}",
+        header("broken", "{kind: Deployment, namespace: shop, name: api}"),
+        [
+            "    - name: no-get",                                              // 9
+            "      risk: low",                                                 // 10
+            "      wasm:",                                                     // 11
+            "        module: skip.wasm",                                       // 12
+            "        grants: [log]",                                           // 13
+            "        read: [{kind: Pod}]",                                     // 14
+            "    - name: kinds",                                               // 15
+            "      risk: low",                                                 // 16
+            "      wasm:",                                                     // 17
+            "        module: skip.wasm",                                       // 18
+            "        grants: [get]",                                           // 19
+            "        read:",                                                   // 20
+            "          - {kind: PodDisruptionBudgt}",                          // 21
+            "          - {kind: Secret}",                                      // 22
+            "          - {kind: Node, namespaces: [shop]}",                    // 23
+            "          - {kind: ConfigMap, namespaces: [\"${target.nmae}\"]}", // 24
+            "          - {kind: Pod}",                                         // 25
+            "          - {kind: Service, namespaces: []}",                     // 26
+            "          - {kind: Pod, namespaces: [shop]}",                     // 27
+            "",
+        ]
+        .join("\n")
+    );
+    std::fs::write(dir.path().join("broken.yaml"), broken).expect("write");
+    let node = format!(
+        "{}    - name: pods\n      risk: low\n      wasm: {{module: skip.wasm, grants: [get], read: [{{kind: Node}}, {{kind: Pod}}]}}\n",
+        header("node", "{kind: Node, name: \"${labels.node}\"}")
+    );
+    std::fs::write(dir.path().join("node.yaml"), node).expect("write");
+
+    let (code, report) = json_report(&[dir.path().to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{report:#}");
+    let found: Vec<(String, u64, u64, String, String)> = report["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .map(|d| {
+            let file = Path::new(d["file"].as_str().expect("file"));
+            let text = |key: &str| d[key].as_str().unwrap_or_default().to_string();
+            (
+                file.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+                d["line"].as_u64().expect("line"),
+                d["column"].as_u64().expect("column"),
+                text("message"),
+                format!("{} | {}", text("expected"), text("help")),
+            )
+        })
+        .collect();
+    let expected: &[(&str, u64, u64, &str, &str)] = &[
+        (
+            "broken.yaml",
+            14,
+            9,
+            "`read` says what the `get` capability may read, but the step is not granted `get`",
+            "`grants` to include `get`",
+        ),
+        (
+            "broken.yaml",
+            21,
+            20,
+            "a step cannot read kind `PodDisruptionBudgt`",
+            "did you mean `PodDisruptionBudget`?",
+        ),
+        (
+            "broken.yaml",
+            22,
+            20,
+            "kind `Secret` is never readable by a step, whatever the playbook says",
+            "one of `Deployment`, ",
+        ),
+        (
+            "broken.yaml",
+            23,
+            26,
+            "kind `Node` is cluster-scoped: it has no namespaces",
+            "no `namespaces` for `Node`",
+        ),
+        (
+            "broken.yaml",
+            24,
+            44,
+            "unknown template variable `${target.nmae}`: expected one of `target.kind`, \
+             `target.name`, `target.namespace`",
+            "did you mean `name`?",
+        ),
+        (
+            "broken.yaml",
+            26,
+            41,
+            "no namespaces are listed",
+            "at least one namespace, or no `namespaces` for the target's namespace",
+        ),
+        (
+            "broken.yaml",
+            27,
+            20,
+            "kind `Pod` is listed twice (also at spec.steps[1].wasm.read[4])",
+            "each kind once",
+        ),
+        (
+            "node.yaml",
+            11,
+            69,
+            "kind `Pod` is namespaced, and the Node target has no namespace to read it from",
+            "`namespaces`, for example [\"${labels.namespace}\"]",
+        ),
+    ];
+    for (file, line, column, message, detail) in expected {
+        assert!(
+            found.iter().any(|f| f.0 == *file
+                && f.1 == *line
+                && f.2 == *column
+                && f.3 == *message
+                && f.4.contains(detail)),
+            "missing {file}:{line}:{column} {message} ({detail})\nfound: {found:#?}"
+        );
+    }
+    assert_eq!(
+        found.len(),
+        expected.len(),
+        "unexpected extras (good.yaml is valid): {found:#?}"
     );
 }

@@ -703,21 +703,7 @@ fn salve_step_run_prints_the_decision_and_inspect_the_contract() {
 // The example steps built by `wasm-sdk/build.sh`, against real services: the in-process fake
 // Kubernetes API (over HTTP, through `kube::Client`) for `get`, a real Prometheus for `query`.
 
-/// An example step built by `wasm-sdk/build.sh` into `playbooks/steps/` (CI builds them
-/// before the tests).
-fn example(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../playbooks/steps")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `bash wasm-sdk/build.sh` first",
-        path.display()
-    );
-    path
-}
-
-/// `capabilities` and the actions a crash-triage step asks for, reading `kinds` in
+/// `capabilities` and the actions a crash-triage step asks for, reading each of `kinds` in
 /// `namespaces`.
 fn triage_grants(capabilities: &[Capability], kinds: &[&str], namespaces: &[&str]) -> Grants {
     let mut grants = Grants::new(
@@ -725,10 +711,10 @@ fn triage_grants(capabilities: &[Capability], kinds: &[&str], namespaces: &[&str
         vec![Action::RolloutUndo, Action::PatchResources],
         Risk::Medium,
     );
-    grants.readable = Readable {
-        kinds: kinds.iter().map(|k| k.to_string()).collect(),
-        namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
-    };
+    grants.readable = Readable::each_in(
+        kinds.iter().map(|k| k.to_string()),
+        namespaces.iter().map(|n| n.to_string()),
+    );
     grants
 }
 
@@ -750,7 +736,9 @@ async fn get_outside_the_readable_set_is_refused_and_crash_triage_escalates() {
     .expect("seed the pod");
     let dir = tempfile::tempdir().expect("tempdir");
     let host = host(dir.path());
-    let module = host.load(&example("crash-triage")).expect("loads");
+    let module = host
+        .load(&crate::built_step("crash-triage"))
+        .expect("loads");
     // The target is in `shop`; the signal names the pod in `payments`.
     let input = StepInput::from_json(
         r#"{"incident": "inc-1", "playbook": "crash-loop", "step": "triage",
@@ -778,11 +766,12 @@ async fn get_outside_the_readable_set_is_refused_and_crash_triage_escalates() {
         // As the executor grants it for a Deployment in `shop`.
         (
             triage_grants(&[Log, Get], &["Deployment", "Pod"], &["shop"]),
-            "namespace `payments` is not readable by this step (readable: shop)",
+            "kind `Pod` is not readable in namespace `payments` by this step (readable: Pod in \
+             shop)",
         ),
         (
             triage_grants(&[Log, Get], &["Deployment"], &["shop", "payments"]),
-            "kind `Pod` is not readable by this step (readable: Deployment)",
+            "kind `Pod` is not readable by this step (readable: Deployment in payments, shop)",
         ),
     ] {
         let result = host
@@ -906,7 +895,9 @@ async fn latency_judge_compares_canary_and_stable_p99_from_a_real_prometheus() {
     let prometheus = prometheus::start(&scenario).expect("backfill and start prometheus");
     let dir = tempfile::tempdir().expect("tempdir");
     let host = host(dir.path());
-    let module = host.load(&example("latency-judge")).expect("loads");
+    let module = host
+        .load(&crate::built_step("latency-judge"))
+        .expect("loads");
     // The engine's clock at minute 20 of the backfilled half hour: queries run at that time.
     let services_at = |step: usize| Services {
         prometheus: Some(

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::action::{Action, TargetKind};
 use crate::condition::Condition;
 use crate::incident::Incident;
-use crate::playbook::{Param, Playbook, Step, StepRun, Target};
+use crate::playbook::{Param, Playbook, ReadGrant, Step, StepRun, Target};
 use crate::risk::Risk;
 use crate::signal::state::{LabelSet, SignalEvent};
 use crate::template::{Template, Variable};
@@ -163,6 +163,11 @@ pub struct PlannedWasm {
     pub grants: Vec<crate::playbook::spec::Capability>,
     /// The actions it may return.
     pub allowed_actions: Vec<Action>,
+    /// What `get` may read, namespaces filled in, as the playbook's `read` lists it; `None`
+    /// for the default (the target's kind and Pods, in the target's namespace), and in plans
+    /// journaled before steps could say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<crate::wasm::Readable>,
 }
 
 /// Whether a planned step runs.
@@ -334,6 +339,7 @@ impl Scope<'_> {
                     config,
                     grants,
                     allowed_actions,
+                    read,
                 } => Some(PlannedWasm {
                     module: module.clone(),
                     digest: digest.clone(),
@@ -343,6 +349,10 @@ impl Scope<'_> {
                     })?,
                     grants: grants.clone(),
                     allowed_actions: allowed_actions.clone(),
+                    read: read
+                        .as_deref()
+                        .map(|read| self.readable(read, &format!("{list}[{}]", step.name)))
+                        .transpose()?,
                 }),
             },
             risk: step.risk,
@@ -350,6 +360,31 @@ impl Scope<'_> {
             timeout: step.timeout,
             decision,
         })
+    }
+
+    /// What a WASM step's `get` may read (the step at `place`): each kind of `read` with its
+    /// namespaces filled in.
+    fn readable(&self, read: &[ReadGrant], place: &str) -> Result<crate::wasm::Readable, Error> {
+        let mut readable = crate::wasm::Readable::default();
+        for (i, grant) in read.iter().enumerate() {
+            let namespaces = match &grant.namespaces {
+                None => None,
+                Some(namespaces) => Some(
+                    namespaces
+                        .iter()
+                        .enumerate()
+                        .map(|(j, namespace)| {
+                            self.fill(
+                                namespace,
+                                &format!("{place}.wasm.read[{i}].namespaces[{j}]"),
+                            )
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            readable.kinds.insert(grant.kind.clone(), namespaces);
+        }
+        Ok(readable)
     }
 
     /// Fills `template` (`${labels.x}`, `${target.name}`, `${owner.name}`, ...).

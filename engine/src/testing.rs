@@ -41,6 +41,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::Clock;
 use crate::executor;
 use crate::incident::{Incidents, describe};
+use crate::kube_fake::FakeApiServer;
 use crate::plan::{self, Plan, TargetFacts};
 use crate::playbook::{Playbook, PlaybookTest, TriggerKind};
 use crate::prometheus::{Harness, RunningPrometheus, Scenario, remote_write};
@@ -370,6 +371,24 @@ async fn judge(
     }
 }
 
+/// An API server holding `objects` (none without objects), and a client of it.
+async fn api_server(
+    objects: &[serde_json::Value],
+) -> Result<Option<(FakeApiServer, kube::Client)>, String> {
+    if objects.is_empty() {
+        return Ok(None);
+    }
+    let (server, client) = FakeApiServer::start()
+        .await
+        .map_err(|e| format!("cannot start the test's Kubernetes API: {e}"))?;
+    for object in objects {
+        server
+            .insert(object)
+            .map_err(|e| format!("the test's Kubernetes API refuses an object: {e}"))?;
+    }
+    Ok(Some((server, client)))
+}
+
 /// Plans the incident `signal` opens with the test's facts, evaluates the WASM steps that run,
 /// and compares what runs with `expected`.
 async fn judge_steps(
@@ -397,9 +416,14 @@ async fn judge_steps(
         Ok(plan) => plan,
         Err(e) => return Verdict::Failed(format!("no plan: {e}")),
     };
+    // The test's objects, served by an in-process API server for the steps' `get`.
+    let api = match api_server(&test.objects).await {
+        Ok(api) => api,
+        Err(why) => return Verdict::Failed(why),
+    };
     let services = Services {
         prometheus: evaluated.prometheus.clone(),
-        kube: None,
+        kube: api.as_ref().map(|(_, client)| client.clone()),
         clock: Clock::stopped(end),
     };
     let ran = match run_steps(&plan, signal, &facts.target, &services).await {
@@ -600,6 +624,7 @@ mod tests {
                 config: serde_json::Value::Null,
                 grants: Vec::new(),
                 allowed_actions: Vec::new(),
+                read: None,
             }),
             risk: Risk::Low,
             params: Default::default(),

@@ -174,10 +174,7 @@ fn run_step(args: RunArgs) -> Result<ExitCode> {
         args.allow
     };
     let mut grants = Grants::new(args.grants, allowed, args.risk);
-    grants.readable = Readable {
-        kinds: args.read_kinds.into_iter().collect(),
-        namespaces: args.read_namespaces.into_iter().collect(),
-    };
+    grants.readable = Readable::each_in(args.read_kinds, args.read_namespaces);
     let limits = Limits {
         timeout: args.timeout,
         memory: args.memory,

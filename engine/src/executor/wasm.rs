@@ -3,12 +3,14 @@
 //! the plan. The executor and `salve test` both take them from here, so a playbook test
 //! evaluates a step exactly as a remediation would.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Value, json};
 
 use crate::plan::{Decision as PlanDecision, Plan, PlannedStep, PlannedWasm, TargetFacts};
 use crate::playbook::compile::defaults;
 use crate::wasm::{
-    Grants, Host, Limits, Module, PlannedAction, SignalInput, StepInput, StepResult,
+    Grants, Host, Limits, Module, PlannedAction, Readable, SignalInput, StepInput, StepResult,
 };
 
 /// One evaluation of a WASM step, as [`crate::wasm::Host::evaluate`] takes it.
@@ -29,8 +31,9 @@ impl Evaluation {
     /// The step is told the signal, the plan's target with `facts`, its `config` (`{}` when it
     /// has none) and `outputs`, what the steps before it gave. It may call the capabilities
     /// the playbook grants, ask for the actions the playbook allows (each at no less than the
-    /// step's risk), and `get` objects of the target's kind and Pods, in the target's
-    /// namespace. It has the step's `timeout`, and the default [`Limits`] otherwise.
+    /// step's risk), and `get` what the playbook's `read` lists — without one, objects of the
+    /// target's kind and Pods, in the target's namespace. It has the step's `timeout`, and the
+    /// default [`Limits`] otherwise.
     pub fn new(
         plan: &Plan,
         step: &PlannedStep,
@@ -53,8 +56,22 @@ impl Evaluation {
             outputs,
         };
         let mut grants = Grants::new(wasm.grants.clone(), wasm.allowed_actions.clone(), step.risk);
-        grants.readable.kinds = [plan.target.kind.clone(), "Pod".to_string()].into();
-        grants.readable.namespaces = plan.target.namespace.iter().cloned().collect();
+        grants.readable = match &wasm.read {
+            Some(read) => read.clone(),
+            None => {
+                // A cluster-scoped target (a Node) is read without a namespace; Pods then from
+                // no namespace at all.
+                let namespace: BTreeSet<String> = plan.target.namespace.iter().cloned().collect();
+                let target = plan.target.namespace.as_ref().map(|_| namespace.clone());
+                Readable {
+                    kinds: [
+                        (plan.target.kind.clone(), target),
+                        ("Pod".to_string(), Some(namespace)),
+                    ]
+                    .into(),
+                }
+            }
+        };
         let limits = Limits {
             timeout: step.timeout,
             ..Limits::default()
@@ -135,6 +152,7 @@ mod tests {
             config: Value::Null,
             grants: vec![Capability::Log, Capability::Get],
             allowed_actions: vec![Action::RolloutUndo, Action::Notify],
+            read: None,
         };
         let step = PlannedStep {
             name: "guard".into(),
@@ -188,13 +206,85 @@ mod tests {
         assert_eq!(grants.capabilities, wasm.grants);
         assert_eq!(grants.allowed_actions, wasm.allowed_actions);
         assert_eq!(grants.risk, Risk::Medium);
+        // Without `read`: the target's kind and Pods, in the target's namespace.
         assert_eq!(
-            grants.readable.kinds,
-            ["Deployment".to_string(), "Pod".to_string()].into()
+            grants.readable.to_string(),
+            "Deployment in shop; Pod in shop"
         );
-        assert_eq!(grants.readable.namespaces, ["shop".to_string()].into());
         assert_eq!(evaluation.limits.timeout, Duration::from_millis(250));
         assert_eq!(evaluation.limits.memory, Limits::default().memory);
+    }
+
+    #[test]
+    fn a_step_of_a_cluster_scoped_target_may_read_it_without_a_namespace_and_no_pods() {
+        let (mut plan, step, wasm) = guard();
+        plan.target = ObjectRef {
+            kind: "Node".into(),
+            name: "node-1".into(),
+            namespace: None,
+        };
+        let evaluation = Evaluation::new(
+            &plan,
+            &step,
+            &wasm,
+            SignalInput::default(),
+            &TargetFacts::default(),
+            Vec::new(),
+        );
+        assert_eq!(
+            evaluation.grants.readable.to_string(),
+            "Node; Pod in no namespace"
+        );
+    }
+
+    #[test]
+    fn a_step_may_read_what_its_plan_lists_instead_of_the_default() {
+        let (plan, step, mut wasm) = guard();
+        let read = Readable {
+            kinds: [
+                ("Node".to_string(), None),
+                (
+                    "ConfigMap".to_string(),
+                    Some(["platform".to_string(), "shop".to_string()].into()),
+                ),
+            ]
+            .into(),
+        };
+        wasm.read = Some(read.clone());
+        let evaluation = Evaluation::new(
+            &plan,
+            &step,
+            &wasm,
+            SignalInput::default(),
+            &TargetFacts::default(),
+            Vec::new(),
+        );
+        // Exactly the list: not even the target's own kind is added.
+        assert_eq!(evaluation.grants.readable, read);
+    }
+
+    #[test]
+    fn a_plan_journaled_before_read_existed_reads_the_default() {
+        let (plan, step, _) = guard();
+        // A step as the journal held it before `read`.
+        let wasm: PlannedWasm = serde_json::from_value(json!({
+            "module": "steps/guard.wasm", "digest": "", "config": null,
+            "grants": ["log", "get"], "allowed_actions": ["rollout_undo"],
+        }))
+        .expect("reads back");
+        assert_eq!(wasm.read, None);
+        let evaluation = Evaluation::new(
+            &plan,
+            &step,
+            &wasm,
+            SignalInput::default(),
+            &TargetFacts::default(),
+            Vec::new(),
+        );
+        assert_eq!(
+            evaluation.grants.readable.to_string(),
+            "Deployment in shop; Pod in shop"
+        );
     }
 
     #[test]

@@ -535,6 +535,21 @@ mod tests {
     }
 
     #[test]
+    fn a_test_object_without_its_kind_is_an_error_at_its_place() {
+        let tests = "  tests:\n    - name: t\n      alerts: [{at: 0m, labels: {alertname: A}}]\n      facts:\n        objects:\n          - {apiVersion: v1, kind: Pod, metadata: {name: p, namespace: prod}}\n          - {apiVersion: v1, metadata: {name: q}}\n      expect: {incident: true}\n";
+        let text = playbook("a", "") + tests;
+        let mut loaded = Loaded::default();
+        load_text(Path::new("a.yaml"), &text, &mut loaded);
+        let errors: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("a.yaml:16:")
+                && errors[0].contains("spec.tests[0].facts.objects[1]: the object has no `kind`"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
     fn a_cached_file_is_checked_again_when_a_file_it_names_appears() {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = playbook("a", "  runbook: a.md\n");

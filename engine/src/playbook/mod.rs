@@ -241,7 +241,20 @@ pub enum StepRun {
         grants: Vec<spec::Capability>,
         /// Actions it may return.
         allowed_actions: Vec<Action>,
+        /// What `get` may read, as the playbook lists it; `None` for the default (the
+        /// target's kind and Pods, in the target's namespace).
+        read: Option<Vec<ReadGrant>>,
     },
+}
+
+/// One kind a WASM step's `get` may read, and from where.
+#[derive(Debug, Clone)]
+pub struct ReadGrant {
+    /// The kind, as Kubernetes spells it (one Salve can read).
+    pub kind: String,
+    /// The namespaces its objects may be read from, as templates filled when the plan is made
+    /// (`${target.namespace}` when the playbook lists none); `None` for a cluster-scoped kind.
+    pub namespaces: Option<Vec<Template>>,
 }
 
 /// A step parameter value.
@@ -307,6 +320,8 @@ pub struct PlaybookTest {
     pub events: Vec<TestEvent>,
     /// What the cluster would say, for planning (`expect.steps`).
     pub facts: crate::plan::Facts,
+    /// The objects the test's Kubernetes API holds, for WASM steps that `get`.
+    pub objects: Vec<serde_json::Value>,
     /// How long before the check the target's revision was rolled out, when given.
     pub revision_age: Option<Duration>,
     /// The expected outcome.

@@ -328,6 +328,26 @@ pub struct WasmStep {
     /// Actions the module may return; anything else it returns is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_actions: Vec<Action>,
+    /// What the `get` capability may read (it needs `grants` to include `get`): kinds, each
+    /// from the namespaces listed with it (the target's when none are; none for a
+    /// cluster-scoped kind such as `Node`). Without `read`, the target's kind and Pods, in the
+    /// target's namespace. Secrets are never readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Vec<ReadGrant>>,
+}
+
+/// One kind of Kubernetes object a WASM step's `get` may read, and from where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReadGrant {
+    /// The kind, as Kubernetes spells it: `Deployment`, `StatefulSet`, `DaemonSet`,
+    /// `ReplicaSet`, `Job`, `Pod`, `Service`, `ConfigMap`, `Event`, `PersistentVolumeClaim`,
+    /// `PodDisruptionBudget`, `HorizontalPodAutoscaler`, `Node` or `Namespace`.
+    pub kind: String,
+    /// The namespaces its objects may be read from (default: the target's); `${...}`
+    /// templates allowed, filled in when the plan is made. Not for a cluster-scoped kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
 }
 
 /// A host capability a WASM step may be granted.
@@ -392,6 +412,12 @@ pub struct TestFacts {
     /// The target object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TestTarget>,
+    /// Kubernetes objects the API server holds during the test, as manifests (`apiVersion`,
+    /// `kind`, `metadata.name` and, for namespaced kinds, `metadata.namespace`), for WASM
+    /// steps that `get` them; without any, a `get` finds no Kubernetes API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<serde_json::Map<String, serde_json::Value>>")]
+    pub objects: Vec<serde_json::Value>,
 }
 
 /// The owner of the signal's pod in a playbook test.

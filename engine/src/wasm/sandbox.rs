@@ -7,11 +7,11 @@
 //! the grant per call keeps one compiled instance per module whatever the grants of the steps
 //! that use it, and the trap happens at the same moment a missing import would.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ApiResource, DynamicObject};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wasmtime::ResourceLimiter;
 
 use super::bindings::salve::step::{get, log, now, query, types};
@@ -52,42 +52,99 @@ impl Grants {
     }
 }
 
-/// The Kubernetes objects `get` may read: kinds, and for namespaced kinds, namespaces.
-/// Secrets are never readable.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The Kubernetes objects `get` may read: kinds, each with the namespaces its objects may be
+/// read from. Secrets are never readable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Readable {
-    /// Kinds as Kubernetes spells them (`Deployment`, `Pod`, `Node`).
-    pub kinds: BTreeSet<String>,
-    /// Namespaces objects of namespaced kinds may be read from.
-    pub namespaces: BTreeSet<String>,
+    /// Kinds as Kubernetes spells them (`Deployment`, `Pod`, `Node`), each with the namespaces
+    /// its objects may be read from; `None` for a cluster-scoped kind (`Node`).
+    pub kinds: BTreeMap<String, Option<BTreeSet<String>>>,
 }
 
 impl Readable {
+    /// Each of `kinds`, a namespaced one (or one Salve cannot read) in each of `namespaces`, a
+    /// cluster-scoped one without a namespace.
+    pub fn each_in(
+        kinds: impl IntoIterator<Item = String>,
+        namespaces: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let namespaces: BTreeSet<String> = namespaces.into_iter().collect();
+        Readable {
+            kinds: kinds
+                .into_iter()
+                .map(|kind| {
+                    let namespaces =
+                        (Readable::namespaced(&kind) != Some(false)).then(|| namespaces.clone());
+                    (kind, namespaces)
+                })
+                .collect(),
+        }
+    }
+
+    /// The kinds Salve can read for a step, as Kubernetes spells them (never `Secret`).
+    pub fn supported_kinds() -> impl Iterator<Item = &'static str> {
+        READABLE_KINDS.iter().map(|k| k.kind)
+    }
+
+    /// Whether objects of `kind` live in a namespace; `None` when Salve cannot read `kind`.
+    pub fn namespaced(kind: &str) -> Option<bool> {
+        readable_kind(kind).map(|k| k.namespaced)
+    }
+
     /// Why reading `kind` in `namespace` is refused, or `None` when it is allowed.
     fn refusal(&self, kind: &str, namespace: Option<&str>, namespaced: bool) -> Option<String> {
-        if !self.kinds.contains(kind) {
+        let Some(namespaces) = self.kinds.get(kind) else {
             return Some(format!(
-                "kind `{kind}` is not readable by this step (readable: {})",
-                list(&self.kinds)
+                "kind `{kind}` is not readable by this step (readable: {self})"
             ));
-        }
+        };
+        let readable_here = || {
+            let only = Readable {
+                kinds: [(kind.to_string(), namespaces.clone())].into(),
+            };
+            format!("readable: {only}")
+        };
         match (namespaced, namespace) {
-            (true, None) => Some(format!("kind `{kind}` needs a namespace")),
-            (true, Some(namespace)) if !self.namespaces.contains(namespace) => Some(format!(
-                "namespace `{namespace}` is not readable by this step (readable: {})",
-                list(&self.namespaces)
+            (true, None) => Some(format!(
+                "kind `{kind}` is namespaced: name a namespace ({})",
+                readable_here()
             )),
+            (true, Some(namespace))
+                if !namespaces.as_ref().is_some_and(|n| n.contains(namespace)) =>
+            {
+                Some(format!(
+                    "kind `{kind}` is not readable in namespace `{namespace}` by this step ({})",
+                    readable_here()
+                ))
+            }
             (false, Some(_)) => Some(format!("kind `{kind}` is cluster-scoped: no namespace")),
             _ => None,
         }
     }
 }
 
-fn list(items: &BTreeSet<String>) -> String {
-    if items.is_empty() {
-        "none".to_string()
-    } else {
-        items.iter().cloned().collect::<Vec<_>>().join(", ")
+/// `Deployment in shop; Node; Pod in payments, shop` (`nothing` when empty).
+impl std::fmt::Display for Readable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kinds.is_empty() {
+            return f.write_str("nothing");
+        }
+        for (i, (kind, namespaces)) in self.kinds.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            f.write_str(kind)?;
+            match namespaces {
+                None => {}
+                Some(namespaces) if namespaces.is_empty() => f.write_str(" in no namespace")?,
+                Some(namespaces) => {
+                    let list: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+                    write!(f, " in {}", list.join(", "))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -456,8 +513,8 @@ impl get::Host for StepState {
         }
         let Some(client) = self.services.kube.clone() else {
             return Ok(Err(
-                "no Kubernetes API to read from: `salve test` has none, nor has `salve step run` \
-                 without `--kube`"
+                "no Kubernetes API to read from: in `salve test`, a test has one when it lists \
+                 `facts.objects`; `salve step run` needs `--kube`"
                     .to_string(),
             ));
         };
@@ -491,57 +548,141 @@ impl get::Host for StepState {
     }
 }
 
+/// A kind a step may read: its name, whether it is namespaced, and its API resource.
+struct ReadableKind {
+    kind: &'static str,
+    namespaced: bool,
+    resource: fn() -> ApiResource,
+}
+
+/// Every kind a step may read (never `Secret`).
+const READABLE_KINDS: &[ReadableKind] = {
+    use k8s_openapi::api::{apps, autoscaling, batch, core, policy};
+    const fn kind<K: kube::Resource<DynamicType = ()>>(
+        kind: &'static str,
+        namespaced: bool,
+    ) -> ReadableKind {
+        ReadableKind {
+            kind,
+            namespaced,
+            resource: || ApiResource::erase::<K>(&()),
+        }
+    }
+    &[
+        kind::<apps::v1::Deployment>("Deployment", true),
+        kind::<apps::v1::StatefulSet>("StatefulSet", true),
+        kind::<apps::v1::DaemonSet>("DaemonSet", true),
+        kind::<apps::v1::ReplicaSet>("ReplicaSet", true),
+        kind::<batch::v1::Job>("Job", true),
+        kind::<core::v1::Pod>("Pod", true),
+        kind::<core::v1::Service>("Service", true),
+        kind::<core::v1::ConfigMap>("ConfigMap", true),
+        kind::<core::v1::Event>("Event", true),
+        kind::<core::v1::PersistentVolumeClaim>("PersistentVolumeClaim", true),
+        kind::<policy::v1::PodDisruptionBudget>("PodDisruptionBudget", true),
+        kind::<autoscaling::v2::HorizontalPodAutoscaler>("HorizontalPodAutoscaler", true),
+        kind::<core::v1::Node>("Node", false),
+        kind::<core::v1::Namespace>("Namespace", false),
+    ]
+};
+
+fn readable_kind(kind: &str) -> Option<&'static ReadableKind> {
+    READABLE_KINDS.iter().find(|k| k.kind == kind)
+}
+
 /// The API resource of a kind a step may read, and whether it is namespaced.
 fn readable_resource(kind: &str) -> Option<(ApiResource, bool)> {
-    use k8s_openapi::api::{apps, autoscaling, batch, core, policy};
-    Some(match kind {
-        "Deployment" => (ApiResource::erase::<apps::v1::Deployment>(&()), true),
-        "StatefulSet" => (ApiResource::erase::<apps::v1::StatefulSet>(&()), true),
-        "DaemonSet" => (ApiResource::erase::<apps::v1::DaemonSet>(&()), true),
-        "ReplicaSet" => (ApiResource::erase::<apps::v1::ReplicaSet>(&()), true),
-        "Job" => (ApiResource::erase::<batch::v1::Job>(&()), true),
-        "Pod" => (ApiResource::erase::<core::v1::Pod>(&()), true),
-        "Service" => (ApiResource::erase::<core::v1::Service>(&()), true),
-        "ConfigMap" => (ApiResource::erase::<core::v1::ConfigMap>(&()), true),
-        "Event" => (ApiResource::erase::<core::v1::Event>(&()), true),
-        "PersistentVolumeClaim" => (
-            ApiResource::erase::<core::v1::PersistentVolumeClaim>(&()),
-            true,
-        ),
-        "PodDisruptionBudget" => (
-            ApiResource::erase::<policy::v1::PodDisruptionBudget>(&()),
-            true,
-        ),
-        "HorizontalPodAutoscaler" => (
-            ApiResource::erase::<autoscaling::v2::HorizontalPodAutoscaler>(&()),
-            true,
-        ),
-        "Node" => (ApiResource::erase::<core::v1::Node>(&()), false),
-        "Namespace" => (ApiResource::erase::<core::v1::Namespace>(&()), false),
-        _ => return None,
-    })
+    readable_kind(kind).map(|k| ((k.resource)(), k.namespaced))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `kinds`, each with its namespaces (`None`: cluster-scoped).
+    fn readable(kinds: &[(&str, Option<&[&str]>)]) -> Readable {
+        Readable {
+            kinds: kinds
+                .iter()
+                .map(|(kind, namespaces)| {
+                    let namespaces = namespaces.map(|n| n.iter().map(|n| n.to_string()).collect());
+                    (kind.to_string(), namespaces)
+                })
+                .collect(),
+        }
+    }
+
     #[test]
-    fn reads_are_limited_to_the_allowed_kinds_and_namespaces() {
-        let readable = Readable {
-            kinds: ["Deployment".to_string(), "Node".to_string()].into(),
-            namespaces: ["prod".to_string()].into(),
-        };
-        assert_eq!(readable.refusal("Deployment", Some("prod"), true), None);
-        assert_eq!(readable.refusal("Node", None, false), None);
-        assert!(
-            readable
-                .refusal("Deployment", Some("kube-system"), true)
-                .expect("refused")
-                .contains("namespace `kube-system`")
+    fn each_kind_is_readable_in_its_own_namespaces_only() {
+        let readable = readable(&[
+            ("Deployment", Some(&["shop"])),
+            ("ConfigMap", Some(&["shop", "platform"])),
+            ("Node", None),
+        ]);
+        assert_eq!(readable.refusal("Deployment", Some("shop"), true), None);
+        assert_eq!(readable.refusal("ConfigMap", Some("platform"), true), None);
+        assert_eq!(readable.refusal("ConfigMap", Some("shop"), true), None);
+        // Namespaces are per kind, not a cross product of kinds and namespaces.
+        assert_eq!(
+            readable.refusal("Deployment", Some("platform"), true),
+            Some(
+                "kind `Deployment` is not readable in namespace `platform` by this step \
+                 (readable: Deployment in shop)"
+                    .to_string()
+            )
         );
-        assert!(readable.refusal("Pod", Some("prod"), true).is_some());
-        assert!(readable.refusal("Deployment", None, true).is_some());
+        assert_eq!(
+            readable.refusal("Pod", Some("shop"), true),
+            Some(
+                "kind `Pod` is not readable by this step (readable: ConfigMap in platform, \
+                 shop; Deployment in shop; Node)"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            readable.refusal("ConfigMap", None, true),
+            Some(
+                "kind `ConfigMap` is namespaced: name a namespace (readable: ConfigMap in \
+                 platform, shop)"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn each_kind_in_every_namespace_leaves_cluster_scoped_kinds_without() {
+        let each = Readable::each_in(
+            ["Pod", "Node"].map(String::from),
+            ["shop", "payments"].map(String::from),
+        );
+        assert_eq!(
+            each,
+            readable(&[("Pod", Some(&["payments", "shop"])), ("Node", None)])
+        );
+    }
+
+    #[test]
+    fn cluster_scoped_kinds_are_read_without_a_namespace() {
+        let readable = readable(&[("Node", None), ("Pod", Some(&[]))]);
+        assert_eq!(readable.refusal("Node", None, false), None);
+        assert_eq!(
+            readable.refusal("Node", Some("shop"), false),
+            Some("kind `Node` is cluster-scoped: no namespace".to_string())
+        );
+        // A namespaced kind listed without namespaces (a cluster-scoped target's default
+        // Pods) is readable nowhere.
+        assert_eq!(
+            readable.refusal("Pod", Some("shop"), true),
+            Some(
+                "kind `Pod` is not readable in namespace `shop` by this step (readable: Pod in \
+                 no namespace)"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            Readable::default().refusal("Node", None, false),
+            Some("kind `Node` is not readable by this step (readable: nothing)".to_string())
+        );
     }
 
     fn state(capabilities: Vec<Capability>) -> StepState {
@@ -627,6 +768,21 @@ mod tests {
     #[test]
     fn secrets_have_no_readable_resource() {
         assert!(readable_resource("Secret").is_none());
+        assert!(Readable::supported_kinds().all(|k| k != "Secret"));
         assert!(readable_resource("Deployment").is_some());
+    }
+
+    #[test]
+    fn the_readable_kinds_name_their_resources_and_scopes() {
+        for kind in Readable::supported_kinds() {
+            let (resource, namespaced) = readable_resource(kind).expect("a resource");
+            assert_eq!(resource.kind, kind);
+            assert_eq!(Readable::namespaced(kind), Some(namespaced));
+        }
+        assert_eq!(Readable::namespaced("Node"), Some(false));
+        assert_eq!(Readable::namespaced("Namespace"), Some(false));
+        assert_eq!(Readable::namespaced("PodDisruptionBudget"), Some(true));
+        assert_eq!(Readable::namespaced("Secret"), None);
+        assert_eq!(Readable::namespaced("Widget"), None);
     }
 }

@@ -11,7 +11,9 @@ use crate::action::{Action, ParamType, TargetKind};
 use crate::check::{Checker, Scope};
 use crate::diagnostic::did_you_mean;
 use crate::playbook::spec;
-use crate::playbook::{Param, Step, StepRun, TemplatedJson};
+use crate::playbook::{Param, ReadGrant, Step, StepRun, TemplatedJson};
+use crate::template::Template;
+use crate::wasm::Readable;
 
 /// Where steps are compiled: what they act on, what their templates may use, and the
 /// directory module paths are relative to.
@@ -226,15 +228,156 @@ fn compile_wasm(
         &format!("{pointer}/config"),
         scope,
         checker,
-    )?;
+    );
+    let read = match &wasm.read {
+        None => Some(None),
+        Some(read) => {
+            compile_read(read, &wasm.grants, &format!("{pointer}/read"), cx, checker).map(Some)
+        }
+    };
     Some(StepRun::Wasm {
         module,
         digest: crate::wasm::digest_hex(&bytes),
         bytes: bytes.into(),
-        config,
+        config: config?,
         grants: wasm.grants.clone(),
         allowed_actions: wasm.allowed_actions.clone(),
+        read: read?,
     })
+}
+
+/// A WASM step's `read` list (at `pointer`): kinds `get` can read, each once, never `Secret`,
+/// with namespaces only for namespaced kinds (the target's when none are listed); `None` when
+/// any of it is wrong (each reported at its place).
+fn compile_read(
+    read: &[spec::ReadGrant],
+    grants: &[spec::Capability],
+    pointer: &str,
+    cx: &StepContext<'_>,
+    checker: &mut Checker<'_>,
+) -> Option<Vec<ReadGrant>> {
+    let mut ok = true;
+    if !grants.contains(&spec::Capability::Get) {
+        let d = checker
+            .at_key(
+                pointer,
+                "`read` says what the `get` capability may read, but the step is not granted `get`",
+            )
+            .expected("`grants` to include `get`");
+        checker.push(d);
+        ok = false;
+    }
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    let mut compiled = Vec::new();
+    for (i, grant) in read.iter().enumerate() {
+        let at = format!("{pointer}/{i}");
+        let kind = grant.kind.as_str();
+        let Some(namespaced) = readable_kind(kind, &format!("{at}/kind"), checker) else {
+            ok = false;
+            continue;
+        };
+        if let Some(first) = seen.insert(kind, at.clone()) {
+            let d = checker
+                .at(
+                    &format!("{at}/kind"),
+                    format!(
+                        "kind `{kind}` is listed twice (also at {})",
+                        crate::schema::field_path(&first)
+                    ),
+                )
+                .expected("each kind once, with all the namespaces it may be read from");
+            checker.push(d);
+            ok = false;
+        }
+        let namespaces = match (&grant.namespaces, namespaced) {
+            (Some(_), false) => {
+                let d = checker
+                    .at_key(
+                        &format!("{at}/namespaces"),
+                        format!("kind `{kind}` is cluster-scoped: it has no namespaces"),
+                    )
+                    .expected(format!("no `namespaces` for `{kind}`"));
+                checker.push(d);
+                ok = false;
+                None
+            }
+            (None, false) => None,
+            (Some(namespaces), true) if namespaces.is_empty() => {
+                let d = checker
+                    .at(&format!("{at}/namespaces"), "no namespaces are listed")
+                    .expected(
+                        "at least one namespace, or no `namespaces` for the target's namespace",
+                    );
+                checker.push(d);
+                ok = false;
+                None
+            }
+            (Some(namespaces), true) => Some(
+                namespaces
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, namespace)| {
+                        let template =
+                            checker.template(&format!("{at}/namespaces/{j}"), namespace, cx.scope);
+                        ok &= template.is_some();
+                        template
+                    })
+                    .collect(),
+            ),
+            (None, true) if !cx.target_kind.is_namespaced() => {
+                let d = checker
+                    .at(
+                        &at,
+                        format!(
+                            "kind `{kind}` is namespaced, and the {} target has no namespace to \
+                             read it from",
+                            cx.target_kind
+                        ),
+                    )
+                    .expected("`namespaces`, for example [\"${labels.namespace}\"]");
+                checker.push(d);
+                ok = false;
+                None
+            }
+            (None, true) => Some(vec![
+                Template::parse("${target.namespace}").expect("a well-formed template"),
+            ]),
+        };
+        compiled.push(ReadGrant {
+            kind: kind.to_string(),
+            namespaces,
+        });
+    }
+    ok.then_some(compiled)
+}
+
+/// Whether `kind` (at `pointer`) is namespaced, if a step can read it; otherwise reports why
+/// not: `Secret` is never readable, other kinds are not ones Salve reads.
+fn readable_kind(kind: &str, pointer: &str, checker: &mut Checker<'_>) -> Option<bool> {
+    let namespaced = Readable::namespaced(kind);
+    if namespaced.is_none() {
+        let kinds: Vec<&str> = Readable::supported_kinds().collect();
+        let expected = format!(
+            "one of {}",
+            kinds
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let d = if kind.eq_ignore_ascii_case("secret") || kind.eq_ignore_ascii_case("secrets") {
+            checker.at(
+                pointer,
+                format!("kind `{kind}` is never readable by a step, whatever the playbook says"),
+            )
+        } else {
+            checker
+                .at(pointer, format!("a step cannot read kind `{kind}`"))
+                .help(did_you_mean(kind, kinds.iter().copied()))
+        };
+        checker.push(d.expected(expected));
+    }
+    namespaced
 }
 
 fn compile_params(
@@ -384,6 +527,20 @@ fn templated_strings<'a>(value: &'a Value, here: String, found: &mut Vec<(String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_names_every_kind_a_step_can_read() {
+        let schema = crate::schema::generate::<spec::ReadGrant>();
+        let described = schema["properties"]["kind"]["description"]
+            .as_str()
+            .expect("`kind` is described");
+        for kind in Readable::supported_kinds() {
+            assert!(
+                described.contains(&format!("`{kind}`")),
+                "{kind}: {described}"
+            );
+        }
+    }
 
     #[test]
     fn quantities_follow_kubernetes() {

@@ -124,7 +124,11 @@ pub(super) fn compile_test(
     let facts = test.facts.clone().unwrap_or(spec::TestFacts {
         owner: None,
         target: None,
+        objects: Vec::new(),
     });
+    for (i, object) in facts.objects.iter().enumerate() {
+        check_object(object, &p(&format!("facts/objects/{i}")), checker);
+    }
     let target = facts.target.unwrap_or_default();
     let revision_age = target
         .revision_age
@@ -152,10 +156,27 @@ pub(super) fn compile_test(
                 annotations: target.annotations,
             },
         },
+        objects: facts.objects,
         revision_age,
         expect: test.expect.clone(),
         at,
     })
+}
+
+/// Checks that `object` (at `at`) is a manifest the test's API server can hold.
+fn check_object(object: &serde_json::Value, at: &str, checker: &mut Checker<'_>) {
+    for (pointer, field) in [
+        ("/apiVersion", "apiVersion"),
+        ("/kind", "kind"),
+        ("/metadata/name", "metadata.name"),
+    ] {
+        if !object.pointer(pointer).is_some_and(|v| v.is_string()) {
+            let d = checker
+                .at(at, format!("the object has no `{field}`"))
+                .expected("a Kubernetes manifest with `apiVersion`, `kind` and `metadata.name`");
+            checker.push(d);
+        }
+    }
 }
 
 /// Compiles one Kubernetes event of a test at `at` (its JSON pointer).

@@ -35,8 +35,9 @@
 //!     config: {recentDeploy: 2h, limitFactor: 1.5}
 //! ```
 //!
-//! Salve's executor lets a step read the target's kind and Pods, in the target's namespace
-//! only: a pod elsewhere is refused, and the step escalates with the host's reason.
+//! By default Salve lets a step read the target's kind and Pods, in the target's namespace
+//! only (a step's `read` list widens it, e.g. `read: [{kind: Pod, namespaces: [other]}]`): a
+//! pod elsewhere is refused, and the step escalates with the host's reason.
 
 use std::time::Duration;
 
