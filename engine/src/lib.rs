@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod actions;
+pub mod advisor;
 pub mod alertmanager;
 pub mod app;
 pub mod approval;

@@ -136,6 +136,8 @@ pub fn compile(
         true,
     );
 
+    let advisor = super::advisor::compile(spec.advisor.as_ref(), checker);
+
     if checker.has_errors() {
         return None;
     }
@@ -152,6 +154,7 @@ pub fn compile(
         freeze,
         limits,
         approval_timeout,
+        advisor,
     })
 }
 

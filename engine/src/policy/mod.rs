@@ -1,5 +1,6 @@
 //! Autonomy policies: how far Salve may act on its own, compiled from the YAML [`spec`].
 
+pub mod advisor;
 pub mod compile;
 pub mod spec;
 
@@ -29,6 +30,8 @@ pub struct Policy {
     pub limits: Limits,
     /// No answer within this long means rejected.
     pub approval_timeout: Duration,
+    /// The LLM advisor's client configuration; `None` when it is off (the default).
+    pub advisor: Option<crate::advisor::Config>,
 }
 
 /// A lower ceiling for some namespaces.

@@ -1,0 +1,44 @@
+//! The LLM advisor's client: how Salve talks to an OpenAI-compatible endpoint (OpenAI, vLLM,
+//! Ollama, llama.cpp's server, DashScope's compatible mode), and nothing more yet.
+//!
+//! The advisor only advises. Salve detects, correlates, plans, gates and heals without it; it
+//! is off unless a policy's `advisor:` block turns it on ([`crate::policy::advisor`]), and
+//! every way it can fail ends as an [`Error`] the caller discards. The [`Client`] guarantees:
+//!
+//! - **Bounded in time.** A call never takes longer than its `timeout` (default 20 s), every
+//!   attempt and wait included.
+//! - **Retries only what may pass.** A 429, a 5xx or a connection error is tried again
+//!   (`retries`, default 2) after an exponential backoff with jitter, or after the endpoint's
+//!   `Retry-After` when it gives one in seconds; a wait that would pass the deadline is not
+//!   taken. Any other 4xx is final at once.
+//! - **Bounded in cost.** An hourly budget of calls and tokens (the endpoint's
+//!   `usage.total_tokens`, else an estimate of a token per four bytes of text): a call over it
+//!   is refused locally, and nothing is sent.
+//! - **Leaves a failing endpoint alone.** After `failures` consecutive failed calls (timeouts,
+//!   connection errors, 429s and 5xx that outlast the retries, malformed answers) the circuit
+//!   breaker opens and refuses calls locally for `reset`; then one trial call is let through,
+//!   and its success closes the breaker.
+//! - **Does not ask twice.** An answer is kept under the caller's cache key (the incident's
+//!   fingerprint and a digest of its evidence) for the cache's time-to-live; asking again
+//!   within it sends nothing. The cache is bounded; the oldest answer goes first.
+//! - **Keeps the key secret.** The API key is read from a file or an environment variable at
+//!   each call, sent only in the `Authorization: Bearer` header (marked sensitive), never
+//!   logged, never in an error (text the endpoint sends back is scrubbed of it), and shown by
+//!   no `Debug`. Redirects are not followed, so the key goes nowhere but the configured URL.
+//!
+//! Not built yet: the incident context and its redaction, runbook retrieval, the bounded
+//! answer and where the advice shows.
+
+pub mod backoff;
+pub mod breaker;
+pub mod budget;
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod key;
+pub mod wire;
+
+pub use client::{Chat, Client, Completion, Embeddings, Error, Result};
+pub use config::Config;
+pub use key::{ApiKey, ApiKeySource};
+pub use wire::{JsonSchemaFormat, Message, Role};
