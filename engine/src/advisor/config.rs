@@ -8,6 +8,7 @@ use reqwest::Url;
 
 use super::backoff::Backoff;
 use super::key::ApiKeySource;
+use super::redact::Redactor;
 
 /// Defaults that apply when the `advisor:` block leaves a setting out.
 pub mod defaults {
@@ -57,6 +58,9 @@ pub struct Config {
     pub embeddings: Option<EmbeddingsConfig>,
     /// How answers are reused.
     pub cache: CacheSettings,
+    /// What is redacted from everything the advisor is sent: the built-in patterns and the
+    /// policy's own (`redact:`).
+    pub redact: Redactor,
 }
 
 /// Calls and tokens per rolling hour.
@@ -116,6 +120,7 @@ impl Config {
                 ttl: defaults::CACHE_TTL,
                 entries: defaults::CACHE_ENTRIES,
             },
+            redact: Redactor::default(),
         }
     }
 

@@ -26,16 +26,24 @@
 //!   logged, never in an error (text the endpoint sends back is scrubbed of it), and shown by
 //!   no `Debug`. Redirects are not followed, so the key goes nowhere but the configured URL.
 //!
-//! Not built yet: the incident context and its redaction, runbook retrieval, the bounded
-//! answer and where the advice shows.
+//! What a model may answer is bounded by [`answer`]: a JSON object of six fields checked
+//! against the incident (its signals, the evidence it was shown, the candidate playbooks), which
+//! can only lower the risk ceiling or ask for an approval; anything else is rejected with a
+//! reason. What it is shown is built by [`context`], redacted by [`redact`].
+//!
+//! Not built yet: gathering the incident's context from the cluster, runbook retrieval, asking
+//! during a remediation, and where the advice shows.
 
+pub mod answer;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod key;
+pub mod redact;
 pub mod wire;
 
 pub use client::{Chat, Client, Completion, Embeddings, Error, Result};

@@ -13,6 +13,7 @@ use crate::advisor::config::{
     BreakerSettings, BudgetLimits, CacheSettings, Config, EmbeddingsConfig, defaults,
 };
 use crate::advisor::key::ApiKeySource;
+use crate::advisor::redact::{self, Pattern, Redactor};
 use crate::check::Checker;
 
 /// Compiles `advisor` (the policy's block, if any). `None` when it is absent or disabled, or
@@ -118,6 +119,8 @@ pub fn compile(advisor: Option<&spec::Advisor>, checker: &mut Checker<'_>) -> Op
             .map_or(defaults::CACHE_ENTRIES, |n| n as usize),
     };
 
+    let redact = redact_patterns(checker, &advisor.redact);
+
     if checker.has_errors() || advisor.enabled == Some(false) {
         return None;
     }
@@ -132,7 +135,40 @@ pub fn compile(advisor: Option<&spec::Advisor>, checker: &mut Checker<'_>) -> Op
         breaker,
         embeddings,
         cache,
+        redact,
     })
+}
+
+/// The policy's `redact:` patterns, each compiled or reported at its place. A message never
+/// quotes the pattern: it may be a literal secret.
+fn redact_patterns(checker: &mut Checker<'_>, patterns: &[String]) -> Redactor {
+    let mut compiled = Vec::with_capacity(patterns.len());
+    for (i, source) in patterns.iter().enumerate() {
+        match Pattern::new(source) {
+            Ok(pattern) => compiled.push(pattern),
+            Err(e) => {
+                let expected = match e {
+                    redact::Error::TooLong { .. } => format!(
+                        "at most {} bytes: match the secret's shape, not a list of values",
+                        redact::MAX_PATTERN_BYTES
+                    ),
+                    redact::Error::Invalid { .. } => {
+                        "a regular expression in the Rust `regex` syntax, such as `cust-\\d{6}`"
+                            .to_string()
+                    }
+                    redact::Error::MatchesEmpty => {
+                        "a pattern that needs at least one character, such as `\\d+` rather than `\\d*`"
+                            .to_string()
+                    }
+                };
+                let d = checker
+                    .at(&format!("/spec/advisor/redact/{i}"), e.to_string())
+                    .expected(expected);
+                checker.push(d);
+            }
+        }
+    }
+    Redactor::new(compiled)
 }
 
 fn base_url(checker: &mut Checker<'_>, text: &str) -> Option<Url> {
@@ -505,6 +541,83 @@ mod tests {
         assert!(
             diagnostics.is_empty(),
             "no key, nothing to leak: {diagnostics:#?}"
+        );
+    }
+
+    #[test]
+    fn redact_patterns_are_compiled_in_order_and_carried_into_the_config() {
+        let (policy, diagnostics) = load(concat!(
+            "  advisor:\n",
+            "    baseUrl: https://api.openai.com/v1\n",
+            "    model: m\n",
+            "    redact:\n",
+            "      - 'cust-\\d{6}'\n",
+            "      - '(?i)project apollo'\n",
+        ));
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let config = policy.expect("loads").advisor.expect("on");
+        assert_eq!(config.redact.policy_patterns().len(), 2);
+        assert_eq!(
+            config
+                .redact
+                .redact("cust-123456 on Project Apollo, bob@example.com"),
+            "[REDACTED:policy-1] on [REDACTED:policy-2], [REDACTED:email]"
+        );
+        let (policy, _) = load("  advisor: {baseUrl: 'https://api.openai.com/v1', model: m}\n");
+        let config = policy.expect("loads").advisor.expect("on");
+        assert!(config.redact.policy_patterns().is_empty(), "built-ins only");
+    }
+
+    #[test]
+    fn bad_redact_patterns_are_reported_at_their_line_without_quoting_them() {
+        let long = format!("      - '{}'\n", "hunter2|".repeat(200));
+        let (policy, diagnostics) = load(&format!(
+            "{}{}{}",
+            concat!(
+                "  advisor:\n",                             // 6
+                "    baseUrl: https://api.openai.com/v1\n", // 7
+                "    model: m\n",                           // 8
+                "    redact:\n",                            // 9
+                "      - 'ok-\\d+'\n",                      // 10
+                "      - '(hunter2'\n",                     // 11
+                "      - 'x*'\n",                           // 12
+            ),
+            long,                            // 13
+            "      - '(?:\\w{100}){100}'\n", // 14
+        ));
+        assert!(policy.is_none());
+        let found = errors(&diagnostics);
+        assert_eq!(
+            found
+                .iter()
+                .map(|(line, column, message)| (*line, *column, message.as_str()))
+                .collect::<Vec<_>>()[..3],
+            [
+                (
+                    11,
+                    9,
+                    "not a valid regular expression: unclosed group (at character 1)"
+                ),
+                (12, 9, "the pattern matches empty text"),
+                (
+                    13,
+                    9,
+                    "the pattern is 1600 bytes long, more than the 1024 allowed"
+                ),
+            ],
+            "{diagnostics:#?}"
+        );
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert_eq!(found[3].0, 14);
+        assert!(found[3].2.contains("exceeds size limit"), "{:?}", found[3]);
+        for d in &diagnostics {
+            assert!(!d.to_string().contains("hunter2"), "{d}");
+        }
+        assert_eq!(
+            diagnostics[0].field.as_deref(),
+            Some("spec.advisor.redact[1]"),
+            "{:?}",
+            diagnostics[0]
         );
     }
 

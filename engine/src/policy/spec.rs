@@ -144,6 +144,12 @@ pub struct Advisor {
     /// How long an answer for the same incident and evidence is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<AdvisorCache>,
+    /// More to redact from everything the advisor is sent, on top of the built-in patterns
+    /// (tokens, keys, passwords, emails, IP addresses): regular expressions in the Rust
+    /// `regex` syntax (`(?i)` for case-insensitive), at most 1024 bytes each. A match is
+    /// replaced whole by `[REDACTED:policy-N]`, N counting from 1 in this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
 }
 
 /// Where the advisor's API key is read from: `{file: /path}` or `{env: VAR}`. A key written
