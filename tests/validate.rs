@@ -34,6 +34,19 @@ fn json_report(args: &[&str]) -> (i32, Value) {
     (out.status.code().expect("exit code"), report)
 }
 
+/// Where a JSON report's diagnostic `d` is: its file's name, line and column.
+fn located(d: &Value) -> (String, u64, u64) {
+    let file = Path::new(d["file"].as_str().expect("file"));
+    (
+        file.file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned(),
+        d["line"].as_u64().expect("line"),
+        d["column"].as_u64().expect("column"),
+    )
+}
+
 #[test]
 fn every_shipped_playbook_and_policy_is_valid() {
     let (code, report) = json_report(&["playbooks/", "policies/"]);
@@ -205,16 +218,9 @@ fn broken_files_list_every_problem_with_file_line_and_column() {
         .expect("diagnostics")
         .iter()
         .map(|d| {
-            let file = Path::new(d["file"].as_str().expect("file"));
-            (
-                file.file_name()
-                    .expect("name")
-                    .to_string_lossy()
-                    .into_owned(),
-                d["line"].as_u64().expect("line"),
-                d["column"].as_u64().expect("column"),
-                d["message"].as_str().expect("message").to_string(),
-            )
+            let (file, line, column) = located(d);
+            let message = d["message"].as_str().expect("message").to_string();
+            (file, line, column, message)
         })
         .collect();
     for (file, line, column, message) in expected {
@@ -513,18 +519,10 @@ fn a_wasm_steps_read_list_is_checked_at_load() {
         .expect("diagnostics")
         .iter()
         .map(|d| {
-            let file = Path::new(d["file"].as_str().expect("file"));
+            let (file, line, column) = located(d);
             let text = |key: &str| d[key].as_str().unwrap_or_default().to_string();
-            (
-                file.file_name()
-                    .expect("name")
-                    .to_string_lossy()
-                    .into_owned(),
-                d["line"].as_u64().expect("line"),
-                d["column"].as_u64().expect("column"),
-                text("message"),
-                format!("{} | {}", text("expected"), text("help")),
-            )
+            let hints = format!("{} | {}", text("expected"), text("help"));
+            (file, line, column, text("message"), hints)
         })
         .collect();
     let expected: &[(&str, u64, u64, &str, &str)] = &[

@@ -33,7 +33,7 @@
 //! expectation's time (default: the latest `at` or `until` of the events).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -49,7 +49,7 @@ use crate::signal::evaluate::Evaluator;
 use crate::signal::evaluation::{Alerts, Evaluation, Sources};
 use crate::signal::kube_event::{EventStore, Holds, Occurrence};
 use crate::signal::state::{LabelSet, SignalEvent, Transition};
-use crate::wasm::{Decision, Host, HostOptions, LogLine, Services, SignalInput};
+use crate::wasm::{Decision, LogLine, Services, SignalInput};
 
 /// How one test ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -494,7 +494,7 @@ async fn run_steps(
             continue;
         };
         let failed = |why: String| format!("step {} failed: {why}", step.name);
-        let host = host().map_err(failed)?;
+        let host = crate::wasm::local_host().map_err(failed)?;
         let module = executor::wasm::load(host, wasm).map_err(failed)?;
         let evaluation = executor::wasm::Evaluation::new(
             plan,
@@ -570,23 +570,6 @@ fn logged(logs: &[LogLine]) -> String {
         lines.push(format!("{} more", logs.len() - MAX_LOGGED));
     }
     format!(" (logged: {})", lines.join("; "))
-}
-
-/// The host WASM steps are evaluated in: one per process (so one per `salve test` run),
-/// started when the first WASM step is evaluated.
-fn host() -> Result<&'static Host, String> {
-    static HOST: OnceLock<Result<Host, String>> = OnceLock::new();
-    HOST.get_or_init(|| {
-        // Tests run one at a time: no pool of instances to reserve.
-        Host::new(HostOptions {
-            max_instances: 1,
-            pooling: false,
-            ..HostOptions::default()
-        })
-        .map_err(|e| format!("cannot start the WASM host: {e}"))
-    })
-    .as_ref()
-    .map_err(Clone::clone)
 }
 
 #[cfg(test)]

@@ -178,6 +178,15 @@ mod tests {
         (plan, step, wasm)
     }
 
+    /// What `get` may read in the evaluation of `step`, told nothing else.
+    fn readable(plan: &Plan, step: &PlannedStep, wasm: &PlannedWasm) -> Readable {
+        let signal = SignalInput::default();
+        let facts = TargetFacts::default();
+        Evaluation::new(plan, step, wasm, signal, &facts, Vec::new())
+            .grants
+            .readable
+    }
+
     #[test]
     fn a_step_is_told_the_plan_and_may_read_its_target_and_pods_in_its_namespace() {
         let (plan, step, wasm) = guard();
@@ -223,18 +232,8 @@ mod tests {
             name: "node-1".into(),
             namespace: None,
         };
-        let evaluation = Evaluation::new(
-            &plan,
-            &step,
-            &wasm,
-            SignalInput::default(),
-            &TargetFacts::default(),
-            Vec::new(),
-        );
-        assert_eq!(
-            evaluation.grants.readable.to_string(),
-            "Node; Pod in no namespace"
-        );
+        let readable = readable(&plan, &step, &wasm);
+        assert_eq!(readable.to_string(), "Node; Pod in no namespace");
     }
 
     #[test]
@@ -251,16 +250,9 @@ mod tests {
             .into(),
         };
         wasm.read = Some(read.clone());
-        let evaluation = Evaluation::new(
-            &plan,
-            &step,
-            &wasm,
-            SignalInput::default(),
-            &TargetFacts::default(),
-            Vec::new(),
-        );
+        let readable = readable(&plan, &step, &wasm);
         // Exactly the list: not even the target's own kind is added.
-        assert_eq!(evaluation.grants.readable, read);
+        assert_eq!(readable, read);
     }
 
     #[test]
@@ -273,18 +265,8 @@ mod tests {
         }))
         .expect("reads back");
         assert_eq!(wasm.read, None);
-        let evaluation = Evaluation::new(
-            &plan,
-            &step,
-            &wasm,
-            SignalInput::default(),
-            &TargetFacts::default(),
-            Vec::new(),
-        );
-        assert_eq!(
-            evaluation.grants.readable.to_string(),
-            "Deployment in shop; Pod in shop"
-        );
+        let readable = readable(&plan, &step, &wasm);
+        assert_eq!(readable.to_string(), "Deployment in shop; Pod in shop");
     }
 
     #[test]

@@ -740,26 +740,34 @@ fn start_ticker(engine: &Engine, tick: Duration) -> Result<()> {
         .map_err(|e| Error::Engine(format!("cannot start the epoch ticker: {e}")))
 }
 
+/// The process's host for steps checked or evaluated outside a running engine (playbooks
+/// loading, `salve test`), started when first asked: instances allocated on demand, and the
+/// modules it loaded kept in memory, so a module checked at load is not compiled again to be
+/// evaluated.
+pub fn local_host() -> Result<&'static Host, String> {
+    static HOST: OnceLock<Result<Host, String>> = OnceLock::new();
+    HOST.get_or_init(|| {
+        Host::new(HostOptions {
+            pooling: false,
+            ..HostOptions::default()
+        })
+        .map_err(|e| format!("cannot start the WASM host: {e}"))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
 /// Checks a playbook's module, `bytes` read from `path`, at load time: it must compile, fit
 /// the contract, and import only capabilities in `grants`. The error names the module.
 ///
-/// It shares the disk cache with the engine's [`Host`], so the module is compiled once.
+/// It runs on [`local_host`], which shares the disk cache with the engine's [`Host`], so the
+/// module is compiled once.
 pub fn check_module(
     path: &Path,
     bytes: &[u8],
     grants: &[Capability],
 ) -> Result<Inspection, String> {
-    static CHECKER: OnceLock<Result<Host, String>> = OnceLock::new();
-    let host = CHECKER
-        .get_or_init(|| {
-            Host::new(HostOptions {
-                pooling: false,
-                ..HostOptions::default()
-            })
-            .map_err(|e| e.to_string())
-        })
-        .as_ref()?;
-    let module = host
+    let module = local_host()?
         .load_bytes(&path.display().to_string(), bytes)
         .map_err(|e| e.to_string())?;
     let inspection = module.inspection().clone();
