@@ -16,6 +16,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod condition;
+pub mod correlate;
 pub mod demo;
 pub mod diagnostic;
 pub mod executor;

@@ -37,13 +37,16 @@
 pub mod answer;
 pub mod backoff;
 pub mod breaker;
+pub mod brief;
 pub mod budget;
 pub mod cache;
 pub mod client;
 pub mod config;
 pub mod context;
+pub mod eval;
 pub mod key;
 pub mod redact;
+pub mod retrieve;
 pub mod wire;
 
 pub use client::{Chat, Client, Completion, Embeddings, Error, Result};

@@ -1,7 +1,9 @@
 //! The `salve` command line.
 
+mod advise_eval;
 mod approvals;
 mod demo;
+mod explain;
 mod incidents;
 mod run;
 mod step;
@@ -152,6 +154,13 @@ pub enum Command {
         /// Show this incident's timeline.
         id: Option<String>,
     },
+    /// Print the full reasoning trail of one incident: its signals, the correlation, what the
+    /// advisor was shown and answered (or why it was not used), the gate's verdicts and the
+    /// steps.
+    Explain(explain::ExplainArgs),
+    /// Score the deterministic correlation, runbook retrieval and (given an endpoint) the LLM
+    /// advisor on labelled incident scenarios.
+    AdviseEval(advise_eval::AdviseEvalArgs),
     /// Run the engine: evaluate the triggers, open incidents and remediate them through the
     /// Kubernetes API under the autonomy policy, journaling every decision; hot-reload the
     /// playbooks and the policy; stop gracefully on SIGTERM or Ctrl-C.
@@ -323,6 +332,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Test { paths, prometheus } => test(&paths, prometheus.as_deref()),
         Command::Run(args) => run::run(args),
+        Command::Explain(args) => explain::run(args),
+        Command::AdviseEval(args) => advise_eval::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Step(command) => step::run(command),
         Command::Replay {
