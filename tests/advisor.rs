@@ -31,11 +31,11 @@ use salve::advisor::{ApiKeySource, Chat, Client, Config, Error, JsonSchemaFormat
 use serde_json::{Value, json};
 
 /// The key the tests configure; it must reach the server only as `Authorization: Bearer`.
-const KEY: &str = "sk-test-7f3a9c2e51d84b06";
+pub(crate) const KEY: &str = "sk-test-7f3a9c2e51d84b06";
 
 /// One scripted answer.
 #[derive(Debug, Clone)]
-struct Answer {
+pub(crate) struct Answer {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: String,
@@ -43,7 +43,7 @@ struct Answer {
 }
 
 impl Answer {
-    fn new(status: u16, body: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, body: impl Into<String>) -> Self {
         Answer {
             status,
             headers: Vec::new(),
@@ -53,7 +53,7 @@ impl Answer {
     }
 
     /// A chat completion answering `content`, reporting `tokens` used.
-    fn chat(content: &str, tokens: u64) -> Self {
+    pub(crate) fn chat(content: &str, tokens: u64) -> Self {
         Answer::new(
             200,
             json!({
@@ -72,12 +72,12 @@ impl Answer {
         )
     }
 
-    fn header(mut self, name: &'static str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_string()));
         self
     }
 
-    fn after(mut self, delay: Duration) -> Self {
+    pub(crate) fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
     }
@@ -85,10 +85,10 @@ impl Answer {
 
 /// One request the server received.
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Received {
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
     at: Instant,
 }
 
@@ -100,7 +100,7 @@ impl Received {
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).expect("the request body is JSON")
     }
 }
@@ -112,8 +112,8 @@ struct Script {
 }
 
 /// A local OpenAI-compatible endpoint that answers from a script.
-struct LlmServer {
-    base_url: Url,
+pub(crate) struct LlmServer {
+    pub(crate) base_url: Url,
     script: Arc<Mutex<Script>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -125,7 +125,7 @@ impl Drop for LlmServer {
 }
 
 impl LlmServer {
-    async fn start() -> LlmServer {
+    pub(crate) async fn start() -> LlmServer {
         let script = Arc::new(Mutex::new(Script::default()));
         let app = Router::new()
             .fallback(answer)
@@ -144,11 +144,11 @@ impl LlmServer {
         }
     }
 
-    fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+    pub(crate) fn script(&self, answers: impl IntoIterator<Item = Answer>) {
         self.lock().answers.extend(answers);
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.lock().received.clone()
     }
 
@@ -243,7 +243,7 @@ fn keyed(key: &str) -> Chat {
 
 /// Asserts that nothing the server received, and nothing in `texts`, carries the key outside
 /// the `Authorization` header.
-fn assert_key_only_in_authorization(server: &LlmServer, texts: &[String]) {
+pub(crate) fn assert_key_only_in_authorization(server: &LlmServer, texts: &[String]) {
     for request in server.received() {
         assert!(
             !request.body.contains(KEY),

@@ -113,6 +113,7 @@ fn a_person_answers_an_approval_once_from_the_command_line() {
         step: step.into(),
         risk: Risk::High,
         reason: "risk high is above the policy's ceiling medium".into(),
+        situation: String::new(),
         plan: json!({}),
         evidence: json!({}),
     };

@@ -25,16 +25,16 @@ use serde_json::{Value, json};
 
 /// A policy: ceiling `medium`, live (not a dry run), a 1-second approval timeout, a breaker
 /// that opens after two failures.
-const POLICY: &str = "maxAutonomousRisk: medium\n  dryRun: false\n  approval: {timeout: 1s}\n  limits: {actionsPerHour: 100, concurrentIncidents: 5, circuitBreaker: {failures: 2, reset: 10m}}\n";
+pub(crate) const POLICY: &str = "maxAutonomousRisk: medium\n  dryRun: false\n  approval: {timeout: 1s}\n  limits: {actionsPerHour: 100, concurrentIncidents: 5, circuitBreaker: {failures: 2, reset: 10m}}\n";
 
-fn load(text: &str) -> Loaded {
+pub(crate) fn load(text: &str) -> Loaded {
     let mut loaded = Loaded::default();
     load_text(Path::new("test.yaml"), text, &mut loaded);
     assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
     loaded
 }
 
-fn policy(spec: &str) -> Arc<Policy> {
+pub(crate) fn policy(spec: &str) -> Arc<Policy> {
     let text = format!(
         "apiVersion: salve.dev/v1\nkind: AutonomyPolicy\nmetadata: {{name: test}}\nspec:\n  {spec}"
     );
@@ -43,7 +43,7 @@ fn policy(spec: &str) -> Arc<Policy> {
 
 /// A playbook acting on Deployment shop/api with `steps` (and `extra` spec lines); without a
 /// `cooldown` in `extra`, none, so one test can remediate the same target several times.
-fn playbook(steps: &str, extra: &str) -> Arc<Playbook> {
+pub(crate) fn playbook(steps: &str, extra: &str) -> Arc<Playbook> {
     let cooldown = if extra.contains("cooldown:") {
         ""
     } else {
@@ -56,14 +56,14 @@ fn playbook(steps: &str, extra: &str) -> Arc<Playbook> {
     Arc::clone(&load(&text).playbooks[0])
 }
 
-struct Setup {
-    fake: FakeApiServer,
-    executor: Executor,
-    journal: Arc<Journal>,
+pub(crate) struct Setup {
+    pub(crate) fake: FakeApiServer,
+    pub(crate) executor: Executor,
+    pub(crate) journal: Arc<Journal>,
     _dir: tempfile::TempDir,
 }
 
-async fn setup(policy_spec: &str, prometheus: Option<&RunningPrometheus>) -> Setup {
+pub(crate) async fn setup(policy_spec: &str, prometheus: Option<&RunningPrometheus>) -> Setup {
     let (fake, client) = FakeApiServer::start().await.expect("the fake starts");
     fake.insert(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -89,7 +89,7 @@ async fn setup(policy_spec: &str, prometheus: Option<&RunningPrometheus>) -> Set
 
 impl Setup {
     /// Opens an incident of `playbook` for pod `pod` and remediates it.
-    async fn remediate(&self, playbook: &Playbook, pod: &str) -> (Incident, Finish) {
+    pub(crate) async fn remediate(&self, playbook: &Playbook, pod: &str) -> (Incident, Finish) {
         let (incident, signal) = opened(playbook, pod);
         let finish = self
             .executor
@@ -100,7 +100,7 @@ impl Setup {
     }
 
     /// Answers the first approval request that appears, as `ana` would.
-    fn answer_when_asked(&self, answer: Answer) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn answer_when_asked(&self, answer: Answer) -> tokio::task::JoinHandle<()> {
         let approvals = Approvals::new(Arc::clone(&self.journal));
         tokio::spawn(async move {
             loop {
@@ -116,7 +116,7 @@ impl Setup {
     }
 }
 
-fn executor(
+pub(crate) fn executor(
     client: kube::Client,
     journal: &Arc<Journal>,
     policy_spec: &str,
@@ -153,12 +153,12 @@ fn wasm_host() -> salve::wasm::Host {
 }
 
 /// An incident of `playbook` opened by a firing signal on pod `pod`.
-fn opened(playbook: &Playbook, pod: &str) -> (Incident, SignalEvent) {
+pub(crate) fn opened(playbook: &Playbook, pod: &str) -> (Incident, SignalEvent) {
     opened_since(playbook, pod, Utc::now())
 }
 
 /// [`opened`], its signal holding since `active_at`.
-fn opened_since(
+pub(crate) fn opened_since(
     playbook: &Playbook,
     pod: &str,
     active_at: chrono::DateTime<Utc>,
@@ -187,19 +187,19 @@ fn tiny() -> Scenario {
         .expect("scenario")
 }
 
-fn replicas(fake: &FakeApiServer) -> i64 {
+pub(crate) fn replicas(fake: &FakeApiServer) -> i64 {
     deployment(fake)["spec"]["replicas"]
         .as_i64()
         .expect("replicas")
 }
 
-fn deployment(fake: &FakeApiServer) -> Value {
+pub(crate) fn deployment(fake: &FakeApiServer) -> Value {
     fake.get("apps/v1", "Deployment", Some("shop"), "api")
         .expect("the deployment exists")
 }
 
 /// The journal's entries of `incident` as `kind step` strings, e.g. `step_succeeded scale-up`.
-fn story(journal: &Journal, incident: &str) -> Vec<String> {
+pub(crate) fn story(journal: &Journal, incident: &str) -> Vec<String> {
     journal
         .timeline(incident)
         .expect("timeline")
@@ -213,7 +213,7 @@ fn story(journal: &Journal, incident: &str) -> Vec<String> {
         .collect()
 }
 
-fn writes(fake: &FakeApiServer) -> usize {
+pub(crate) fn writes(fake: &FakeApiServer) -> usize {
     fake.requests().iter().filter(|r| r.method != "GET").count()
 }
 

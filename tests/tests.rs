@@ -5,6 +5,7 @@
 //! backfilled scenarios.
 
 mod actions;
+mod advice;
 mod advisor;
 mod alertmanager;
 mod demo;

@@ -36,6 +36,9 @@ pub struct Approval {
     pub risk: Risk,
     /// Why it waits (the gate's reason: which ceiling stopped it).
     pub reason: String,
+    /// The account for the person deciding: what broke, why, what Salve wants to do, what
+    /// happens without an answer (empty for requests journaled before it was kept).
+    pub situation: String,
     /// When it was asked.
     pub requested_at: DateTime<Utc>,
     /// When no answer means rejected.
@@ -94,6 +97,8 @@ pub struct Ask {
     pub risk: Risk,
     /// The gate's reason.
     pub reason: String,
+    /// The account for the person deciding (see [`Approval::situation`]).
+    pub situation: String,
     /// The plan, for the person deciding.
     pub plan: serde_json::Value,
     /// The evidence (signals, values), for the person deciding.
@@ -159,6 +164,7 @@ impl Approvals {
                 "step": ask.step,
                 "risk": ask.risk,
                 "reason": ask.reason,
+                "situation": ask.situation,
                 "expiresAt": expires_at.to_rfc3339_opts(SecondsFormat::Millis, true),
                 "plan": ask.plan,
                 "evidence": ask.evidence,
@@ -171,6 +177,7 @@ impl Approvals {
             step: ask.step,
             risk: ask.risk,
             reason: ask.reason,
+            situation: ask.situation,
             requested_at: at,
             expires_at,
             state: State::Pending,
@@ -330,6 +337,7 @@ fn approval(id: &str, entries: &[Entry]) -> Option<Approval> {
         step: text("step"),
         risk: serde_json::from_value(detail["risk"].clone()).unwrap_or(Risk::Critical),
         reason: text("reason"),
+        situation: text("situation"),
         requested_at: request.record.at,
         expires_at: DateTime::parse_from_rfc3339(&text("expiresAt"))
             .map_or(request.record.at, |t| t.with_timezone(&Utc)),
@@ -385,6 +393,7 @@ mod tests {
             step: "rollback".into(),
             risk: Risk::High,
             reason: "risk high is above the policy's ceiling medium".into(),
+            situation: "What broke: a leak.".into(),
             plan: json!({"steps": ["capture-logs", "rollback"]}),
             evidence: json!({"secondsToOOM": 1140}),
         }

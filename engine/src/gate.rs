@@ -73,6 +73,19 @@ pub struct Request<'a> {
     pub namespace: Option<&'a str>,
     /// The incident the step remediates.
     pub incident: &'a str,
+    /// What the advisor asked of this incident: only ever more caution.
+    pub caution: Caution,
+}
+
+/// What an accepted advice asked of an incident (see [`crate::advisor::answer::Advice`]): a
+/// lower ceiling, a human approval for every step, or both. The default asks for nothing.
+/// Nothing here can raise the ceiling or remove an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caution {
+    /// A ceiling for this incident's steps; it only counts when below the others.
+    pub ceiling: Option<Risk>,
+    /// Every step of the incident waits for a human approval.
+    pub approval: bool,
 }
 
 impl<'a> Request<'a> {
@@ -90,6 +103,7 @@ impl<'a> Request<'a> {
             risk: step.risk,
             namespace,
             incident,
+            caution: Caution::default(),
         }
     }
 }
@@ -106,6 +120,8 @@ pub enum CeilingSource {
     /// Salve's fixed rule that a `critical` step always needs a human (the policy allowed
     /// `critical`).
     Builtin,
+    /// The LLM advisor's advice for the incident (it may only lower the ceiling).
+    Advisor,
 }
 
 impl CeilingSource {
@@ -116,6 +132,7 @@ impl CeilingSource {
             CeilingSource::Namespace => "namespace",
             CeilingSource::Playbook => "playbook",
             CeilingSource::Builtin => "builtin",
+            CeilingSource::Advisor => "advisor",
         }
     }
 }
@@ -362,10 +379,25 @@ impl Gate {
     /// [`Gate::admit`].
     pub fn check(&self, request: &Request<'_>, at: DateTime<Utc>) -> Verdict {
         let policy = &self.policy;
-        let ceiling = self.ceiling(request.playbook_ceiling, request.namespace);
+        let mut ceiling = self.ceiling(request.playbook_ceiling, request.namespace);
+        if let Some(risk) = request.caution.ceiling.filter(|r| *r < ceiling.risk) {
+            ceiling = Ceiling {
+                risk,
+                set_by: CeilingSource::Advisor,
+            };
+        }
         let step = format!("step `{}` (risk {})", request.step, request.risk);
 
-        // 1. Risk: above the ceiling never runs on its own, whatever else holds.
+        // 1. Risk: above the ceiling never runs on its own, whatever else holds; nor does
+        //    any step of an incident the advisor asked a human to look at.
+        if request.caution.approval {
+            return Verdict::NeedsApproval {
+                ceiling,
+                reason: format!(
+                    "{step}: the advisor asked for a human approval of every step of this incident"
+                ),
+            };
+        }
         if request.risk > ceiling.risk {
             let rule = match ceiling.set_by {
                 CeilingSource::Policy => format!("policy `{}`", policy.name),
@@ -378,6 +410,7 @@ impl Gate {
                     format!("playbook `{}`'s maxAutonomousRisk", request.playbook)
                 }
                 CeilingSource::Builtin => "Salve: critical steps always need a human".to_string(),
+                CeilingSource::Advisor => "the advisor's advice for this incident".to_string(),
             };
             return Verdict::NeedsApproval {
                 ceiling,

@@ -96,6 +96,11 @@ pub enum Kind {
     Diagnosed,
     /// An incident joined another one remediating the same target: no second remediation.
     Correlated,
+    /// The LLM advisor's accepted advice on an incident (it may only add caution).
+    Advice,
+    /// Why the advisor gave no usable advice (no answer, or one that failed its checks): the
+    /// remediation goes on as without an advisor.
+    AdviceRejected,
     /// A remediation's plan: its steps, each decided, its verify and rollback.
     Planned,
     /// The gate's verdict on a step.
@@ -120,7 +125,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 25] = [
         Kind::SignalPending,
         Kind::SignalFiring,
         Kind::SignalResolved,
@@ -134,6 +139,8 @@ impl Kind {
         Kind::ApprovalExpired,
         Kind::Diagnosed,
         Kind::Correlated,
+        Kind::Advice,
+        Kind::AdviceRejected,
         Kind::Planned,
         Kind::GateVerdict,
         Kind::StepStarted,
@@ -162,6 +169,8 @@ impl Kind {
             Kind::ApprovalExpired => "approval_expired",
             Kind::Diagnosed => "diagnosed",
             Kind::Correlated => "incident_correlated",
+            Kind::Advice => "advice",
+            Kind::AdviceRejected => "advice_rejected",
             Kind::Planned => "remediation_planned",
             Kind::GateVerdict => "gate_verdict",
             Kind::StepStarted => "step_started",
@@ -196,6 +205,8 @@ impl Kind {
             Kind::ApprovalExpired => "EXPIRED",
             Kind::Diagnosed => "DIAGNOSE",
             Kind::Correlated => "CORRELATE",
+            Kind::Advice => "ADVISE",
+            Kind::AdviceRejected => "NO ADVICE",
             Kind::Planned => "PLAN",
             Kind::GateVerdict => "GATE",
             Kind::StepStarted => "EXECUTE",
@@ -284,6 +295,22 @@ impl Record {
     }
 }
 
+/// An `advice` or `advice_rejected` entry in a few words.
+fn advice_in_brief(detail: &serde_json::Value) -> String {
+    let advice = &detail["advice"];
+    match advice["rootCause"].as_str() {
+        Some(root) => {
+            let confidence = advice["confidence"].as_f64().unwrap_or_default() * 100.0;
+            let mut text = format!("{root} ({confidence:.0}%)");
+            if let Some(playbook) = advice["suggestedPlaybook"].as_str() {
+                text += &format!(" → {playbook}");
+            }
+            crate::advisor::consult::printable(&text)
+        }
+        None => format!("none: {}", detail["reason"].as_str().unwrap_or("?")),
+    }
+}
+
 /// The finite values (JSON has no NaN), as the journal and `salve replay` write them.
 pub(crate) fn finite(values: &BTreeMap<String, f64>) -> BTreeMap<&str, f64> {
     values
@@ -344,6 +371,9 @@ pub struct IncidentSummary {
     pub opened_at: DateTime<Utc>,
     /// When it last resolved, unless it is open.
     pub resolved_at: Option<DateTime<Utc>>,
+    /// What the advisor last said of it, in a few words (`sig-2 (80%) → crash-loop`, `none:
+    /// timeout`); `None` when it was not consulted.
+    pub advice: Option<String>,
 }
 
 impl IncidentSummary {
@@ -530,7 +560,8 @@ impl Journal {
         let entries = self.select(
             "SELECT seq, at, kind, playbook, incident, detail FROM entries
              WHERE incident IS NOT NULL
-               AND kind IN ('incident_opened', 'incident_reopened', 'incident_resolved')
+               AND kind IN ('incident_opened', 'incident_reopened', 'incident_resolved',
+                            'advice', 'advice_rejected')
              ORDER BY seq",
             [],
         )?;
@@ -549,9 +580,13 @@ impl Journal {
                         .map(|t| t.with_timezone(&Utc)),
                     opened_at: record.at,
                     resolved_at: None,
+                    advice: None,
                 }),
                 (Kind::IncidentReopened, Some(i)) => incidents[i].resolved_at = None,
                 (Kind::IncidentResolved, Some(i)) => incidents[i].resolved_at = Some(record.at),
+                (Kind::Advice | Kind::AdviceRejected, Some(i)) => {
+                    incidents[i].advice = Some(advice_in_brief(&record.detail));
+                }
                 _ => {}
             }
         }
@@ -564,6 +599,20 @@ impl Journal {
             "SELECT seq, at, kind, playbook, incident, detail FROM entries
              WHERE kind = ?1 ORDER BY seq",
             [kind.as_str()],
+        )
+    }
+
+    /// The signal entries (firing and resolved) written at or after `since`, in the order
+    /// written: what the advisor reads to find the signals firing beside an incident's.
+    pub fn signals_since(&self, since: DateTime<Utc>) -> Result<Vec<Entry>> {
+        self.select(
+            "SELECT seq, at, kind, playbook, incident, detail FROM entries
+             WHERE at >= ?1 AND kind IN (?2, ?3) ORDER BY seq",
+            params![
+                since.to_rfc3339_opts(SecondsFormat::Millis, true),
+                Kind::SignalFiring.as_str(),
+                Kind::SignalResolved.as_str()
+            ],
         )
     }
 

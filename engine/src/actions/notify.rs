@@ -1,6 +1,8 @@
 //! `notify`: post the step's `message` to a webhook `url` — Slack's incoming-webhook format
 //! (`{"text": ...}`) by default, or `format: json` for a JSON object that also names the
-//! incident step and the target. In a dry run the message is sent too, marked `[dry run]`:
+//! incident step and the target. The executor adds its account of the remediation (what
+//! broke, why, what Salve wants to do next, what happens if nobody answers) as `summary`,
+//! appended to the message. In a dry run the message is sent too, marked `[dry run]`:
 //! telling people what Salve would do is the point of a dry run. A notification cannot be taken
 //! back or deduplicated by the receiver, so a retry after a crash may send it twice.
 
@@ -22,6 +24,11 @@ pub(super) async fn run(call: &Call<'_>) -> Result<Outcome> {
     if call.dry_run {
         message = format!("[dry run] {message}");
     }
+    // The executor's account of the remediation (what broke, why, what comes next).
+    let summary = text("summary");
+    if let Some(summary) = summary {
+        message = format!("{message}\n{summary}");
+    }
     let body = match text("format").unwrap_or("slack") {
         "slack" => json!({"text": message}),
         "json" => json!({
@@ -29,6 +36,7 @@ pub(super) async fn run(call: &Call<'_>) -> Result<Outcome> {
             "step": call.key,
             "target": describe(call.target),
             "dryRun": call.dry_run,
+            "summary": summary,
         }),
         other => {
             return Err(call.invalid(format!("`format` `{other}` is not `slack` or `json`")));

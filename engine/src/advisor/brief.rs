@@ -35,7 +35,10 @@ impl Brief {
             parts.extend(signal.labels.iter().map(|(k, v)| format!("{k} {v}")));
         }
         for event in &self.events {
-            parts.push(format!("{} {} {}", event.object, event.reason, event.message));
+            parts.push(format!(
+                "{} {} {}",
+                event.object, event.reason, event.message
+            ));
         }
         for revision in &self.revisions {
             parts.push(revision.change.clone());

@@ -1,5 +1,5 @@
-//! The LLM advisor's client: how Salve talks to an OpenAI-compatible endpoint (OpenAI, vLLM,
-//! Ollama, llama.cpp's server, DashScope's compatible mode), and nothing more yet.
+//! The LLM advisor: root-cause correlation by a model behind an OpenAI-compatible endpoint
+//! (OpenAI, vLLM, Ollama, llama.cpp's server, DashScope's compatible mode), as an advisor only.
 //!
 //! The advisor only advises. Salve detects, correlates, plans, gates and heals without it; it
 //! is off unless a policy's `advisor:` block turns it on ([`crate::policy::advisor`]), and
@@ -31,10 +31,16 @@
 //! can only lower the risk ceiling or ask for an approval; anything else is rejected with a
 //! reason. What it is shown is built by [`context`], redacted by [`redact`].
 //!
-//! Not built yet: gathering the incident's context from the cluster, runbook retrieval, asking
-//! during a remediation, and where the advice shows.
+//! During a remediation ([`crate::executor`]), [`gather`] collects an incident's [`brief`]
+//! (its signals and those firing beside it, events, rollout history, logs), [`ask`] adds
+//! Salve's own correlation ([`crate::correlate`]) and the candidate playbooks ([`retrieve`]:
+//! those whose triggers fired and the best matches of their runbooks), and [`consult`] asks
+//! and checks. The executor journals the outcome before any step; an accepted advice may only
+//! add caution ([`crate::gate::Caution`]). [`eval`] scores the same pieces on labelled
+//! scenarios (`salve advise-eval`).
 
 pub mod answer;
+pub mod ask;
 pub mod backoff;
 pub mod breaker;
 pub mod brief;
@@ -42,8 +48,10 @@ pub mod budget;
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod consult;
 pub mod context;
 pub mod eval;
+pub mod gather;
 pub mod key;
 pub mod redact;
 pub mod retrieve;

@@ -34,6 +34,9 @@ pub(super) fn list(journal: Journal) -> Result<ExitCode> {
                 a.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
             )?;
             writeln!(out, "    {}", a.reason)?;
+            for line in a.situation.lines() {
+                writeln!(out, "    {line}")?;
+            }
         }
         writeln!(out, "{} waiting", pending.len())
     };

@@ -1,11 +1,21 @@
-//! `salve explain <incident>`: the full reasoning trail of one incident.
+//! `salve explain <incident>`: the full reasoning trail of one incident, from its journal —
+//! the signals, Salve's own correlation, what the advisor was shown and answered (with the
+//! items it cited, as they were sent) or why there was no advice, and every decision after.
+//!
+//! Text that came from a model is printed with its control characters escaped, so an answer
+//! cannot move the cursor or recolour the terminal.
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use serde_json::Value;
 
-use super::Result;
+use super::incidents::line;
+use super::{Result, stdout_error};
+use crate::advisor::consult::printable;
+use crate::journal::{Entry, Journal, Kind};
 
 /// Arguments of `salve explain`.
 #[derive(Debug, Args)]
@@ -19,6 +29,220 @@ pub struct ExplainArgs {
 
 /// Runs `salve explain`.
 pub(super) fn run(args: ExplainArgs) -> Result<ExitCode> {
-    let _ = args;
+    let journal = Journal::open(&args.journal)?;
+    let entries = journal.timeline(&args.id)?;
+    if entries.is_empty() {
+        eprintln!(
+            "salve explain: no incident `{}` in {}",
+            args.id,
+            journal.path().display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut out = io::stdout().lock();
+    explain(&mut out, &entries).map_err(stdout_error)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the trail of the incident whose entries are `entries`.
+fn explain(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
+    let first = &entries[0].record;
+    let target = entries
+        .iter()
+        .find_map(|e| e.record.detail["target"].as_str())
+        .unwrap_or("-");
+    writeln!(
+        out,
+        "Incident {} of playbook {} on {target}",
+        first.incident.as_deref().unwrap_or("-"),
+        first.playbook
+    )?;
+    let finish = entries
+        .iter()
+        .rev()
+        .find(|e| e.record.kind == Kind::RemediationFinished);
+    if let Some(finish) = finish {
+        writeln!(out, "Outcome: {}", line(&finish.record))?;
+    }
+
+    writeln!(out, "\nSignals")?;
+    for entry in entries.iter().filter(|e| {
+        matches!(
+            e.record.kind,
+            Kind::SignalPending
+                | Kind::SignalFiring
+                | Kind::SignalResolved
+                | Kind::SignalInconclusive
+                | Kind::IncidentOpened
+                | Kind::IncidentReopened
+                | Kind::IncidentResolved
+        )
+    }) {
+        writeln!(out, "  {}", line(&entry.record))?;
+    }
+
+    let consulted: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| matches!(e.record.kind, Kind::Advice | Kind::AdviceRejected))
+        .collect();
+    if consulted.is_empty() {
+        writeln!(
+            out,
+            "\nAdvisor\n  not consulted (it is off unless the policy's `advisor:` block turns it on)"
+        )?;
+    }
+    for entry in consulted {
+        advisor(out, &entry.record.detail)?;
+    }
+
+    writeln!(out, "\nDecisions")?;
+    for entry in entries.iter().filter(|e| {
+        !matches!(
+            e.record.kind,
+            Kind::SignalPending
+                | Kind::SignalFiring
+                | Kind::SignalResolved
+                | Kind::SignalInconclusive
+                | Kind::IncidentOpened
+                | Kind::IncidentReopened
+                | Kind::IncidentResolved
+                | Kind::Advice
+                | Kind::AdviceRejected
+        )
+    }) {
+        writeln!(out, "  {}", line(&entry.record))?;
+    }
+    Ok(())
+}
+
+/// The correlation and the advisor's part of one consultation.
+fn advisor(out: &mut impl Write, detail: &Value) -> io::Result<()> {
+    let text = |value: &Value| printable(value.as_str().unwrap_or("-"));
+    let list = |value: &Value| {
+        value
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(printable)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let correlation = &detail["correlation"];
+    writeln!(out, "\nDeterministic correlation")?;
+    writeln!(
+        out,
+        "  root {}; related {}; shared: {}",
+        text(&correlation["root"]),
+        list(&correlation["related"]),
+        Some(list(&correlation["shared"]))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "nothing".into())
+    )?;
+    writeln!(out, "  {}", text(&correlation["reason"]))?;
+
+    let model = detail["model"].as_str().map(printable);
+    writeln!(
+        out,
+        "\nAdvisor ({}, {:.1} s, {} tokens{})",
+        model.as_deref().unwrap_or("no answer"),
+        detail["seconds"].as_f64().unwrap_or_default(),
+        detail["tokens"].as_u64().unwrap_or_default(),
+        if detail["cached"] == Value::Bool(true) {
+            ", from the cache"
+        } else {
+            ""
+        }
+    )?;
+    let shown = &detail["shown"];
+    writeln!(
+        out,
+        "  shown: {} items in {} bytes (candidates: {}; retrieval: {}{})",
+        shown["ids"].as_array().map_or(0, Vec::len),
+        shown["bytes"].as_u64().unwrap_or_default(),
+        list(&detail["candidates"]),
+        text(&detail["retrieval"]["method"]),
+        detail["retrieval"]["fallback"]
+            .as_str()
+            .map(|why| format!(", embeddings not used: {}", printable(why)))
+            .unwrap_or_default()
+    )?;
+    if let Some(redactions) = shown["redactions"].as_object().filter(|r| !r.is_empty()) {
+        let counts: Vec<String> = redactions
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        writeln!(out, "  redacted before sending: {}", counts.join(", "))?;
+    }
+    let cut = list(&shown["shortened"]);
+    if !cut.is_empty() {
+        writeln!(out, "  cut to fit: {cut}")?;
+    }
+    let gaps = list(&detail["gaps"]);
+    if !gaps.is_empty() {
+        writeln!(out, "  could not gather: {gaps}")?;
+    }
+    let advice = &detail["advice"];
+    if advice.is_null() {
+        writeln!(
+            out,
+            "  no advice ({}): {}\n  the remediation went on exactly as without an advisor",
+            text(&detail["reason"]),
+            text(&detail["message"])
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  root cause: {} ({:.0}% sure)",
+        text(&advice["rootCause"]),
+        advice["confidence"].as_f64().unwrap_or_default() * 100.0
+    )?;
+    writeln!(out, "  explanation: {}", text(&advice["explanation"]))?;
+    writeln!(
+        out,
+        "  suggested playbook: {}",
+        advice["suggestedPlaybook"]
+            .as_str()
+            .map_or("none".into(), printable)
+    )?;
+    let caution = &detail["caution"];
+    let mut asked = Vec::new();
+    if let Some(ceiling) = caution["ceiling"].as_str() {
+        asked.push(format!("ceiling lowered to {ceiling}"));
+    }
+    if caution["approval"] == Value::Bool(true) {
+        asked.push("a human approval for every step".into());
+    }
+    writeln!(
+        out,
+        "  caution asked: {}",
+        if asked.is_empty() {
+            "none".into()
+        } else {
+            asked.join("; ")
+        }
+    )?;
+    writeln!(out, "  evidence cited:")?;
+    let sent = shown["text"].as_str().unwrap_or_default();
+    for id in advice["evidence"].as_array().into_iter().flatten() {
+        let id = id.as_str().unwrap_or_default();
+        writeln!(out, "    {}  {}", printable(id), cited(sent, id))?;
+    }
+    Ok(())
+}
+
+/// The item `id` as the context showed it: its JSON line, or its log block's label.
+fn cited(context: &str, id: &str) -> String {
+    let json_line = format!("{{\"id\":\"{id}\"");
+    let label = format!("{id}: ");
+    context
+        .lines()
+        .find(|l| l.starts_with(&json_line) || l.contains(&label))
+        .map_or("(not in the context as kept)".into(), |l| {
+            printable(&crate::advisor::context::cap(l, 300))
+        })
 }

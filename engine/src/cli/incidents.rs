@@ -34,13 +34,13 @@ pub(super) fn run(journal: &Journal, id: Option<&str>) -> Result<ExitCode> {
 fn list(out: &mut impl Write, incidents: &[IncidentSummary]) -> io::Result<()> {
     writeln!(
         out,
-        "{:<16}  {:<28}  {:<32}  {:<20}  {:<20}  {:>8}  {:>8}",
+        "{:<16}  {:<28}  {:<32}  {:<20}  {:<20}  {:>8}  {:>8}  ADVICE",
         "INCIDENT", "PLAYBOOK", "TARGET", "OPENED", "RESOLVED", "MTTD", "MTTR"
     )?;
     for incident in incidents {
         writeln!(
             out,
-            "{:<16}  {:<28}  {:<32}  {:<20}  {:<20}  {:>8}  {:>8}",
+            "{:<16}  {:<28}  {:<32}  {:<20}  {:<20}  {:>8}  {:>8}  {}",
             incident.id,
             incident.playbook,
             incident.target.as_deref().unwrap_or("-"),
@@ -52,6 +52,7 @@ fn list(out: &mut impl Write, incidents: &[IncidentSummary]) -> io::Result<()> {
             incident
                 .time_to_recover()
                 .map_or("-".into(), format_duration),
+            incident.advice.as_deref().unwrap_or("-"),
         )?;
     }
     let open = incidents.iter().filter(|i| i.resolved_at.is_none()).count();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Result, Webhook, read_token, serve_webhook, start_reloader};
+use crate::advisor::ask::Advisor;
 use crate::app::{self, DEFAULT_POLICY, PolicyChoice};
 use crate::executor::{Executor, Settings};
 use crate::gate::Gate;
@@ -124,6 +125,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             poll: args.poll_interval,
             force_dry_run: args.dry_run,
             wasm,
+            advisor: Advisor::new(
+                Some(Arc::clone(reloader.active())),
+                crate::wasm::cache_home().map(|home| home.join("embeddings")),
+            ),
             ..Settings::default()
         };
         let executor = Executor::new(

@@ -136,6 +136,7 @@ pub async fn run(options: Options, out: &mut (impl Write + Send)) -> Result<Repo
             clock,
             notify_url: Some(notifications().await?),
             wasm: crate::wasm::Host::new(crate::wasm::HostOptions::default()).ok(),
+            advisor: crate::advisor::ask::Advisor::default(),
         },
     );
     let playbooks = loaded.playbooks.clone();

@@ -151,7 +151,8 @@ async fn revision_created(
 }
 
 /// A Kubernetes time as a chrono one.
-fn time(time: &Time) -> Option<DateTime<Utc>> {
+/// A Kubernetes timestamp as a chrono time.
+pub(crate) fn time(time: &Time) -> Option<DateTime<Utc>> {
     let nanos = u32::try_from(time.0.subsec_nanosecond()).ok()?;
     DateTime::from_timestamp(time.0.as_second(), nanos)
 }

@@ -9,15 +9,20 @@
 //!    incident is journaled as *correlated* with the one that claimed the target first, naming
 //!    the root cause — the earlier-starting of the two incidents' root signals. (Correlation is
 //!    by target; pods on one node or workloads of one namespace are not grouped yet.)
-//! 3. For each step that runs (a `when` reading earlier steps' outputs is decided as the step
+//! 3. **Advice**, when the policy turns the LLM advisor on: the incident's context is
+//!    gathered and the advisor asked ([`crate::advisor`]); its advice, or why there is none, is
+//!    journaled before any step. An accepted advice may only lower the incident's ceiling (for
+//!    its rollback too) or make every step wait for an approval; anything else — no answer, a
+//!    wrong one — leaves the remediation exactly as without an advisor.
+//! 4. For each step that runs (a `when` reading earlier steps' outputs is decided as the step
 //!    is reached): the **gate**'s verdict. Allowed: the step is journaled as
 //!    started, runs (as a server-side dry run when the policy says so) within its timeout, and
 //!    its result is journaled and fed to the circuit breaker. Above the ceiling: an approval
 //!    request is journaled and the remediation waits for the answer; an approval runs the
 //!    step, a rejection or no answer by the deadline halts the plan there — the step never
 //!    runs. A freeze or a denial (breaker, limits) halts the plan too.
-//! 4. **Verify**: the plan's PromQL must return something within its time.
-//! 5. **Rollback**, when a step failed or verify did not hold and some completed step changed
+//! 5. **Verify**: the plan's PromQL must return something within its time.
+//! 6. **Rollback**, when a step failed or verify did not hold and some completed step changed
 //!    something: the playbook's own `rollback` steps, in the order written, when it declares
 //!    them; otherwise every completed step that changed something is undone ([`undo`]) in
 //!    reverse order of completion. Each still runs under the risk ceiling (one above it is
@@ -35,6 +40,7 @@
 pub mod check;
 pub mod diagnose;
 mod recovery;
+mod summary;
 pub mod undo;
 pub mod wasm;
 
@@ -47,9 +53,11 @@ use serde_json::{Value, json};
 
 use crate::action::Action;
 use crate::actions::Cluster;
+use crate::advisor::ask::Advisor;
+use crate::advisor::gather::{self, Sources, Subject};
 use crate::approval::{self, Approvals, Ask, State};
 use crate::clock::Clock;
-use crate::gate::{Gate, Request, Verdict};
+use crate::gate::{Caution, Gate, Request, Verdict};
 use crate::incident::Incident;
 use crate::journal::{self, Journal, Kind, Record};
 use crate::plan::{Decision, Plan, PlannedStep};
@@ -143,6 +151,8 @@ pub struct Settings {
     pub notify_url: Option<String>,
     /// The host WASM steps run in (without one, a WASM step fails).
     pub wasm: Option<crate::wasm::Host>,
+    /// The LLM advisor's state (consulted only when the policy turns it on).
+    pub advisor: Advisor,
 }
 
 impl Default for Settings {
@@ -153,6 +163,7 @@ impl Default for Settings {
             clock: Clock::wall(),
             notify_url: None,
             wasm: None,
+            advisor: Advisor::default(),
         }
     }
 }
@@ -219,6 +230,11 @@ struct Context {
     evidence: Value,
     /// What diagnosis read of the target (unknown after a restart).
     facts: crate::plan::TargetFacts,
+    /// What the advisor's accepted advice asked: only ever more caution.
+    caution: Caution,
+    /// Why it broke, in a line for people: the advice's account, else Salve's correlation
+    /// (when the advisor was asked).
+    why: Option<String>,
 }
 
 impl Executor {
@@ -334,7 +350,7 @@ impl Executor {
             self.finish(&playbook.name, &incident.id, &finish)?;
             return Ok(finish);
         }
-        let context = Context {
+        let mut context = Context {
             playbook: playbook.name.clone(),
             playbook_ceiling: playbook.max_autonomous_risk,
             evidence: json!({
@@ -345,6 +361,8 @@ impl Executor {
                 "root": incident.root,
             }),
             facts: diagnosis.facts.target.clone(),
+            caution: Caution::default(),
+            why: None,
         };
         let planned = self.append(&record(
             Kind::Planned,
@@ -356,11 +374,75 @@ impl Executor {
             }),
         ));
         let finish = match planned {
-            Ok(()) => self.execute(&context, &plan, Progress::default()).await,
+            Ok(()) => match self.advise(&mut context, &plan, signal).await {
+                Ok(()) => self.execute(&context, &plan, Progress::default()).await,
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         self.release(&target);
         finish
+    }
+
+    /// Consults the LLM advisor when the policy turns it on, and journals what it said (or
+    /// why it said nothing) before any step runs. An accepted advice may only add caution
+    /// to `context`; anything else leaves the remediation exactly as without an advisor.
+    async fn advise(&self, context: &mut Context, plan: &Plan, signal: &SignalEvent) -> Result<()> {
+        let (config, ceiling) = {
+            let gate = self.gate();
+            let Some(config) = gate.policy().advisor.clone() else {
+                return Ok(());
+            };
+            let ceiling = gate.ceiling(context.playbook_ceiling, plan.target.namespace.as_deref());
+            (config, ceiling.risk)
+        };
+        // Whether a step that may run already waits for a human (the model may not ask to
+        // remove that).
+        let approval_required = plan
+            .steps
+            .iter()
+            .any(|s| !matches!(s.decision, Decision::Skip(_)) && s.risk > ceiling);
+        let advisor = &self.inner.settings.advisor;
+        let set = advisor.set();
+        let sources = Sources {
+            kube: &self.inner.client,
+            cluster: &self.inner.cluster,
+            journal: &self.inner.journal,
+            set: set.as_deref(),
+        };
+        let subject = Subject {
+            incident: &plan.incident,
+            playbook: &context.playbook,
+            signal,
+            target: &plan.target,
+            now: self.now(),
+        };
+        let gathered = gather::gather(&sources, &subject).await;
+        let fingerprint = format!("{}|{}", context.playbook, plan.target);
+        let asked = advisor
+            .ask(
+                &config,
+                &gathered.brief,
+                &fingerprint,
+                ceiling,
+                approval_required,
+            )
+            .await;
+        let caution = asked.caution(ceiling);
+        let mut detail = asked.to_json(caution);
+        detail["gaps"] = json!(gathered.gaps);
+        let kind = match asked.consultation.advice() {
+            Some(_) => Kind::Advice,
+            None => Kind::AdviceRejected,
+        };
+        // Journaled before it takes effect, like every decision.
+        self.record(context, plan, kind, detail)?;
+        context.why = Some(match asked.consultation.advice() {
+            Some(advice) => crate::advisor::consult::summarize(advice),
+            None => asked.correlation.reason.clone(),
+        });
+        context.caution = caution;
+        Ok(())
     }
 
     /// Why `playbook` must not act on `target` yet: it planned a remediation of it within its
@@ -477,6 +559,7 @@ impl Executor {
             risk: step.risk,
             namespace: plan.target.namespace.as_deref(),
             incident: &plan.incident,
+            caution: context.caution,
         };
         let verdict = self.gate().admit(&request, self.now());
         self.record(
@@ -500,7 +583,8 @@ impl Executor {
                 {
                     self.answer(&id).await?
                 } else {
-                    self.ask(context, plan, step, verdict.reason()).await?
+                    self.ask(context, plan, (step, index), verdict.reason())
+                        .await?
                 };
                 match answer {
                     Ok(()) => {
@@ -653,17 +737,37 @@ impl Executor {
         Ok(None)
     }
 
+    /// The account of `plan` for people, `next` still to run (see [`summary`]).
+    fn situation(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        next: (Option<&PlannedStep>, usize),
+    ) -> String {
+        let (ceiling, timeout) = {
+            let gate = self.gate();
+            let ceiling = gate
+                .ceiling(context.playbook_ceiling, plan.target.namespace.as_deref())
+                .risk;
+            (ceiling, gate.policy().approval_timeout)
+        };
+        let ceiling = context.caution.ceiling.map_or(ceiling, |c| c.min(ceiling));
+        summary::situation(context, plan, next, ceiling, timeout)
+    }
+
     /// Requests approval for `step` and waits for the answer: `Ok` to run it, `Err(why not)`.
     async fn ask(
         &self,
         context: &Context,
         plan: &Plan,
-        step: &PlannedStep,
+        (step, index): (&PlannedStep, usize),
         reason: &str,
     ) -> Result<Result<(), String>> {
         let timeout = self.gate().policy().approval_timeout;
+        let situation = self.situation(context, plan, (Some(step), index + 1));
         let approval = self.inner.approvals.request(
             Ask {
+                situation,
                 incident: plan.incident.clone(),
                 playbook: context.playbook.clone(),
                 step: step.name.clone(),
@@ -740,22 +844,27 @@ impl Executor {
     ) -> Result<Result<Completed, String>> {
         let action = step.action.map_or("wasm", Action::as_str);
         let key = format!("{}/{phase}/{}", plan.incident, step.name);
+        // A notification carries the account of the remediation, and goes to the sandbox's
+        // receiver when there is one.
+        let notify;
+        let step = if step.action == Some(Action::Notify) {
+            let mut copy = step.clone();
+            if let Some(url) = &self.inner.settings.notify_url {
+                copy.params.insert("url".into(), json!(url));
+            }
+            let situation = self.situation(context, plan, (None, index + 1));
+            copy.params.insert("summary".into(), json!(situation));
+            notify = copy;
+            &notify
+        } else {
+            step
+        };
         self.record(context, plan, Kind::StepStarted, json!({
             "step": step.name, "index": index, "phase": phase, "action": action,
             "params": step.params, "risk": step.risk, "dryRun": dry_run, "key": key,
             "summary": format!("{action} {}{}", plan.target, if dry_run { " (dry run)" } else { "" }),
         }))?;
         let started = tokio::time::Instant::now();
-        let redirected;
-        let step = match (&self.inner.settings.notify_url, step.action) {
-            (Some(url), Some(Action::Notify)) => {
-                let mut copy = step.clone();
-                copy.params.insert("url".into(), json!(url));
-                redirected = copy;
-                &redirected
-            }
-            _ => step,
-        };
         let result = match step.action {
             Some(Action::WaitFor) => self.wait_for(step).await,
             _ => match tokio::time::timeout(
@@ -933,9 +1042,15 @@ impl Executor {
         let dry_run = self.gate().policy().dry_run || self.inner.settings.force_dry_run;
         let mut failed = Vec::new();
         for (index, step) in undo.iter().enumerate() {
-            let ceiling = self
+            let mut ceiling = self
                 .gate()
                 .ceiling(context.playbook_ceiling, plan.target.namespace.as_deref());
+            // The advisor's lower ceiling holds for rollback too; its approvals do not (undoing
+            // what was approved is not a new change).
+            ceiling.risk = context
+                .caution
+                .ceiling
+                .map_or(ceiling.risk, |c| c.min(ceiling.risk));
             if step.risk > ceiling.risk {
                 let why = format!(
                     "rollback step {} (risk {}) is above the ceiling `{}`: a human must run it",

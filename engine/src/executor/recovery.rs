@@ -18,6 +18,7 @@
 //!   undone from what it found: the rollback says so.
 
 use super::{Completed, Context, Executor, Finish, Progress, Result};
+use crate::gate::Caution;
 use crate::journal::{Entry, Kind};
 use crate::plan::Plan;
 
@@ -210,13 +211,15 @@ impl Recovery {
 fn read(planned: &Entry, timeline: &[Entry]) -> Option<Interrupted> {
     let detail = &planned.record.detail;
     let plan: Plan = serde_json::from_value(detail["plan"].clone()).ok()?;
-    let context = Context {
+    let mut context = Context {
         playbook: planned.record.playbook.clone(),
         playbook_ceiling: serde_json::from_value(detail["context"]["playbookCeiling"].clone())
             .ok()
             .flatten(),
         evidence: detail["context"]["evidence"].clone(),
         facts: crate::plan::TargetFacts::default(),
+        caution: Caution::default(),
+        why: None,
     };
     let mut progress = Progress::default();
     let mut step = None;
@@ -271,6 +274,11 @@ fn read(planned: &Entry, timeline: &[Entry]) -> Option<Interrupted> {
                 }
             }
             (Kind::GateVerdict, Some(index)) => progress.next = index,
+            // The advisor's caution holds after a restart as before it.
+            (Kind::Advice | Kind::AdviceRejected, _) => {
+                context.caution = crate::advisor::ask::caution_from_json(&detail["caution"]);
+                context.why = detail["summary"].as_str().map(str::to_string);
+            }
             (Kind::ApprovalRequested, _) => {
                 let id = detail["approval"].as_str().unwrap_or_default().to_string();
                 let index = plan

@@ -468,7 +468,21 @@ pub fn event_occurrence(event: &CoreEvent) -> Option<Occurrence> {
         "Pod" => involved.field_path.as_deref().and_then(container_of),
         _ => None,
     };
-    let last = [
+    let last = last_seen(event)?;
+    Some(Occurrence {
+        kind,
+        namespace,
+        name,
+        container,
+        reason,
+        holds: window(last),
+    })
+}
+
+/// When a `core/v1` Event last happened: its series' last observation, its last, event or
+/// first timestamp (the latest of them), else its creation.
+pub fn last_seen(event: &CoreEvent) -> Option<DateTime<Utc>> {
+    [
         event
             .series
             .as_ref()
@@ -487,14 +501,6 @@ pub fn event_occurrence(event: &CoreEvent) -> Option<Occurrence> {
             .creation_timestamp
             .as_ref()
             .and_then(|t| time(&t.0))
-    })?;
-    Some(Occurrence {
-        kind,
-        namespace,
-        name,
-        container,
-        reason,
-        holds: window(last),
     })
 }
 

@@ -689,7 +689,7 @@ fn disk_cache(dir: &CacheDir) -> Option<Cache> {
     let dir = match dir {
         CacheDir::Disabled => return None,
         CacheDir::At(dir) => dir.clone(),
-        CacheDir::Default => match default_cache_dir() {
+        CacheDir::Default => match cache_home().map(|home| home.join("wasm")) {
             Some(dir) => dir,
             None => {
                 tracing::warn!(
@@ -715,12 +715,15 @@ fn disk_cache(dir: &CacheDir) -> Option<Cache> {
     }
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
+/// Salve's cache directory: `$XDG_CACHE_HOME/salve`, else `~/.cache/salve`; `None` when
+/// neither variable is set. Compiled WASM steps go in `wasm/`, the advisor's embeddings in
+/// `embeddings/`.
+pub fn cache_home() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
     };
-    Some(base.join("salve").join("wasm"))
+    Some(base.join("salve"))
 }
 
 /// Advances the engine's epoch every `tick` until the engine is dropped. Without it no
