@@ -26,11 +26,12 @@
 //! **The root** is the related signal of the broadest scope — node > shared (a namespace-wide
 //! signal, or a workload another related signal depends on) > workload > a signal that names
 //! none of these; a signal naming a workload is workload-scoped even with a node label (a pod
-//! on a node), one naming only a node is node-scoped — and among those, the one that started first (a signal without a start time
-//! counts as the latest), then the first in brief order. A **recent rollout** counts as a
-//! *deploy* cause: when the target's current revision was created at most
-//! [`RECENT_DEPLOY`] before the earliest related signal, the first related signal on the
-//! target's own workload (sig-1's) counts as having started when the revision was created.
+//! on a node), one naming only a node is node-scoped — and among those, the one that started
+//! first (a signal without a start time counts as the latest), then the first in brief order.
+//! A **recent rollout** counts as a *deploy* cause: when the target's current revision was
+//! created at most [`RECENT_DEPLOY`] before the earliest related signal, the first related
+//! signal on the target's own workload (sig-1's) counts as having started when the revision
+//! was created.
 //! Nothing else is read: not the events, not the logs.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,6 +18,8 @@ mod restart;
 mod scale;
 mod undo;
 
+pub(crate) use undo::rollout_history;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};

@@ -131,18 +131,52 @@ pub(super) async fn run(call: &Call<'_>) -> Result<Outcome> {
 /// The ReplicaSets the Deployment controls, by revision (kubectl: its selector, then the
 /// controller owner reference).
 async fn history(call: &Call<'_>, deployment: &Deployment) -> Result<BTreeMap<u64, ReplicaSet>> {
+    rollout_history(&call.namespaced::<ReplicaSet>()?, deployment)
+        .await
+        .map_err(|error| match error {
+            HistoryError::Selector => {
+                call.invalid("the Deployment's selector cannot be read".into())
+            }
+            HistoryError::Api(error) => call.fail()(error),
+        })
+}
+
+/// Why a Deployment's rollout history cannot be read.
+#[derive(Debug)]
+pub(crate) enum HistoryError {
+    /// Its selector cannot be read.
+    Selector,
+    /// The API refused the list.
+    Api(kube::Error),
+}
+
+impl std::fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HistoryError::Selector => f.write_str("the Deployment's selector cannot be read"),
+            HistoryError::Api(error) => error.fmt(f),
+        }
+    }
+}
+
+/// The ReplicaSets (listed through `replica_sets`, the Deployment's namespace) that
+/// `deployment` controls, by revision: those its selector matches whose controller owner
+/// reference is the Deployment, as kubectl finds them.
+pub(crate) async fn rollout_history(
+    replica_sets: &kube::Api<ReplicaSet>,
+    deployment: &Deployment,
+) -> std::result::Result<BTreeMap<u64, ReplicaSet>, HistoryError> {
     let selector = deployment
         .spec
         .as_ref()
         .map(|s| &s.selector)
         .and_then(selector_query)
-        .ok_or_else(|| call.invalid("the Deployment's selector cannot be read".into()))?;
+        .ok_or(HistoryError::Selector)?;
     let uid = deployment.metadata.uid.as_deref().unwrap_or_default();
-    let sets = call
-        .namespaced::<ReplicaSet>()?
+    let sets = replica_sets
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(call.fail())?;
+        .map_err(HistoryError::Api)?;
     Ok(sets
         .items
         .into_iter()

@@ -211,9 +211,10 @@ impl Asked {
     pub fn to_json(&self, caution: Caution) -> Value {
         let mut detail = self.consultation.to_json();
         detail["caution"] = caution_json(caution);
+        let id = |i: &usize| format!("sig-{}", i + 1);
         detail["correlation"] = json!({
-            "root": format!("sig-{}", self.correlation.root + 1),
-            "related": self.correlation.related.iter().map(|i| format!("sig-{}", i + 1)).collect::<Vec<_>>(),
+            "root": id(&self.correlation.root),
+            "related": self.correlation.related.iter().map(id).collect::<Vec<_>>(),
             "shared": self.correlation.shared,
             "reason": self.correlation.reason,
         });

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Event as KubeEvent;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::brief::Brief;
 use super::context::{Event, LogExcerpt, Revision, Signal};
 use crate::action::Action;
-use crate::actions::Cluster;
+use crate::actions::{Cluster, rollout_history};
 use crate::executor::diagnose::{REVISION, time};
 use crate::journal::{Journal, Kind};
 use crate::plan::{Decision, ObjectRef, PlannedStep};
@@ -267,28 +267,31 @@ async fn events(
     Ok(events)
 }
 
-/// A Deployment's rollout history: its ReplicaSets' revisions, newest first.
+/// A Deployment's rollout history: its ReplicaSets' revisions, newest first, the current one
+/// marked (the Deployment's own revision).
 async fn revisions(kube: &kube::Client, target: &ObjectRef) -> Result<Vec<Revision>, String> {
     let (Some(namespace), "Deployment") = (&target.namespace, target.kind.as_str()) else {
         return Ok(Vec::new());
     };
-    let sets = Api::<ReplicaSet>::namespaced(kube.clone(), namespace)
-        .list(&ListParams::default())
+    let deployment = Api::<Deployment>::namespaced(kube.clone(), namespace)
+        .get(&target.name)
         .await
-        .map_err(|e| e.to_string())?
-        .items;
-    let mut revisions: Vec<Revision> = sets
+        .map_err(|e| e.to_string())?;
+    let current = deployment
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .and_then(|r| r.parse::<u64>().ok());
+    let replica_sets = Api::<ReplicaSet>::namespaced(kube.clone(), namespace);
+    let history = rollout_history(&replica_sets, &deployment)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(history
         .into_iter()
-        .filter(|rs| {
-            rs.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.kind == "Deployment" && o.name == target.name)
-        })
-        .filter_map(|rs| {
-            let annotations = rs.metadata.annotations.clone().unwrap_or_default();
-            let revision: u64 = annotations.get(REVISION)?.parse().ok()?;
+        .rev()
+        .take(MAX_REVISIONS)
+        .map(|(revision, rs)| {
             let images: Vec<String> = rs
                 .spec
                 .iter()
@@ -297,24 +300,24 @@ async fn revisions(kube: &kube::Client, target: &ObjectRef) -> Result<Vec<Revisi
                 .flat_map(|s| &s.containers)
                 .filter_map(|c| c.image.clone())
                 .collect();
-            let change = match annotations.get("kubernetes.io/change-cause") {
-                Some(cause) => format!("{cause} (images: {})", images.join(", ")),
-                None => format!("images: {}", images.join(", ")),
+            let images = format!("images: {}", images.join(", "));
+            let change = match rs
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/change-cause"))
+            {
+                Some(cause) => format!("{cause} ({images})"),
+                None => images,
             };
-            Some(Revision {
+            Revision {
                 revision,
-                current: false,
+                current: current == Some(revision),
                 at: rs.metadata.creation_timestamp.as_ref().and_then(time),
                 change,
-            })
+            }
         })
-        .collect();
-    revisions.sort_by_key(|r| std::cmp::Reverse(r.revision));
-    if let Some(newest) = revisions.first_mut() {
-        newest.current = true;
-    }
-    revisions.truncate(MAX_REVISIONS);
-    Ok(revisions)
+        .collect())
 }
 
 /// An excerpt of the target's logs, read as the `capture_logs` action reads them (the last

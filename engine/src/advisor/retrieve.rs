@@ -42,7 +42,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -52,13 +51,11 @@ use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, walk_expr};
 use rust_stemmers::{Algorithm, Stemmer};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::Client;
 use crate::playbook::{Playbook, PlaybookSet, StepRun, TriggerKind};
+use crate::wasm::digest_hex as sha256_hex;
 
-/// At most this much of a runbook is read into its document.
-pub const RUNBOOK_CAP: u64 = 64 * 1024;
 /// At most this much of a document or a query is sent to the embeddings model (about 4,000
 /// tokens, under every common model's input limit).
 pub const EMBEDDING_INPUT_CAP: usize = 16 * 1024;
@@ -266,8 +263,8 @@ impl Document {
 
     /// The document of `playbook`: its name and description, what its trigger watches (the
     /// signal kind, event reasons, alert name and labels, PromQL metric names and label
-    /// values), its target's kind, its steps' names and actions, and its runbook's text (read
-    /// now, at most [`RUNBOOK_CAP`]; an unreadable runbook is left out and logged at debug).
+    /// values), its target's kind, its steps' names and actions, and its runbook's text (as
+    /// loaded with the playbook).
     pub fn of(playbook: &Playbook) -> Document {
         let description = playbook.description.clone().unwrap_or_default();
         let mut text = String::new();
@@ -278,11 +275,9 @@ impl Document {
         let _ = writeln!(text, "trigger: {}", watches(&playbook.trigger.kind));
         let _ = writeln!(text, "target: {}", playbook.target.kind);
         let _ = writeln!(text, "steps: {}", steps(playbook));
-        if let Some(path) = &playbook.runbook
-            && let Some(runbook) = read_runbook(path)
-        {
+        if let Some(runbook) = &playbook.runbook_text {
             text.push('\n');
-            text.push_str(&runbook);
+            text.push_str(runbook);
         }
         Document::new(playbook.name.clone(), description, text)
     }
@@ -660,24 +655,9 @@ fn cap(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
 /// The cache key of a document's vector: the model and the exact text embedded.
 fn vector_key(model: &str, text: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(model.as_bytes());
-    hasher.update([0]);
-    hasher.update(text.as_bytes());
-    hex(&hasher.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(64), |mut hex, b| {
-        let _ = write!(hex, "{b:02x}");
-        hex
-    })
+    sha256_hex(format!("{model}\0{text}").as_bytes())
 }
 
 fn vector_path(dir: &Path, key: &str) -> PathBuf {
@@ -728,23 +708,6 @@ fn write_vector(dir: &Path, model: &str, key: &str, vector: &[f32]) -> std::io::
     serde_json::to_writer(&mut file, &cached)?;
     file.persist(vector_path(dir, key)).map_err(|e| e.error)?;
     Ok(())
-}
-
-/// At most [`RUNBOOK_CAP`] of the runbook at `path`, or `None` when it cannot be read.
-fn read_runbook(path: &Path) -> Option<String> {
-    let mut bytes = Vec::new();
-    let read =
-        std::fs::File::open(path).and_then(|file| file.take(RUNBOOK_CAP).read_to_end(&mut bytes));
-    match read {
-        Ok(_) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(error) => {
-            tracing::debug!(
-                runbook = %path.display(), %error,
-                "cannot read a runbook; retrieval ranks its playbook without it"
-            );
-            None
-        }
-    }
 }
 
 /// What a trigger watches, in words.
@@ -1071,6 +1034,7 @@ mod tests {
     use crate::advisor::context::{Event, LogExcerpt, Signal};
     use crate::advisor::{Client, Config};
     use crate::playbook::load::load_paths;
+    use sha2::Digest as _;
 
     fn bundled() -> Retriever {
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../playbooks"));
@@ -1340,15 +1304,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_runbook_is_left_out() {
+    fn the_runbook_loaded_with_the_playbook_is_in_its_document() {
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../playbooks"));
         let set = PlaybookSet::from_loaded(load_paths(&[dir])).expect("the bundled playbooks load");
         let mut playbook = (**set.playbook("cost-spike").expect("cost-spike")).clone();
         let with = Document::of(&playbook);
-        playbook.runbook = Some(PathBuf::from("/nonexistent/runbook.md"));
+        let runbook = playbook
+            .runbook_text
+            .take()
+            .expect("cost-spike has a runbook");
         let without = Document::of(&playbook);
+        assert!(with.text.ends_with(&runbook));
         assert!(with.text.starts_with(&without.text));
-        assert!(with.text.len() > without.text.len());
         assert_ne!(with.digest, without.digest);
     }
 
@@ -1419,7 +1386,7 @@ mod tests {
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
         {
-            let digest = Sha256::digest(word.to_lowercase().as_bytes());
+            let digest = sha2::Sha256::digest(word.to_lowercase().as_bytes());
             vector[usize::from(digest[0]) % 64] += 1.0;
         }
         vector

@@ -17,6 +17,9 @@ use super::{Result, stdout_error};
 use crate::advisor::consult::printable;
 use crate::journal::{Entry, Journal, Kind};
 
+/// The last lines of a cited log excerpt that are printed.
+const CITED_LINES: usize = 3;
+
 /// Arguments of `salve explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -66,18 +69,7 @@ fn explain(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
     }
 
     writeln!(out, "\nSignals")?;
-    for entry in entries.iter().filter(|e| {
-        matches!(
-            e.record.kind,
-            Kind::SignalPending
-                | Kind::SignalFiring
-                | Kind::SignalResolved
-                | Kind::SignalInconclusive
-                | Kind::IncidentOpened
-                | Kind::IncidentReopened
-                | Kind::IncidentResolved
-        )
-    }) {
+    for entry in entries.iter().filter(|e| detection(e.record.kind)) {
         writeln!(out, "  {}", line(&entry.record))?;
     }
 
@@ -97,22 +89,25 @@ fn explain(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
 
     writeln!(out, "\nDecisions")?;
     for entry in entries.iter().filter(|e| {
-        !matches!(
-            e.record.kind,
-            Kind::SignalPending
-                | Kind::SignalFiring
-                | Kind::SignalResolved
-                | Kind::SignalInconclusive
-                | Kind::IncidentOpened
-                | Kind::IncidentReopened
-                | Kind::IncidentResolved
-                | Kind::Advice
-                | Kind::AdviceRejected
-        )
+        !detection(e.record.kind) && !matches!(e.record.kind, Kind::Advice | Kind::AdviceRejected)
     }) {
         writeln!(out, "  {}", line(&entry.record))?;
     }
     Ok(())
+}
+
+/// Whether an entry of `kind` tells of detection: the signals and the incident's changes.
+fn detection(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::SignalPending
+            | Kind::SignalFiring
+            | Kind::SignalResolved
+            | Kind::SignalInconclusive
+            | Kind::IncidentOpened
+            | Kind::IncidentReopened
+            | Kind::IncidentResolved
+    )
 }
 
 /// The correlation and the advisor's part of one consultation.
@@ -235,14 +230,36 @@ fn advisor(out: &mut impl Write, detail: &Value) -> io::Result<()> {
     Ok(())
 }
 
-/// The item `id` as the context showed it: its JSON line, or its log block's label.
+/// The item `id` as the context showed it: its JSON line, or for a log excerpt its source and
+/// last lines (indented under it).
 fn cited(context: &str, id: &str) -> String {
     let json_line = format!("{{\"id\":\"{id}\"");
-    let label = format!("{id}: ");
-    context
-        .lines()
-        .find(|l| l.starts_with(&json_line) || l.contains(&label))
-        .map_or("(not in the context as kept)".into(), |l| {
-            printable(&crate::advisor::context::cap(l, 300))
-        })
+    let lines: Vec<&str> = context.lines().collect();
+    if let Some(line) = lines.iter().find(|l| l.starts_with(&json_line)) {
+        return printable(&crate::advisor::context::cap(line, 300));
+    }
+    // A log excerpt: `UNTRUSTED DATA <tag> (log-N: logs of ...): ...`, a fence, its lines, the
+    // fence again.
+    let label = format!("({id}: ");
+    let Some(at) = lines.iter().position(|l| l.contains(&label)) else {
+        return "(not in the context as kept)".into();
+    };
+    let source = lines[at]
+        .split_once(&label)
+        .and_then(|(_, rest)| rest.split_once("): "))
+        .map_or("", |(source, _)| source);
+    let Some(fence) = lines.get(at + 1).map(|l| l.trim_end_matches("text")) else {
+        return printable(source);
+    };
+    let body: Vec<&str> = lines[at + 2..]
+        .iter()
+        .take_while(|l| **l != fence)
+        .copied()
+        .collect();
+    let mut shown = printable(source);
+    for line in &body[body.len().saturating_sub(CITED_LINES)..] {
+        shown += "\n        ";
+        shown += &printable(&crate::advisor::context::cap(line, 200));
+    }
+    shown
 }

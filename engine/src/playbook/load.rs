@@ -564,6 +564,49 @@ mod tests {
     }
 
     #[test]
+    fn an_edited_runbook_reloads_its_playbook_with_the_new_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            playbook("a", "  runbook: a.md\n"),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("a.md"), "# Restart it\n").expect("write");
+        let paths = [dir.path().to_path_buf()];
+        let mut cache = LoadCache::default();
+        let before = load_paths_cached(&paths, &mut cache);
+        std::fs::write(dir.path().join("a.md"), "# Roll it back\n").expect("write");
+        let after = load_paths_cached(&paths, &mut cache);
+        let (before, after) = (&before.playbooks[0], &after.playbooks[0]);
+        assert_eq!(after.runbook_text.as_deref(), Some("# Roll it back\n"));
+        assert_ne!(
+            before.digest, after.digest,
+            "a new identity: the set is swapped"
+        );
+    }
+
+    #[test]
+    fn a_runbook_that_is_not_text_is_a_warning_and_the_playbook_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            playbook("a", "  runbook: a.md\n"),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("a.md"), [0xff, 0xfe, 0x00]).expect("write");
+        let loaded = load_paths(&[dir.path().to_path_buf()]);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        assert!(
+            loaded.diagnostics[0]
+                .to_string()
+                .contains("is not UTF-8 text"),
+            "{:?}",
+            loaded.diagnostics
+        );
+        assert_eq!(loaded.playbooks[0].runbook_text, None);
+    }
+
+    #[test]
     fn duplicates_across_cached_files_are_still_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("a.yaml"), playbook("same", "")).expect("write");

@@ -41,6 +41,10 @@ pub struct Playbook {
     pub description: Option<String>,
     /// Its runbook, resolved against the playbook file's directory.
     pub runbook: Option<PathBuf>,
+    /// The runbook's text as loaded (part of the playbook's identity, so an edited runbook
+    /// reloads its playbook); `None` without a runbook, or when it could not be read (a
+    /// warning at load).
+    pub runbook_text: Option<String>,
     /// What opens an incident.
     pub trigger: Trigger,
     /// What the steps act on.

@@ -40,6 +40,8 @@ pub mod defaults {
     pub const TEST_INTERVAL: Duration = Duration::from_secs(60);
     /// The working-set metric of `memoryLeak`.
     pub const USAGE_METRIC: &str = "container_memory_working_set_bytes";
+    /// The largest runbook read with its playbook.
+    pub const MAX_RUNBOOK_BYTES: usize = 64 * 1024;
     /// The limit metric of `memoryLeak`.
     pub const LIMIT_METRIC: &str = r#"kube_pod_container_resource_limits{resource="memory"}"#;
     /// The histogram of `latency`.
@@ -128,14 +130,9 @@ pub fn compile(
         })
         .collect();
     let runbook = spec.runbook.as_ref().map(|r| base.join(r));
-    if let Some(path) = &runbook
-        && !checker.file_exists(path)
-    {
-        checker.error(
-            "/spec/runbook",
-            format!("runbook `{}` does not exist", path.display()),
-        );
-    }
+    let runbook_text = runbook
+        .as_deref()
+        .and_then(|path| read_runbook(checker, path));
 
     if checker.has_errors() {
         return None;
@@ -147,13 +144,15 @@ pub fn compile(
             file,
             document: index,
         },
-        // A module's bytes are part of what the playbook is: a new build of one changes it.
-        digest: match module_digests(steps.iter().chain(&rollback)) {
-            modules if modules.is_empty() => digest(&document),
-            modules => digest(&(&document, modules)),
+        // A module's bytes and the runbook's text are part of what the playbook is: a new
+        // build of one, an edit of the other, changes it.
+        digest: match (module_digests(steps.iter().chain(&rollback)), &runbook_text) {
+            (modules, None) if modules.is_empty() => digest(&document),
+            (modules, runbook) => digest(&(&document, modules, runbook)),
         },
         description: spec.description.clone(),
         runbook,
+        runbook_text,
         trigger,
         target: target?,
         cooldown,
@@ -165,6 +164,38 @@ pub fn compile(
         tests,
         spec: document,
     })
+}
+
+/// The text of the runbook at `path`, read as a dependency of the playbook (an edit reloads
+/// it). A missing runbook is an error; one that is too large or not UTF-8 a warning, and the
+/// playbook goes without its text.
+fn read_runbook(checker: &mut Checker<'_>, path: &Path) -> Option<String> {
+    if !checker.file_exists(path) {
+        checker.error(
+            "/spec/runbook",
+            format!("runbook `{}` does not exist", path.display()),
+        );
+        return None;
+    }
+    let problem = match checker.read_file(path, defaults::MAX_RUNBOOK_BYTES) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => return Some(text),
+            Err(_) => "is not UTF-8 text".to_string(),
+        },
+        Err(error) => format!("cannot be read: {error}"),
+    };
+    let d = checker
+        .at(
+            "/spec/runbook",
+            format!("runbook `{}` {problem}", path.display()),
+        )
+        .expected(format!(
+            "a Markdown file of at most {} KiB (the advisor's retrieval ranks the playbook without it)",
+            defaults::MAX_RUNBOOK_BYTES / 1024
+        ))
+        .warning();
+    checker.push(d);
+    None
 }
 
 /// The digests of the modules `steps` run, in order.
