@@ -669,3 +669,32 @@ async fn a_real_endpoint_advises_a_remediation() {
         _ => assert_eq!(finish, Finish::Remediated, "as without an advisor"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_says_what_broke_why_what_comes_next_and_what_if_nobody_answers() {
+    let server = LlmServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = advised(&server, &dir, "").await;
+    let hook = format!("{}/hook", server.base_url);
+    let steps = format!(
+        "    - {{name: tell, action: notify, risk: none, params: {{url: '{hook}', message: 'api is crash-looping'}}}}\n    - {{name: scale-up, action: scale, risk: low, params: {{replicas: 5}}}}\n    - {{name: drain, action: scale, risk: high, params: {{replicas: 0}}}}\n"
+    );
+    server.script([advice(|_| {}), Answer::new(200, "ok")]);
+    let (_, finish) = s.remediate(&playbook(&steps, ""), POD).await;
+    assert!(matches!(finish, Finish::Halted(_)), "{finish:?}");
+    let sent = server
+        .received()
+        .into_iter()
+        .find(|r| r.path.ends_with("/hook"))
+        .expect("the notification was sent")
+        .json();
+    let text = sent["text"].as_str().expect("a Slack-style text");
+    for line in [
+        "api is crash-looping\nWhat broke: heal fired for {namespace=\"shop\", pod=\"api-7d9f-x2k4\"} on Deployment shop/api",
+        "Why: root cause sig-1 (80% sure), suggests heal: The pod is OOMKilled",
+        "Salve wants to: scale-up (scale, risk low) → drain (scale, risk high, needs approval).",
+        "If nobody answers within 1s: drain is rejected and the plan halts there",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
