@@ -19,7 +19,9 @@ use salve::kube_fake::FakeApiServer;
 use serde_json::{Value, json};
 
 use crate::advisor::{Answer, KEY, LlmServer, assert_key_only_in_authorization};
-use crate::remediation::{POLICY, Setup, opened, playbook, replicas, setup, story, writes};
+use crate::remediation::{
+    POLICY, Setup, executor, opened, playbook, replicas, setup, story, writes,
+};
 
 /// The pod whose logs and events the advisor is shown.
 const POD: &str = "api-7d9f-x2k4";
@@ -697,4 +699,49 @@ async fn a_notification_says_what_broke_why_what_comes_next_and_what_if_nobody_a
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_advisors_caution_holds_after_a_restart() {
+    let server = LlmServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = policy(server.base_url.as_str(), &dir, "").replace("timeout: 1s}", "timeout: 2s}");
+    let s = setup(&policy, None).await;
+    seed_pod(&s.fake, "boom\n", "Back-off");
+    let heal = playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: mark, action: annotate, risk: low, params: {annotations: {salve.dev/healing: 'yes'}}}\n",
+        "",
+    );
+    server.script([advice(|a| {
+        a["riskAdjustment"] = json!({"lowerCeilingTo": "none", "requireApproval": null});
+    })]);
+    let (incident, signal) = opened(&heal, POD);
+    let first = s.executor.clone();
+    let (p, i, sg) = (heal.clone(), incident.clone(), signal.clone());
+    let waiting = tokio::spawn(async move { first.remediate(&p, &i, &sg).await });
+    // The engine "dies" while scale-up waits for the approval the advice asked for.
+    let approvals = Approvals::new(s.journal.clone());
+    while approvals.pending().expect("pending").is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    waiting.abort();
+    let _ = waiting.await;
+
+    // Restarted without an advisor: the journal still holds the caution.
+    let restarted = executor(s.fake.client().expect("client"), &s.journal, POLICY, None);
+    let answer = s.answer_when_asked(Approval::Approve);
+    let outcomes = restarted.recover(|_| true).await.expect("recovered");
+    answer.await.expect("answered");
+    assert!(
+        matches!(&outcomes[0].1, Finish::Halted(reason) if reason.contains("not approved")),
+        "{outcomes:?}"
+    );
+    assert_eq!(replicas(&s.fake), 5, "the approved step ran");
+    let story = story(&s.journal, &incident.id);
+    assert!(
+        story.contains(&"approval_requested mark".to_string()),
+        "mark (low, under the policy's medium) still waited for a person: {story:#?}"
+    );
+    let ceilings = ceilings(&s.journal, &incident.id);
+    assert!(ceilings.iter().all(|c| c == "none"), "{ceilings:?}");
 }

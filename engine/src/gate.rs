@@ -88,6 +88,13 @@ pub struct Caution {
     pub approval: bool,
 }
 
+impl Caution {
+    /// `ceiling`, or the lower one this caution asks for.
+    pub fn lower(self, ceiling: Risk) -> Risk {
+        self.ceiling.map_or(ceiling, |asked| asked.min(ceiling))
+    }
+}
+
 impl<'a> Request<'a> {
     /// A request for `step` of `playbook`, acting in `namespace` for `incident`.
     pub fn new(
@@ -956,6 +963,49 @@ mod tests {
             verdict.reason(),
             "step `undo` (risk medium) is above the ceiling `low` set by policy `test`; it needs approval"
         );
+    }
+
+    #[test]
+    fn the_advisors_caution_only_ever_lowers_the_ceiling_or_adds_an_approval() {
+        let gate = Gate::new(live("medium"));
+        let p = playbook(None);
+        let with = |risk, caution| {
+            let mut request = request(&p, risk, Some("shop"), "i");
+            request.caution = caution;
+            gate.check(&request, tue(0))
+        };
+        // A lower ceiling: a step within the policy's now waits, and says who asked.
+        let lower = Caution {
+            ceiling: Some(Risk::None),
+            approval: false,
+        };
+        let verdict = with(Risk::Low, lower);
+        assert_eq!(verdict.name(), "needs_approval", "{verdict}");
+        assert_eq!(verdict.ceiling().set_by, CeilingSource::Advisor);
+        assert!(
+            verdict.reason().contains("the advisor's advice"),
+            "{verdict}"
+        );
+        assert!(with(Risk::None, lower).is_allowed());
+        // A higher "ceiling" changes nothing: what the policy holds back stays held back.
+        let higher = Caution {
+            ceiling: Some(Risk::Critical),
+            approval: false,
+        };
+        assert!(with(Risk::Medium, higher).is_allowed());
+        let verdict = with(Risk::High, higher);
+        assert_eq!(verdict.name(), "needs_approval");
+        assert_eq!(verdict.ceiling().risk, Risk::Medium);
+        // An approval for every step, even one that changes nothing.
+        let approval = Caution {
+            ceiling: None,
+            approval: true,
+        };
+        for risk in [Risk::None, Risk::Medium, Risk::High] {
+            assert_eq!(with(risk, approval).name(), "needs_approval", "{risk}");
+        }
+        assert_eq!(lower.lower(Risk::Medium), Risk::None);
+        assert_eq!(higher.lower(Risk::Medium), Risk::Medium);
     }
 
     #[test]

@@ -373,13 +373,12 @@ impl Executor {
                 "summary": plan_summary(&plan),
             }),
         ));
-        let finish = match planned {
-            Ok(()) => match self.advise(&mut context, &plan, signal).await {
-                Ok(()) => self.execute(&context, &plan, Progress::default()).await,
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
-        };
+        let finish = async {
+            planned?;
+            self.advise(&mut context, &plan, signal).await?;
+            self.execute(&context, &plan, Progress::default()).await
+        }
+        .await;
         self.release(&target);
         finish
     }
@@ -751,8 +750,7 @@ impl Executor {
                 .risk;
             (ceiling, gate.policy().approval_timeout)
         };
-        let ceiling = context.caution.ceiling.map_or(ceiling, |c| c.min(ceiling));
-        summary::situation(context, plan, next, ceiling, timeout)
+        summary::situation(context, plan, next, context.caution.lower(ceiling), timeout)
     }
 
     /// Requests approval for `step` and waits for the answer: `Ok` to run it, `Err(why not)`.
@@ -844,16 +842,18 @@ impl Executor {
     ) -> Result<Result<Completed, String>> {
         let action = step.action.map_or("wasm", Action::as_str);
         let key = format!("{}/{phase}/{}", plan.incident, step.name);
-        // A notification carries the account of the remediation, and goes to the sandbox's
-        // receiver when there is one.
+        // A notification goes to the sandbox's receiver when there is one, and on the way
+        // forward carries the account of the remediation (what broke, why, what comes next).
         let notify;
         let step = if step.action == Some(Action::Notify) {
             let mut copy = step.clone();
             if let Some(url) = &self.inner.settings.notify_url {
                 copy.params.insert("url".into(), json!(url));
             }
-            let situation = self.situation(context, plan, (None, index + 1));
-            copy.params.insert("summary".into(), json!(situation));
+            if phase == "steps" {
+                let situation = self.situation(context, plan, (None, index + 1));
+                copy.params.insert("summary".into(), json!(situation));
+            }
             notify = copy;
             &notify
         } else {
@@ -1047,10 +1047,7 @@ impl Executor {
                 .ceiling(context.playbook_ceiling, plan.target.namespace.as_deref());
             // The advisor's lower ceiling holds for rollback too; its approvals do not (undoing
             // what was approved is not a new change).
-            ceiling.risk = context
-                .caution
-                .ceiling
-                .map_or(ceiling.risk, |c| c.min(ceiling.risk));
+            ceiling.risk = context.caution.lower(ceiling.risk);
             if step.risk > ceiling.risk {
                 let why = format!(
                     "rollback step {} (risk {}) is above the ceiling `{}`: a human must run it",
