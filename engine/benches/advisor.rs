@@ -24,6 +24,8 @@ use salve::playbook::load::{Loaded, load_text};
 use salve::signal::state::{LabelSet, SignalEvent, Transition};
 use serde_json::json;
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "common/stats.rs"]
 mod stats;
 
@@ -32,15 +34,8 @@ use stats::Stats;
 const PLAYBOOK: &str = "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: heal}\nspec:\n  trigger:\n    promql: {expr: 'vector(1)'}\n  target: {kind: Deployment, namespace: shop, name: api}\n  cooldown: 0s\n  steps:\n    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n";
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let option = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(|v| v.parse::<u64>().expect("a number"))
-    };
-    let runs = option("--runs").unwrap_or(50);
-    let model = Duration::from_millis(option("--model-ms").unwrap_or(200));
+    let runs = args::number("--runs", 50);
+    let model = Duration::from_millis(args::number("--model-ms", 200));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -12,22 +12,17 @@ use chrono::Utc;
 use salve::journal::{Journal, Kind, Record};
 use serde_json::json;
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "common/stats.rs"]
 mod stats;
 
 use stats::Stats;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let option = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let entries: usize = option("--entries").map_or(2000, |v| v.parse().expect("a number"));
+    let entries = usize::try_from(args::number("--entries", 2000)).expect("a count");
     let temp = tempfile::tempdir().expect("tempdir");
-    let dir = option("--dir").map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
+    let dir = args::option("--dir").map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
     let path = dir.join(format!("salve-bench-journal-{}.db", std::process::id()));
     let journal = Journal::open(&path).expect("open");
 

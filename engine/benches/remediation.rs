@@ -17,21 +17,16 @@ use salve::demo::{self, Options};
 use salve::kube_fake::FakeApiServer;
 use salve::prometheus::Harness;
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "common/stats.rs"]
 mod stats;
 
 use stats::Stats;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let option = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(|v| v.parse::<u64>().expect("a number"))
-    };
-    let runs = option("--runs").unwrap_or(5);
-    let settle = Duration::from_secs(option("--settle").unwrap_or(5));
+    let runs = args::number("--runs", 5);
+    let settle = Duration::from_secs(args::number("--settle", 5));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
