@@ -76,6 +76,8 @@ pub struct Options {
     pub grace: Duration,
     /// The live evaluation loop's settings.
     pub live: LiveOptions,
+    /// Where signals and incidents are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
         Options {
             grace: Duration::from_secs(30),
             live: LiveOptions::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }

@@ -121,7 +121,9 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
                 None
             }
         };
+        let metrics = crate::metrics::Metrics::default();
         let settings = Settings {
+            metrics: metrics.clone(),
             poll: args.poll_interval,
             force_dry_run: args.dry_run,
             wasm,
@@ -186,6 +188,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             Some(executor),
             app::Options {
                 grace: args.grace,
+                metrics: metrics.clone(),
                 ..app::Options::default()
             },
             cancel.clone(),

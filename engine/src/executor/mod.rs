@@ -153,6 +153,8 @@ pub struct Settings {
     pub wasm: Option<crate::wasm::Host>,
     /// The LLM advisor's state (consulted only when the policy turns it on).
     pub advisor: Advisor,
+    /// Where the executor counts what it decides and does.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Default for Settings {
@@ -164,6 +166,7 @@ impl Default for Settings {
             notify_url: None,
             wasm: None,
             advisor: Advisor::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }

@@ -1,0 +1,1 @@
+//! Salve's HTTP API (being written).

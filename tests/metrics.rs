@@ -1,0 +1,1 @@
+//! The engine's metrics (being written).
