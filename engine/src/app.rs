@@ -76,7 +76,8 @@ pub struct Options {
     pub grace: Duration,
     /// The live evaluation loop's settings.
     pub live: LiveOptions,
-    /// Where signals and incidents are counted.
+    /// Where signals and incidents are counted; the live loop counts its evaluations here
+    /// too (whatever `live.metrics` says).
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -151,10 +152,14 @@ pub async fn run(
         }
     }
     let (events_tx, mut events) = mpsc::channel(256);
+    let metrics = options.metrics;
     let evaluation = tokio::spawn(live::run(
         Arc::clone(&active),
         sources,
-        options.live,
+        LiveOptions {
+            metrics: metrics.clone(),
+            ..options.live
+        },
         cancel.clone(),
         events_tx,
     ));
@@ -164,7 +169,8 @@ pub async fn run(
             event = events.recv() => {
                 let Some(event) = event else { break };
                 let playbook = active.load().playbook(&event.playbook).cloned();
-                let change = note(&mut incidents, playbook.as_deref(), &event, &journal).await;
+                let change =
+                    note(&mut incidents, playbook.as_deref(), &event, &journal, &metrics).await;
                 if let (Some(change), Some(playbook), Some(executor)) = (change, playbook, &executor)
                     && change.transition == IncidentTransition::Opened
                 {
@@ -189,14 +195,20 @@ pub async fn run(
     park(remediations, options.grace).await;
 }
 
-/// Journals and logs a signal event and the incident change it causes.
+/// Journals, logs and counts a signal event and the incident change it causes.
 async fn note(
     incidents: &mut Incidents,
     playbook: Option<&Playbook>,
     event: &PlaybookEvent,
     journal: &Arc<Journal>,
+    metrics: &crate::metrics::Metrics,
 ) -> Option<IncidentEvent> {
     let (change, records) = apply(incidents, playbook, event);
+    // Counted as it happened (the incidents changed), whether or not the journal takes it.
+    metrics.signal(&event.playbook, &event.event.transition);
+    if let Some(change) = &change {
+        metrics.incident(change);
+    }
     // Written before anything is said or done about it.
     let writer = Arc::clone(journal);
     match tokio::task::spawn_blocking(move || {

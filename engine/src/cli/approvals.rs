@@ -1,13 +1,15 @@
 //! `salve approvals`, `salve approve` and `salve reject`: a person's answers to steps waiting
-//! above the risk ceiling, written to the engine's journal.
+//! above the risk ceiling, written to the engine's journal, or sent to its API (`--server`).
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
 
-use super::{Result, stdout_error};
+use super::{Result, current_thread_runtime, stdout_error};
+use crate::api::client::{self, Client};
 use crate::approval::{Answer, Approval, Approvals, Error};
 use crate::journal::Journal;
 
@@ -15,6 +17,69 @@ use crate::journal::Journal;
 pub(super) fn list(journal: Journal) -> Result<ExitCode> {
     let approvals = Approvals::new(Arc::new(journal));
     let pending = approvals.pending().map_err(approval_error)?;
+    print(&pending)
+}
+
+/// [`list`], asking the API of the Salve at `server`.
+pub(super) fn list_remote(server: &str) -> Result<ExitCode> {
+    let runtime = current_thread_runtime()?;
+    let fetched = runtime.block_on(async { Client::new(server, None)?.approvals().await });
+    match fetched {
+        Ok(list) => {
+            let pending: Vec<Approval> = list.approvals.into_iter().map(Into::into).collect();
+            print(&pending)
+        }
+        Err(e) => refused("salve approvals", &e),
+    }
+}
+
+/// Answers request `id` through the API of the Salve at `server`, authenticated with the
+/// token in `token_file`: approves it, or rejects it when `rejection` is given. The server
+/// records the name its token file gives the token.
+pub(super) fn answer_remote(
+    server: &str,
+    token_file: Option<&Path>,
+    id: &str,
+    rejection: Option<String>,
+) -> Result<ExitCode> {
+    let token = match token_file.map(read_token).transpose() {
+        Ok(token) => token,
+        Err(reason) => {
+            eprintln!("salve: {reason}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = current_thread_runtime()?;
+    let answered =
+        runtime.block_on(async { Client::new(server, token)?.answer(id, rejection).await });
+    match answered {
+        Ok(view) => {
+            let mut out = io::stdout().lock();
+            writeln!(out, "{}", describe(&view.into())).map_err(stdout_error)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => refused("salve", &e),
+    }
+}
+
+/// The bearer token in a token file: the first word of its first line that is not blank or a
+/// `#` comment (so a line of the server's `TOKEN NAME` file works as it is).
+fn read_token(path: &Path) -> std::result::Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .ok_or_else(|| format!("{}: no token in the file", path.display()))
+}
+
+fn refused(command: &str, error: &client::Error) -> Result<ExitCode> {
+    eprintln!("{command}: {}", crate::diagnostic::chain(error));
+    Ok(ExitCode::FAILURE)
+}
+
+fn print(pending: &[Approval]) -> Result<ExitCode> {
     let mut out = io::stdout().lock();
     let write = |out: &mut io::StdoutLock<'_>| -> io::Result<()> {
         writeln!(
@@ -22,7 +87,7 @@ pub(super) fn list(journal: Journal) -> Result<ExitCode> {
             "{:<36}  {:<16}  {:<28}  {:<16}  {:<8}  EXPIRES",
             "APPROVAL", "INCIDENT", "PLAYBOOK", "STEP", "RISK"
         )?;
-        for a in &pending {
+        for a in pending {
             writeln!(
                 out,
                 "{:<36}  {:<16}  {:<28}  {:<16}  {:<8}  {}",

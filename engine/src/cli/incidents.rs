@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::{Result, stdout_error};
+use super::{Result, current_thread_runtime, stdout_error};
+use crate::api::client::Client;
 use crate::check::format_duration;
 use crate::journal::{Entry, IncidentSummary, Journal, Kind, Record};
 
@@ -27,6 +28,45 @@ pub(super) fn run(journal: &Journal, id: Option<&str>) -> Result<ExitCode> {
             }
             timeline(&mut out, &entries).map_err(stdout_error)?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// [`run`], asking the API of the Salve at `server` instead of reading a journal.
+pub(super) fn run_remote(server: &str, id: Option<&str>) -> Result<ExitCode> {
+    let runtime = current_thread_runtime()?;
+    let fetched: crate::api::client::Result<_> = runtime.block_on(async {
+        let client = Client::new(server, None)?;
+        match id {
+            None => {
+                let list = client.incidents().await?;
+                let incidents: Vec<IncidentSummary> =
+                    list.incidents.into_iter().map(Into::into).collect();
+                Ok((incidents, Vec::new()))
+            }
+            Some(id) => {
+                let one = client.incident(id).await?;
+                let entries: Vec<Entry> =
+                    one.timeline.into_iter().filter_map(|e| e.entry()).collect();
+                Ok((Vec::new(), entries))
+            }
+        }
+    });
+    let (incidents, entries) = match fetched {
+        Ok(fetched) => fetched,
+        Err(e) => {
+            eprintln!("salve incidents: {}", crate::diagnostic::chain(&e));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut out = io::stdout().lock();
+    match id {
+        None => list(&mut out, &incidents).map_err(stdout_error)?,
+        Some(id) if entries.is_empty() => {
+            eprintln!("salve incidents: incident `{id}` has no entries");
+            return Ok(ExitCode::FAILURE);
+        }
+        Some(_) => timeline(&mut out, &entries).map_err(stdout_error)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -116,31 +116,40 @@ pub enum Command {
     },
     /// List the approval requests waiting for an answer.
     Approvals {
-        /// The engine's journal.
-        #[arg(long, env = "SALVE_JOURNAL")]
-        journal: PathBuf,
+        /// Where to read them.
+        #[command(flatten)]
+        from: Endpoint,
     },
     /// Approve a step waiting above the risk ceiling.
     Approve {
         /// The request's id (`apr-...`).
         id: String,
-        /// The engine's journal.
-        #[arg(long, env = "SALVE_JOURNAL")]
-        journal: PathBuf,
-        /// Who approves (recorded with the answer).
-        #[arg(long, env = "USER", default_value = "unknown")]
-        by: String,
+        /// Where to answer.
+        #[command(flatten)]
+        from: Endpoint,
+        /// Who approves, recorded with the answer (default: `$USER`). With `--server`, the
+        /// name the server's token file gives the token is recorded instead.
+        #[arg(long, conflicts_with = "server")]
+        by: Option<String>,
+        /// With a server: the file holding the bearer token (its first word; the rest of the
+        /// line, a name, is ignored).
+        #[arg(long, conflicts_with = "journal")]
+        token_file: Option<PathBuf>,
     },
     /// Reject a step waiting above the risk ceiling.
     Reject {
         /// The request's id (`apr-...`).
         id: String,
-        /// The engine's journal.
-        #[arg(long, env = "SALVE_JOURNAL")]
-        journal: PathBuf,
-        /// Who rejects (recorded with the answer).
-        #[arg(long, env = "USER", default_value = "unknown")]
-        by: String,
+        /// Where to answer.
+        #[command(flatten)]
+        from: Endpoint,
+        /// Who rejects, recorded with the answer (default: `$USER`). With `--server`, the
+        /// name the server's token file gives the token is recorded instead.
+        #[arg(long, conflicts_with = "server")]
+        by: Option<String>,
+        /// With a server: the file holding the bearer token.
+        #[arg(long, conflicts_with = "journal")]
+        token_file: Option<PathBuf>,
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
@@ -148,9 +157,9 @@ pub enum Command {
     /// List the incidents in a journal with their times to detect and recover, or show one
     /// incident's timeline.
     Incidents {
-        /// The journal.
-        #[arg(long, env = "SALVE_JOURNAL")]
-        journal: PathBuf,
+        /// Where to read them.
+        #[command(flatten)]
+        from: Endpoint,
         /// Show this incident's timeline.
         id: Option<String>,
     },
@@ -195,6 +204,57 @@ pub enum Command {
         #[arg(long, requires = "listen")]
         webhook_token_file: Option<PathBuf>,
     },
+}
+
+/// Where `incidents`, `approvals`, `approve` and `reject` read and answer: the engine's
+/// journal, or a running Salve's API (exactly one).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Endpoint {
+    /// The engine's journal (default: `$SALVE_JOURNAL`).
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    /// A running Salve's API, such as `http://salve.salve-system:9464`, instead of a journal
+    /// (default: `$SALVE_SERVER`, which wins over `$SALVE_JOURNAL`).
+    #[arg(long, conflicts_with = "journal")]
+    server: Option<String>,
+}
+
+/// What [`Endpoint`] picked.
+enum Place {
+    Journal(PathBuf),
+    Server(String),
+}
+
+impl Endpoint {
+    /// The flag given, else `SALVE_SERVER`, else `SALVE_JOURNAL` (read here rather than by clap,
+    /// so that a journal in the environment does not conflict with `--server`); `None` when
+    /// there is none.
+    fn pick(self) -> Option<Place> {
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        match (self.server, self.journal) {
+            (Some(url), _) => Some(Place::Server(url)),
+            (None, Some(journal)) => Some(Place::Journal(journal)),
+            (None, None) => match (env("SALVE_SERVER"), env("SALVE_JOURNAL")) {
+                (Some(url), _) => Some(Place::Server(url.to_string_lossy().into_owned())),
+                (None, Some(journal)) => Some(Place::Journal(journal.into())),
+                (None, None) => None,
+            },
+        }
+    }
+}
+
+/// Says that `--journal` or `--server` is needed; the exit code of a usage error.
+fn nowhere(command: &str) -> Result<ExitCode> {
+    eprintln!(
+        "salve {command}: give --journal FILE (or SALVE_JOURNAL) or --server URL (or SALVE_SERVER)"
+    );
+    Ok(ExitCode::from(2))
+}
+
+/// Who answers from the journal: `--by`, else `$USER`, else `unknown`.
+fn answerer(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// How `validate` prints its findings.
@@ -355,19 +415,53 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 (format, journal.as_ref()),
             )
         }
-        Command::Approvals { journal } => approvals::list(Journal::open(&journal)?),
-        Command::Approve { id, journal, by } => {
-            approvals::answer(Journal::open(&journal)?, &id, Answer::Approve, &by)
-        }
+        Command::Approvals { from } => match from.pick() {
+            Some(Place::Journal(journal)) => approvals::list(Journal::open(&journal)?),
+            Some(Place::Server(url)) => approvals::list_remote(&url),
+            None => nowhere("approvals"),
+        },
+        Command::Approve {
+            id,
+            from,
+            by,
+            token_file,
+        } => match from.pick() {
+            Some(Place::Journal(journal)) => approvals::answer(
+                Journal::open(&journal)?,
+                &id,
+                Answer::Approve,
+                &answerer(by),
+            ),
+            Some(Place::Server(url)) => {
+                approvals::answer_remote(&url, token_file.as_deref(), &id, None)
+            }
+            None => nowhere("approve"),
+        },
         Command::Reject {
             id,
-            journal,
+            from,
             by,
+            token_file,
             reason,
-        } => approvals::answer(Journal::open(&journal)?, &id, Answer::Reject(reason), &by),
-        Command::Incidents { journal, id } => {
-            incidents::run(&Journal::open(&journal)?, id.as_deref())
-        }
+        } => match from.pick() {
+            Some(Place::Journal(journal)) => approvals::answer(
+                Journal::open(&journal)?,
+                &id,
+                Answer::Reject(reason),
+                &answerer(by),
+            ),
+            Some(Place::Server(url)) => {
+                approvals::answer_remote(&url, token_file.as_deref(), &id, Some(reason))
+            }
+            None => nowhere("reject"),
+        },
+        Command::Incidents { from, id } => match from.pick() {
+            Some(Place::Journal(journal)) => {
+                incidents::run(&Journal::open(&journal)?, id.as_deref())
+            }
+            Some(Place::Server(url)) => incidents::run_remote(&url, id.as_deref()),
+            None => nowhere("incidents"),
+        },
     }
 }
 

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Error, Result, Webhook, read_token, serve_webhook, start_reloader};
+use super::{Error, Result, read_token, start_reloader};
 use crate::advisor::ask::Advisor;
+use crate::alertmanager::AlertStore;
+use crate::api::{self, ApiState, Approvers, PlaybookStatus, Tokens};
 use crate::app::{self, DEFAULT_POLICY, PolicyChoice};
 use crate::executor::{Executor, Settings};
 use crate::gate::Gate;
@@ -40,12 +42,17 @@ pub struct RunArgs {
     /// The journal (SQLite; created when missing).
     #[arg(long, env = "SALVE_JOURNAL", default_value = "salve-journal.db")]
     journal: PathBuf,
-    /// Listen on this address for Alertmanager's webhook (`alert` triggers).
-    #[arg(long)]
+    /// Serve the HTTP API on this address: `/healthz`, `/readyz`, `/metrics`, Alertmanager's
+    /// webhook (`alert` triggers) and `/api/v1/` (incidents, approvals, playbooks).
+    #[arg(long, env = "SALVE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// Require `Authorization: Bearer <token>` on the webhook, the token read from this file.
     #[arg(long, requires = "listen")]
     webhook_token_file: Option<PathBuf>,
+    /// Who may approve or reject over the API: a file of lines `TOKEN NAME` (NAME is recorded
+    /// with each answer). Without it, the API refuses every answer.
+    #[arg(long, env = "SALVE_API_TOKEN_FILE", requires = "listen")]
+    api_token_file: Option<PathBuf>,
     /// Run every step as a server-side dry run, whatever the policy says.
     #[arg(long)]
     dry_run: bool,
@@ -83,16 +90,18 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         .map(|url| Evaluator::new(url, Duration::from_secs(10)))
         .transpose()?;
     let journal = Arc::new(Journal::open(&args.journal)?);
-    let webhook = match args.listen {
-        Some(address) => Some(Webhook {
-            address,
-            token: args
-                .webhook_token_file
-                .as_deref()
-                .map(read_token)
-                .transpose()?,
-        }),
-        None => None,
+    let webhook_token = args
+        .webhook_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
+    let approvers = match args.api_token_file.as_deref().map(Tokens::read).transpose() {
+        Ok(Some(tokens)) => Approvers::Tokens(tokens),
+        Ok(None) => Approvers::Unconfigured,
+        Err(e) => {
+            eprintln!("salve run: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -141,8 +150,29 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             settings,
         );
         let cancel = CancellationToken::new();
-        let alerts = match webhook {
-            Some(webhook) => Alerts::Webhook(serve_webhook(webhook, cancel.clone()).await?),
+        let status = PlaybookStatus::of(Arc::clone(reloader.active()));
+        let mut server = None;
+        let alerts = match args.listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|source| Error::Listen { address, source })?;
+                let store = AlertStore::new();
+                let state = ApiState::new(
+                    Arc::clone(&journal),
+                    status.clone(),
+                    metrics.clone(),
+                    approvers,
+                );
+                let webhook = api::Webhook {
+                    store: store.clone(),
+                    token: webhook_token,
+                };
+                tracing::info!(%address, "serving the API and Alertmanager's webhook");
+                let router = api::router(state, Some(webhook));
+                server = Some(api::serve(listener, router, cancel.clone()));
+                Alerts::Webhook(store)
+            }
             None => Alerts::None,
         };
         let reloader = Arc::new(reloader);
@@ -167,11 +197,15 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             cancel.clone(),
             reloads_tx,
         ));
-        // A reload may change the policy: the gate follows, keeping its counters.
+        // A reload may change the policy: the gate follows, keeping its counters. The API
+        // reports how the last reload went.
         let follower = {
-            let (active, executor) = (Arc::clone(&active), executor.clone());
+            let (active, executor, metrics) =
+                (Arc::clone(&active), executor.clone(), metrics.clone());
             tokio::spawn(async move {
-                while reloads.recv().await.is_some() {
+                while let Some(outcome) = reloads.recv().await {
+                    status.record(&outcome, chrono::Utc::now());
+                    metrics.reload(&outcome);
                     match choice.pick(&active.load()) {
                         Some(policy) => executor.gate().set_policy(policy),
                         None => tracing::error!(
@@ -199,6 +233,14 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         let _ = engine.await;
         let _ = watcher.await;
         follower.abort();
+        // The listener stops taking connections at once; answers in flight get a moment.
+        if let Some(server) = server
+            && tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the API listener did not stop within 5s");
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -340,6 +340,7 @@ impl Executor {
             ))
         })?;
         if let Some(holder) = correlated {
+            self.metrics().remediation(&playbook.name, "correlated");
             return Ok(Finish::Correlated(holder));
         }
         // Claimed: a remediation in flight on the target was told apart above (correlated);
@@ -439,6 +440,7 @@ impl Executor {
         };
         // Journaled before it takes effect, like every decision.
         self.record(context, plan, kind, detail)?;
+        self.metrics().advice(&asked.consultation);
         context.why = Some(match asked.consultation.advice() {
             Some(advice) => crate::advisor::consult::summarize(advice),
             None => asked.correlation.reason.clone(),
@@ -575,6 +577,8 @@ impl Executor {
                 "summary": format!("{}: {}", verdict.name(), verdict.reason()),
             }),
         )?;
+        self.metrics().verdict(step.risk, &verdict);
+        self.breaker_changed();
         let dry_run = match verdict {
             Verdict::Allow { dry_run, .. } => dry_run,
             Verdict::NeedsApproval { .. } => {
@@ -683,6 +687,7 @@ impl Executor {
         let result = match evaluated {
             Ok(result) => result,
             Err((reason, logs)) => {
+                self.metrics().wasm_step("failed", None);
                 self.step_failed(
                     context,
                     plan,
@@ -698,6 +703,7 @@ impl Executor {
             }
         };
         let decision = result.decision.name();
+        self.metrics().wasm_step(decision, Some(result.took));
         let reason = result.decision.reason();
         let actions = match &result.decision {
             crate::wasm::Decision::Proceed(actions) => actions.as_slice(),
@@ -780,6 +786,7 @@ impl Executor {
             self.now(),
             timeout,
         )?;
+        self.metrics().approval_requested();
         tracing::warn!(
             incident = plan.incident,
             step = step.name,
@@ -793,15 +800,18 @@ impl Executor {
 
     /// Waits for the answer to approval `id` (no answer by its deadline: rejected).
     async fn answer(&self, id: &str) -> Result<Result<(), String>> {
+        let _pending = self.metrics().approval_pending();
         loop {
             let approval = self.inner.approvals.get(id)?;
             let now = self.now();
             match approval.state {
                 State::Approved { by, .. } => {
+                    self.metrics().approval_answered(true);
                     tracing::info!(approval = id, by, "approved");
                     return Ok(Ok(()));
                 }
                 State::Rejected { by, reason, .. } => {
+                    self.metrics().approval_answered(false);
                     return Ok(Err(format!(
                         "step {} rejected by {by}{}",
                         approval.step,
@@ -813,6 +823,7 @@ impl Executor {
                     )));
                 }
                 State::Expired { .. } => {
+                    self.metrics().approval_expired();
                     return Ok(Err(format!(
                         "step {} was not approved before {}: rejected",
                         approval.step, approval.expires_at
@@ -888,6 +899,8 @@ impl Executor {
         match result {
             Ok(outcome) => {
                 self.gate().action_succeeded(self.now());
+                self.metrics().action(action, true, outcome.dry_run);
+                self.breaker_changed();
                 self.record(
                     context,
                     plan,
@@ -909,6 +922,7 @@ impl Executor {
                 }))
             }
             Err(reason) => {
+                self.metrics().action(action, false, dry_run);
                 self.step_failed(
                     context,
                     plan,
@@ -1076,6 +1090,7 @@ impl Executor {
                 failed.push(format!("{}: {why}", step.name));
             }
         }
+        self.metrics().rollback(failed.is_empty());
         Ok(if failed.is_empty() {
             Finish::RolledBack(reason)
         } else {
@@ -1086,7 +1101,18 @@ impl Executor {
     /// A step (or a WASM module) failed: the breaker counts it and the journal says why.
     fn step_failed(&self, context: &Context, plan: &Plan, detail: Value) -> Result<()> {
         self.gate().action_failed(self.now());
+        self.breaker_changed();
         self.record(context, plan, Kind::StepFailed, detail)
+    }
+
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.settings.metrics
+    }
+
+    /// Tells the metrics where the circuit breaker stands now.
+    fn breaker_changed(&self) {
+        let state = self.gate().breaker(self.now());
+        self.metrics().breaker(state);
     }
 
     fn record(&self, context: &Context, plan: &Plan, kind: Kind, detail: Value) -> Result<()> {
@@ -1106,6 +1132,7 @@ impl Executor {
 
     fn finish(&self, playbook: &str, incident: &str, finish: &Finish) -> Result<()> {
         self.gate().incident_finished(incident, self.now());
+        self.metrics().remediation(playbook, finish.name());
         let summary = match finish.reason() {
             "" => finish.name().to_string(),
             reason => format!("{}: {reason}", finish.name()),

@@ -129,6 +129,9 @@ impl Executor {
                 _ => gate.action_failed(at),
             }
         }
+        drop(gate);
+        // A breaker that was open when the engine stopped is open again, and says so.
+        self.breaker_changed();
         Ok(())
     }
 

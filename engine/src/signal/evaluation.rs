@@ -178,6 +178,13 @@ impl Tracked {
         self.lock().tracker.counts()
     }
 
+    /// How many of its series are pending, and how many firing.
+    pub fn census(&self) -> (usize, usize) {
+        let state = self.lock();
+        let firing = state.tracker.firing().count();
+        (state.tracker.states().len() - firing, firing)
+    }
+
     /// A copy of its signal states.
     pub fn tracker(&self) -> Tracker {
         self.lock().tracker.clone()

@@ -20,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::evaluation::{Alerts, PlaybookEvent, Sources, Tracked};
 use super::state::Counts;
+use crate::metrics::Metrics;
 use crate::playbook::PlaybookSet;
 
 /// How the loop runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LiveOptions {
     /// At most this many evaluations in flight.
     pub concurrency: usize,
@@ -31,6 +32,9 @@ pub struct LiveOptions {
     pub tick: Duration,
     /// How often it logs how many evaluations ran and how many were inconclusive.
     pub summary: Duration,
+    /// Where evaluations (and inconclusive ones) and the signals pending and firing are
+    /// counted, by playbook. [`crate::app::run`] sets it to the engine's own.
+    pub metrics: Metrics,
 }
 
 impl Default for LiveOptions {
@@ -39,6 +43,7 @@ impl Default for LiveOptions {
             concurrency: 8,
             tick: Duration::from_millis(250),
             summary: Duration::from_secs(300),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -103,7 +108,7 @@ pub async fn run(
         if events.is_closed() {
             break;
         }
-        sync_entries(&active.load(), &mut entries);
+        sync_entries(&active.load(), &mut entries, &options.metrics);
         let now = Instant::now();
         for (name, entry) in entries
             .iter_mut()
@@ -111,18 +116,22 @@ pub async fn run(
         {
             entry.running = true;
             entry.due = next_due(&entry.tracked, entry.due, now);
-            let (name, sources, permits, events, tracked) = (
+            let (name, sources, permits, events, tracked, metrics) = (
                 name.clone(),
                 Arc::clone(&sources),
                 Arc::clone(&permits),
                 events.clone(),
                 Arc::clone(&entry.tracked),
+                options.metrics.clone(),
             );
             tasks.spawn(async move {
                 let Ok(_permit) = permits.acquire().await else {
                     return name;
                 };
-                for event in tracked.evaluate(&sources, Utc::now()).await {
+                let before = tracked.counts();
+                let changes = tracked.evaluate(&sources, Utc::now()).await;
+                count(&metrics, &name, &tracked, before);
+                for event in changes {
                     if events.send(event).await.is_err() {
                         break;
                     }
@@ -132,6 +141,15 @@ pub async fn run(
         }
     }
     tasks.shutdown().await;
+}
+
+/// Counts an evaluation of `tracked` (whose counts were `before` it; one evaluation of a
+/// trigger runs at a time) and the signals it leaves pending and firing.
+fn count(metrics: &Metrics, playbook: &str, tracked: &Tracked, before: Counts) {
+    let inconclusive = tracked.counts().inconclusive > before.inconclusive;
+    metrics.evaluated(playbook, inconclusive);
+    let (pending, firing) = tracked.census();
+    metrics.signals(playbook, pending, firing);
 }
 
 /// Evaluations since the last summary: in all, and per playbook that had inconclusive ones.
@@ -203,9 +221,15 @@ fn by_clock(tracked: &Tracked) -> Instant {
 }
 
 /// Brings the tracked triggers in line with `set`: new and changed playbooks start afresh,
-/// unchanged ones keep their state, removed ones go.
-fn sync_entries(set: &PlaybookSet, entries: &mut HashMap<String, Entry>) {
-    entries.retain(|name, entry| set.playbook(name).is_some_and(|p| p.digest == entry.digest));
+/// unchanged ones keep their state, removed ones go (and their signal gauges with them).
+fn sync_entries(set: &PlaybookSet, entries: &mut HashMap<String, Entry>, metrics: &Metrics) {
+    entries.retain(|name, entry| {
+        let keep = set.playbook(name).is_some_and(|p| p.digest == entry.digest);
+        if !keep {
+            metrics.playbook_removed(name);
+        }
+        keep
+    });
     for playbook in set.playbooks() {
         if entries.contains_key(&playbook.name) {
             continue;
