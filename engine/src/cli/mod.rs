@@ -127,14 +127,9 @@ pub enum Command {
         /// Where to answer.
         #[command(flatten)]
         from: Endpoint,
-        /// Who approves, recorded with the answer (default: `$USER`). With `--server`, the
-        /// name the server's token file gives the token is recorded instead.
-        #[arg(long, conflicts_with = "server")]
-        by: Option<String>,
-        /// With a server: the file holding the bearer token (its first word; the rest of the
-        /// line, a name, is ignored).
-        #[arg(long, conflicts_with = "journal")]
-        token_file: Option<PathBuf>,
+        /// Who answers.
+        #[command(flatten)]
+        who: Answerer,
     },
     /// Reject a step waiting above the risk ceiling.
     Reject {
@@ -143,13 +138,9 @@ pub enum Command {
         /// Where to answer.
         #[command(flatten)]
         from: Endpoint,
-        /// Who rejects, recorded with the answer (default: `$USER`). With `--server`, the
-        /// name the server's token file gives the token is recorded instead.
-        #[arg(long, conflicts_with = "server")]
-        by: Option<String>,
-        /// With a server: the file holding the bearer token.
-        #[arg(long, conflicts_with = "journal")]
-        token_file: Option<PathBuf>,
+        /// Who answers.
+        #[command(flatten)]
+        who: Answerer,
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
@@ -217,6 +208,19 @@ pub struct Endpoint {
     /// (default: `$SALVE_SERVER`, which wins over `$SALVE_JOURNAL`).
     #[arg(long, conflicts_with = "journal")]
     server: Option<String>,
+}
+
+/// Who answers an approval request: a name for the journal, or a token for the API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Answerer {
+    /// Who answers, recorded with the answer (default: `$USER`). With `--server`, the name
+    /// the server's token file gives the token is recorded instead.
+    #[arg(long, conflicts_with = "server")]
+    by: Option<String>,
+    /// With a server: the file holding the bearer token (its first word; the rest of the
+    /// line, a name, is ignored).
+    #[arg(long, conflicts_with = "journal")]
+    token_file: Option<PathBuf>,
 }
 
 /// What [`Endpoint`] picked.
@@ -420,41 +424,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Some(Place::Server(url)) => approvals::list_remote(&url),
             None => nowhere("approvals"),
         },
-        Command::Approve {
-            id,
-            from,
-            by,
-            token_file,
-        } => match from.pick() {
-            Some(Place::Journal(journal)) => approvals::answer(
-                Journal::open(&journal)?,
-                &id,
-                Answer::Approve,
-                &answerer(by),
-            ),
-            Some(Place::Server(url)) => {
-                approvals::answer_remote(&url, token_file.as_deref(), &id, None)
-            }
-            None => nowhere("approve"),
-        },
+        Command::Approve { id, from, who } => answer(&id, from, who, Answer::Approve, "approve"),
         Command::Reject {
             id,
             from,
-            by,
-            token_file,
+            who,
             reason,
-        } => match from.pick() {
-            Some(Place::Journal(journal)) => approvals::answer(
-                Journal::open(&journal)?,
-                &id,
-                Answer::Reject(reason),
-                &answerer(by),
-            ),
-            Some(Place::Server(url)) => {
-                approvals::answer_remote(&url, token_file.as_deref(), &id, Some(reason))
-            }
-            None => nowhere("reject"),
-        },
+        } => answer(&id, from, who, Answer::Reject(reason), "reject"),
         Command::Incidents { from, id } => match from.pick() {
             Some(Place::Journal(journal)) => {
                 incidents::run(&Journal::open(&journal)?, id.as_deref())
@@ -462,6 +438,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Some(Place::Server(url)) => incidents::run_remote(&url, id.as_deref()),
             None => nowhere("incidents"),
         },
+    }
+}
+
+/// Answers approval request `id` as `who`, through the journal or the API `from` names.
+fn answer(
+    id: &str,
+    from: Endpoint,
+    who: Answerer,
+    answer: Answer,
+    command: &str,
+) -> Result<ExitCode> {
+    match from.pick() {
+        Some(Place::Journal(journal)) => {
+            approvals::answer(Journal::open(&journal)?, id, answer, &answerer(who.by))
+        }
+        Some(Place::Server(url)) => {
+            let reason = match answer {
+                Answer::Approve => None,
+                Answer::Reject(reason) => Some(reason),
+            };
+            approvals::answer_remote(&url, who.token_file.as_deref(), id, reason)
+        }
+        None => nowhere(command),
     }
 }
 
