@@ -14,6 +14,7 @@ mod events;
 mod journal;
 mod kube_fake;
 mod metrics;
+mod monitoring;
 mod prometheus;
 mod reload;
 mod remediation;
