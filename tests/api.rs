@@ -544,14 +544,8 @@ async fn salve_run_serves_the_api_on_its_listen_address() {
         .expect("the fake starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]\ncurrent-context: fake\n",
-            fake.url()
-        ),
-    )
-    .expect("write the kubeconfig");
+    fake.write_kubeconfig(&kubeconfig)
+        .expect("write the kubeconfig");
     let playbooks = dir.path().join("playbooks");
     std::fs::create_dir(&playbooks).expect("mkdir");
     let alert =

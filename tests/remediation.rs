@@ -460,14 +460,8 @@ impl Daemon {
     fn new(fake: &FakeApiServer, prometheus: &RunningPrometheus, playbook: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]\ncurrent-context: fake\n",
-                fake.url()
-            ),
-        )
-        .expect("write the kubeconfig");
+        fake.write_kubeconfig(&kubeconfig)
+            .expect("write the kubeconfig");
         std::fs::create_dir(dir.path().join("playbooks")).expect("mkdir");
         std::fs::write(dir.path().join("playbooks/heal.yaml"), playbook).expect("playbook");
         std::fs::write(

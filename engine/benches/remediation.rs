@@ -67,14 +67,7 @@ async fn idle_rss(root: &std::path::Path, settle: Duration) -> u64 {
     let (fake, _client) = FakeApiServer::start().await.expect("sandbox");
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: s, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: s, context: {{cluster: s, user: u}}}}]\ncurrent-context: s\n",
-            fake.url()
-        ),
-    )
-    .expect("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
         .args(["run", "--playbooks"])
         .arg(root.join("playbooks"))

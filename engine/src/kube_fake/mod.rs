@@ -198,6 +198,18 @@ impl FakeApiServer {
         &self.url
     }
 
+    /// Writes to `path` a kubeconfig that points at this server, for a `salve run` process
+    /// under test (`--kubeconfig PATH`).
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: u}}}}]\ncurrent-context: fake\n",
+                self.url
+            ),
+        )
+    }
+
     /// Another client for this server. kube's default retry of 429, 503 and 504 is off: a
     /// refused eviction (429, with `Retry-After: 10` as from the real server) would otherwise
     /// be retried for minutes before the caller sees it.
