@@ -356,8 +356,9 @@ pub struct Entry {
     pub record: Record,
 }
 
-/// One incident as the journal tells it.
-#[derive(Debug, Clone, PartialEq)]
+/// One incident as the journal tells it (and, serialized in camelCase, as the API shows it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct IncidentSummary {
     /// Its id.
     pub id: String,

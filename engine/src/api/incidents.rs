@@ -16,52 +16,22 @@ use crate::journal::{Entry, IncidentSummary, Kind, Record};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentView {
-    /// Its id.
-    pub id: String,
-    /// Its playbook.
-    pub playbook: String,
-    /// Its target, when one could be named.
-    pub target: Option<String>,
-    /// When its root signal started to hold, when known.
-    pub active_at: Option<DateTime<Utc>>,
-    /// When it opened.
-    pub opened_at: DateTime<Utc>,
-    /// When it last resolved; `null` while it is open.
-    pub resolved_at: Option<DateTime<Utc>>,
+    /// The journal's summary (`id`, `playbook`, `target`, `activeAt`, `openedAt`,
+    /// `resolvedAt`, `advice`).
+    #[serde(flatten)]
+    pub summary: IncidentSummary,
     /// Time to detect, in seconds ([`IncidentSummary::time_to_detect`]).
     pub mttd_seconds: Option<f64>,
     /// Time to recover, in seconds ([`IncidentSummary::time_to_recover`]).
     pub mttr_seconds: Option<f64>,
-    /// What the advisor last said of it, in a few words.
-    pub advice: Option<String>,
 }
 
 impl From<&IncidentSummary> for IncidentView {
     fn from(summary: &IncidentSummary) -> Self {
         IncidentView {
-            id: summary.id.clone(),
-            playbook: summary.playbook.clone(),
-            target: summary.target.clone(),
-            active_at: summary.active_at,
-            opened_at: summary.opened_at,
-            resolved_at: summary.resolved_at,
             mttd_seconds: summary.time_to_detect().map(|d| d.as_secs_f64()),
             mttr_seconds: summary.time_to_recover().map(|d| d.as_secs_f64()),
-            advice: summary.advice.clone(),
-        }
-    }
-}
-
-impl From<IncidentView> for IncidentSummary {
-    fn from(view: IncidentView) -> Self {
-        IncidentSummary {
-            id: view.id,
-            playbook: view.playbook,
-            target: view.target,
-            active_at: view.active_at,
-            opened_at: view.opened_at,
-            resolved_at: view.resolved_at,
-            advice: view.advice,
+            summary: summary.clone(),
         }
     }
 }

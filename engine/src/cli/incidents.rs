@@ -40,8 +40,11 @@ pub(super) fn run_remote(server: &str, id: Option<&str>) -> Result<ExitCode> {
         match id {
             None => {
                 let list = client.incidents().await?;
-                let incidents: Vec<IncidentSummary> =
-                    list.incidents.into_iter().map(Into::into).collect();
+                let incidents: Vec<IncidentSummary> = list
+                    .incidents
+                    .into_iter()
+                    .map(|view| view.summary)
+                    .collect();
                 Ok((incidents, Vec::new()))
             }
             Some(id) => {
