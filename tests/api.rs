@@ -20,7 +20,7 @@ use salve::risk::Risk;
 use salve::signal::state::SignalEvent;
 use serde_json::{Value, json};
 
-use crate::remediation::{POLICY, load, opened_since, playbook, replicas, setup};
+use crate::remediation::{POLICY, load, opened_since, playbook, replicas, setup, writes};
 
 /// Who may answer, in the API's token-file format.
 const TOKEN_FILE: &str = "# approvers\nana-0123456789abcdef ana\nbob-0123456789abcdef bob\n";
@@ -41,6 +41,31 @@ async fn serve(journal: &Arc<Journal>, playbooks: PlaybookStatus, approvers: App
         salve::metrics::Metrics::default(),
         approvers,
     );
+    api::serve(
+        listener,
+        api::router(state, None),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    format!("http://{address}")
+}
+
+/// [`serve`], with `executor` rehearsing the playbooks the `trigger` endpoint names.
+async fn serve_rehearsals(
+    journal: &Arc<Journal>,
+    playbooks: PlaybookStatus,
+    executor: salve::executor::Executor,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free loopback port");
+    let address = listener.local_addr().expect("a bound address");
+    let state = ApiState::new(
+        Arc::clone(journal),
+        playbooks,
+        salve::metrics::Metrics::default(),
+        tokens(),
+    )
+    .rehearsing(executor);
     api::serve(
         listener,
         api::router(state, None),
@@ -627,4 +652,139 @@ async fn salve_run_serves_the_api_on_its_listen_address() {
         reqwest::get(format!("{api}/healthz")).await.is_err(),
         "the listener is closed"
     );
+}
+
+/// A playbook whose target is named by the signal's labels, with a step the policy lets run
+/// (`scale-up`, low) and one above its ceiling (`drain`, high), and an hour's cooldown.
+const REHEARSED: &str = "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: heal}\nspec:\n  trigger:\n    promql: {expr: 'vector(1)'}\n  cooldown: 1h\n  target: {kind: Deployment, namespace: '${labels.namespace}', name: '${labels.deployment}'}\n  steps:\n    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: drain, action: scale, risk: high, params: {replicas: 0}}\n";
+
+/// `POST /api/v1/playbooks/{name}/trigger` rehearses the playbook: the real diagnosis, plan and
+/// gate verdicts, every step a server-side dry run, the rehearsal ending where a real run
+/// would wait for a human — and it takes nothing from real remediations: no hourly budget
+/// (the policy allows one action an hour), no cooldown, no claim on the target.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_triggered_rehearsal_dry_runs_the_plan_and_leaves_real_remediations_alone() {
+    let s = setup(
+        &POLICY.replace("actionsPerHour: 100", "actionsPerHour: 1"),
+        None,
+    )
+    .await;
+    let playbooks = loaded(REHEARSED);
+    let heal = Arc::clone(
+        playbooks
+            .active()
+            .expect("loaded")
+            .load()
+            .playbook("heal")
+            .expect("heal"),
+    );
+    let api = serve_rehearsals(&s.journal, playbooks, s.executor.clone()).await;
+    let trigger = |name: &str| format!("{api}/api/v1/playbooks/{name}/trigger");
+    let labels = r#"{"labels": {"namespace": "shop", "deployment": "api"}}"#;
+
+    let (code, body) = post(&trigger("heal"), None, labels).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+    let (code, body) = post(&trigger("nope"), Some(ANA), labels).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let (code, body) = post(
+        &trigger("heal"),
+        Some(ANA),
+        r#"{"labels": {"namespace": "shop"}}"#,
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the target is not named: {body}"
+    );
+    let (code, body) = post(&trigger("heal"), Some(ANA), r#"{"lables": {}}"#).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(writes(&s.fake), 0, "nothing acted on a refused trigger");
+
+    let (code, body) = post(&trigger("heal"), Some(ANA), labels).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let id = body["incident"]
+        .as_str()
+        .expect("an incident id")
+        .to_string();
+    assert!(id.starts_with("reh-"), "{id}");
+    let done = until(
+        &format!("{api}/api/v1/incidents/{id}"),
+        "the rehearsal to end",
+        |code, body| code == StatusCode::OK && !body["incident"]["resolvedAt"].is_null(),
+    )
+    .await;
+    assert_eq!(done["incident"]["rehearsal"], true, "{done}");
+    assert!(
+        done["incident"]["mttrSeconds"].is_null(),
+        "a rehearsal recovers nothing: {done}"
+    );
+    let timeline = done["timeline"].as_array().expect("a timeline");
+    let opened = &timeline[0];
+    assert_eq!(opened["kind"], "incident_opened");
+    assert_eq!(opened["detail"]["by"], "ana", "who asked is recorded");
+    let started: Vec<&Value> = timeline
+        .iter()
+        .filter(|e| e["kind"] == "step_started")
+        .collect();
+    assert_eq!(started.len(), 1, "only scale-up runs: {timeline:#?}");
+    assert_eq!(started[0]["detail"]["dryRun"], true);
+    let finished = timeline
+        .iter()
+        .find(|e| e["kind"] == "remediation_finished")
+        .expect("finished");
+    assert_eq!(finished["detail"]["outcome"], "halted", "{finished}");
+    assert!(
+        finished["detail"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wait here for a human approval of drain"),
+        "{finished}"
+    );
+    assert!(
+        timeline.iter().all(|e| e["kind"] != "approval_requested"),
+        "a rehearsal asks nobody"
+    );
+    let (_, approvals) = get(&format!("{api}/api/v1/approvals")).await;
+    assert_eq!(approvals["approvals"], json!([]));
+    assert_eq!(replicas(&s.fake), 3, "a dry run changed nothing");
+    let sent: Vec<_> = s
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert!(!sent.is_empty(), "the dry run was sent to the API server");
+    assert!(
+        sent.iter().all(|r| r.param("dryRun") == Some("All")),
+        "every write was a server-side dry run: {sent:#?}"
+    );
+
+    // A real incident of the same target right after: its step runs (the hour's one action
+    // is still there, the target is neither cooling down nor claimed).
+    let signal = SignalEvent {
+        at: Utc::now(),
+        labels: [("namespace", "shop"), ("deployment", "api")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        transition: salve::signal::state::Transition::Firing,
+        value: Some(1.0),
+        values: Default::default(),
+        active_at: Some(Utc::now()),
+    };
+    let change = Incidents::new().apply(&heal, &signal).expect("opens");
+    s.journal
+        .append(&Record::incident(&change))
+        .expect("journaled");
+    let finish = s
+        .executor
+        .remediate(&heal, &change.incident, &signal)
+        .await
+        .expect("journaled");
+    assert!(
+        matches!(finish, Finish::Halted(_)),
+        "drain waits, then expires: {finish:?}"
+    );
+    assert_eq!(replicas(&s.fake), 5, "the real scale-up ran");
 }

@@ -716,3 +716,98 @@ async fn a_rebuilt_wasm_module_reloads_its_playbook_and_a_broken_one_is_rejected
     ));
     watcher.stop().await;
 }
+
+/// Reads `child`'s stderr on a thread, line by line, into a channel.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`; the lines seen, for the failure message.
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    patience: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut seen = String::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return Ok(()),
+            Ok(line) => seen.push_str(&format!("{line}\n")),
+            Err(_) => break,
+        }
+    }
+    Err(format!("no line with {needle:?}; saw:\n{seen}"))
+}
+
+/// Sends `signal` (`HUP`, `TERM`) to the process.
+fn send(signal: &str, child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// The daemon convention: SIGHUP reloads (for file systems that send no events, or an operator
+/// who wants a reload now) instead of killing the process, and SIGTERM stops it cleanly.
+#[test]
+fn sighup_reloads_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a.yaml");
+    write(&file, &playbook("a", 5));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+        .args(["watch"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start salve watch");
+    let lines = stderr_lines(&mut child);
+    // A change reloads: proof that the watcher (and so its SIGHUP handler) is up.
+    let mut applied = Err(String::new());
+    for minutes in 6..20 {
+        write(&file, &playbook("a", minutes));
+        applied = wait_for_line(&lines, "playbook set reloaded", Duration::from_millis(500));
+        if applied.is_ok() {
+            break;
+        }
+    }
+    let outcome = applied.and_then(|()| {
+        send("HUP", &child);
+        wait_for_line(&lines, "SIGHUP: reloading", PATIENCE)
+    });
+    let alive = child.try_wait().expect("try_wait").is_none();
+    send("TERM", &child);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    outcome.unwrap_or_else(|seen| panic!("{seen}"));
+    assert!(alive, "SIGHUP killed salve watch");
+    let status = status.expect("salve watch did not stop within 5s of SIGTERM");
+    assert!(
+        status.success(),
+        "salve watch exited with {status} on SIGTERM"
+    );
+}

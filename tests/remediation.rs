@@ -1270,3 +1270,59 @@ async fn crash_triage_reads_a_pod_of_another_namespace_only_when_its_read_lists_
         "the OOMKilled pod in payments was read: 256Mi × 1.5"
     );
 }
+
+/// Log lines captured in memory, as a JSON-lines log pipeline would receive them.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// With `--log-format json`, every line a remediation logs carries its incident and playbook
+/// as span fields, so a log pipeline can group an incident's lines without parsing messages.
+#[tokio::test(flavor = "current_thread")]
+async fn json_logs_carry_the_incident_as_a_span_field() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The runtime has one thread: every task of the remediation logs through this subscriber.
+    let _default = tracing::subscriber::set_default(subscriber);
+    let s = setup(POLICY, None).await;
+    let playbook = playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n",
+        "",
+    );
+    let (incident, finish) = s.remediate(&playbook, "api-1").await;
+    assert_eq!(finish, Finish::Remediated);
+    let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("UTF-8");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let finished = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "remediation finished")
+        .unwrap_or_else(|| panic!("no `remediation finished` line in:\n{text}"));
+    assert_eq!(finished["span"]["name"], "incident", "{finished}");
+    assert_eq!(
+        finished["span"]["incident"],
+        json!(incident.id),
+        "{finished}"
+    );
+    assert_eq!(finished["span"]["playbook"], "heal", "{finished}");
+}

@@ -49,6 +49,51 @@ pub struct Incident {
     pub reopened: u32,
 }
 
+impl Incident {
+    fn new(id: String, playbook: &Playbook, target: Option<String>, event: &SignalEvent) -> Self {
+        Incident {
+            id,
+            playbook: playbook.name.clone(),
+            target,
+            root: event.labels.clone(),
+            active_at: event.active_at,
+            signals: BTreeSet::new(),
+            opened_at: event.at,
+            resolved_at: None,
+            reopened: 0,
+        }
+    }
+
+    /// The incident a rehearsal of `playbook` on the firing `event` opens: one of its own,
+    /// outside every incident set (it neither joins nor holds back a real incident of the
+    /// same target), its id `reh-...` where a real one has `inc-...`.
+    pub fn rehearsal(playbook: &Playbook, event: &SignalEvent) -> IncidentEvent {
+        let key = key(playbook, &event.labels);
+        let id = format!(
+            "{REHEARSAL_PREFIX}{}",
+            id(&key, event.at).trim_start_matches("inc-")
+        );
+        let mut incident =
+            Incident::new(id, playbook, render(&playbook.target, &event.labels), event);
+        incident.signals.insert(event.labels.clone());
+        IncidentEvent {
+            at: event.at,
+            transition: IncidentTransition::Opened,
+            incident,
+            labels: event.labels.clone(),
+            values: event.values.clone(),
+        }
+    }
+}
+
+/// How the id of a rehearsal's incident begins.
+const REHEARSAL_PREFIX: &str = "reh-";
+
+/// Whether incident `id` is a rehearsal's ([`Incident::rehearsal`]).
+pub fn is_rehearsal(id: &str) -> bool {
+    id.starts_with(REHEARSAL_PREFIX)
+}
+
 /// What happened to an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IncidentTransition {
@@ -143,17 +188,7 @@ impl Incidents {
                     }
                     None => (
                         IncidentTransition::Opened,
-                        Incident {
-                            id: id(&key, event.at),
-                            playbook: playbook.name.clone(),
-                            target,
-                            root: event.labels.clone(),
-                            active_at: event.active_at,
-                            signals: BTreeSet::new(),
-                            opened_at: event.at,
-                            resolved_at: None,
-                            reopened: 0,
-                        },
+                        Incident::new(id(&key, event.at), playbook, target, event),
                     ),
                 };
                 incident.signals.insert(event.labels.clone());
@@ -189,21 +224,28 @@ fn key(playbook: &Playbook, labels: &LabelSet) -> Fingerprint {
     (playbook.name.clone(), identity)
 }
 
-/// The target named for a signal with `labels`, when every variable is a label.
+/// The target named for a signal with `labels` (`Deployment shop/api`), when every variable
+/// is a label.
 fn render(target: &Target, labels: &LabelSet) -> Option<String> {
+    render_target(target, labels).map(|t| t.to_string())
+}
+
+/// The object `target` names for a signal with `labels`, when every variable of its templates
+/// is one of the labels.
+pub fn render_target(target: &Target, labels: &LabelSet) -> Option<crate::plan::ObjectRef> {
     let lookup = |v: &crate::template::Variable| match v.path.as_slice() {
         [root, name] if root == "labels" => labels.get(name).cloned(),
         _ => None,
     };
-    let name = target.name.render(lookup).ok()?;
-    match &target.namespace {
-        Some(namespace) => Some(format!(
-            "{} {}/{name}",
-            target.kind,
-            namespace.render(lookup).ok()?
-        )),
-        None => Some(format!("{} {name}", target.kind)),
-    }
+    let namespace = match &target.namespace {
+        Some(namespace) => Some(namespace.render(lookup).ok()?),
+        None => None,
+    };
+    Some(crate::plan::ObjectRef {
+        kind: target.kind.to_string(),
+        name: target.name.render(lookup).ok()?,
+        namespace,
+    })
 }
 
 /// `{a="b", c="d"}`.

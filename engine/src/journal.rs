@@ -375,12 +375,54 @@ pub struct IncidentSummary {
     /// What the advisor last said of it, in a few words (`sig-2 (80%) → crash-loop`, `none:
     /// timeout`); `None` when it was not consulted.
     pub advice: Option<String>,
+    /// A rehearsal asked for over the API (every step a dry run), not a real incident.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehearsal: bool,
+}
+
+/// The incidents `entries` (in the order written) tell of, oldest first; entries of kinds
+/// that do not shape a summary are passed over.
+fn summaries(entries: Vec<Entry>) -> Vec<IncidentSummary> {
+    let mut incidents: Vec<IncidentSummary> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for Entry { record, .. } in entries {
+        let Some(id) = record.incident else { continue };
+        let found = index.get(&id).copied();
+        match (record.kind, found) {
+            (Kind::IncidentOpened, None) => {
+                index.insert(id.clone(), incidents.len());
+                incidents.push(IncidentSummary {
+                    rehearsal: crate::incident::is_rehearsal(&id),
+                    id,
+                    playbook: record.playbook,
+                    target: record.detail["target"].as_str().map(str::to_string),
+                    active_at: record.detail["activeAt"]
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc)),
+                    opened_at: record.at,
+                    resolved_at: None,
+                    advice: None,
+                });
+            }
+            (Kind::IncidentReopened, Some(i)) => incidents[i].resolved_at = None,
+            (Kind::IncidentResolved, Some(i)) => incidents[i].resolved_at = Some(record.at),
+            (Kind::Advice | Kind::AdviceRejected, Some(i)) => {
+                incidents[i].advice = Some(advice_in_brief(&record.detail));
+            }
+            _ => {}
+        }
+    }
+    incidents
 }
 
 impl IncidentSummary {
     /// Mean time to detect, for this incident: from its root signal starting to hold to the
     /// incident opening.
     pub fn time_to_detect(&self) -> Option<Duration> {
+        if self.rehearsal {
+            return None;
+        }
         self.active_at
             .and_then(|active| (self.opened_at - active).to_std().ok())
     }
@@ -388,6 +430,9 @@ impl IncidentSummary {
     /// Time to recover: from its root signal starting to hold (or, unknown, from opening) to
     /// the incident resolving.
     pub fn time_to_recover(&self) -> Option<Duration> {
+        if self.rehearsal {
+            return None;
+        }
         let start = self.active_at.unwrap_or(self.opened_at);
         self.resolved_at
             .and_then(|resolved| (resolved - start).to_std().ok())
@@ -566,32 +611,12 @@ impl Journal {
              ORDER BY seq",
             [],
         )?;
-        let mut incidents: Vec<IncidentSummary> = Vec::new();
-        for Entry { record, .. } in entries {
-            let Some(id) = record.incident else { continue };
-            let found = incidents.iter().position(|i| i.id == id);
-            match (record.kind, found) {
-                (Kind::IncidentOpened, None) => incidents.push(IncidentSummary {
-                    id,
-                    playbook: record.playbook,
-                    target: record.detail["target"].as_str().map(str::to_string),
-                    active_at: record.detail["activeAt"]
-                        .as_str()
-                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                        .map(|t| t.with_timezone(&Utc)),
-                    opened_at: record.at,
-                    resolved_at: None,
-                    advice: None,
-                }),
-                (Kind::IncidentReopened, Some(i)) => incidents[i].resolved_at = None,
-                (Kind::IncidentResolved, Some(i)) => incidents[i].resolved_at = Some(record.at),
-                (Kind::Advice | Kind::AdviceRejected, Some(i)) => {
-                    incidents[i].advice = Some(advice_in_brief(&record.detail));
-                }
-                _ => {}
-            }
-        }
-        Ok(incidents)
+        Ok(summaries(entries))
+    }
+
+    /// One incident's summary, read from its own entries (`None` without an opening).
+    pub fn incident(&self, id: &str) -> Result<Option<IncidentSummary>> {
+        Ok(summaries(self.timeline(id)?).pop())
     }
 
     /// Every entry of `kind`, in the order written.

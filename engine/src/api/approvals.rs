@@ -13,8 +13,10 @@ use axum::response::{IntoResponse, Json, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{self, Verb};
 use super::{ApiState, blocking, error, journal_error};
 use crate::approval::{self, Answer, Approval, Approvals};
+use crate::journal::{self, Journal, Kind};
 use crate::risk::Risk;
 
 /// One approval request as the API shows it.
@@ -194,7 +196,20 @@ async fn answer(
     body: Bytes,
     reject: bool,
 ) -> Response {
-    let approver = match state.approvers.authenticate(&headers).await {
+    let namespace = {
+        let (journal, id) = (Arc::clone(&state.journal), id.clone());
+        match blocking(move || target_namespace(&journal, &id)).await {
+            Ok(Ok(namespace)) => namespace,
+            Ok(Err(e)) => return journal_error(&e),
+            Err(response) => return response,
+        }
+    };
+    let request = auth::Request {
+        verb: if reject { Verb::Reject } else { Verb::Approve },
+        namespace: namespace.as_deref(),
+        id: &id,
+    };
+    let approver = match state.approvers.authorize(&headers, &request).await {
         Ok(approver) => approver,
         Err(refusal) => {
             tracing::warn!(approval = id, why = refusal.message(), "refused an answer");
@@ -237,6 +252,19 @@ async fn answer(
         Ok(Err(e)) => approval_error(e),
         Err(response) => response,
     }
+}
+
+/// The namespace of approval `id`'s target, from the plan its request journaled: what RBAC
+/// authorises an answer in. `None` for a cluster-scoped target, or an unknown id (the answer
+/// then reports it, to a caller allowed cluster-wide).
+fn target_namespace(journal: &Journal, id: &str) -> journal::Result<Option<String>> {
+    let entries = journal.by_detail("approval", id)?;
+    Ok(entries
+        .iter()
+        .find(|e| e.record.kind == Kind::ApprovalRequested)
+        .and_then(|e| e.record.detail["plan"]["target"]["namespace"].as_str())
+        .filter(|namespace| !namespace.is_empty())
+        .map(str::to_owned))
 }
 
 fn approval_error(e: approval::Error) -> Response {

@@ -118,7 +118,7 @@ pub(super) async fn one(State(state): State<ApiState>, Path(id): Path<String>) -
     let wanted = id.clone();
     let read = blocking(move || -> crate::journal::Result<_> {
         let timeline = journal.timeline(&wanted)?;
-        let summary = journal.incidents()?.into_iter().find(|i| i.id == wanted);
+        let summary = journal.incident(&wanted)?;
         Ok((summary, timeline))
     })
     .await;

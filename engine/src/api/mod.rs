@@ -10,16 +10,18 @@
 //! | `GET /api/v1/approvals` | the approval requests waiting ([`approvals`]) |
 //! | `POST /api/v1/approvals/{id}/approve\|reject` | an answer, authenticated ([`auth`]) |
 //! | `GET /api/v1/playbooks` | the active set and the last reload ([`playbooks`]) |
+//! | `POST /api/v1/playbooks/{name}/trigger` | a rehearsal, every step a dry run, authenticated ([`trigger`]) |
 //!
 //! Every error is `{"error": "..."}` with its status, unknown paths included. Nothing here can
-//! change the policy or raise the risk ceiling: the only write is an answer to a request the
-//! gate raised.
+//! change the policy or raise the risk ceiling: the writes are an answer to a request the gate
+//! raised, and a rehearsal, which changes nothing in the cluster.
 
 pub mod approvals;
 pub mod auth;
 pub mod client;
 pub mod incidents;
 pub mod playbooks;
+pub mod trigger;
 
 use std::sync::Arc;
 
@@ -64,6 +66,8 @@ pub struct ApiState {
     playbooks: PlaybookStatus,
     metrics: Metrics,
     approvers: Arc<Approvers>,
+    /// Runs the rehearsals `trigger` asks for (none: the endpoint answers 503).
+    executor: Option<crate::executor::Executor>,
 }
 
 impl ApiState {
@@ -80,7 +84,14 @@ impl ApiState {
             playbooks,
             metrics,
             approvers: Arc::new(approvers),
+            executor: None,
         }
+    }
+
+    /// The same API, rehearsing playbooks through `executor` on `POST .../trigger`.
+    pub fn rehearsing(mut self, executor: crate::executor::Executor) -> Self {
+        self.executor = Some(executor);
+        self
     }
 }
 
@@ -106,6 +117,7 @@ pub fn router(state: ApiState, webhook: Option<Webhook>) -> Router {
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
         .route("/api/v1/playbooks", get(playbooks::list))
+        .route("/api/v1/playbooks/{name}/trigger", post(trigger::trigger))
         .with_state(state);
     let api = match webhook {
         Some(Webhook {

@@ -2,9 +2,11 @@
 
 mod advise_eval;
 mod approvals;
+mod crds;
 mod demo;
 mod explain;
 mod incidents;
+mod rbac;
 mod run;
 mod step;
 
@@ -161,9 +163,14 @@ pub enum Command {
     /// Score the deterministic correlation, runbook retrieval and (given an endpoint) the LLM
     /// advisor on labelled incident scenarios.
     AdviseEval(advise_eval::AdviseEvalArgs),
+    /// Print the RBAC rules Salve needs (generated from its actions' verb lists).
+    Rbac(rbac::RbacArgs),
+    /// Print or write the CustomResourceDefinitions of Salve's kinds.
+    Crds(crds::CrdsArgs),
     /// Run the engine: evaluate the triggers, open incidents and remediate them through the
     /// Kubernetes API under the autonomy policy, journaling every decision; hot-reload the
-    /// playbooks and the policy; stop gracefully on SIGTERM or Ctrl-C.
+    /// playbooks and the policy (on every change, and on SIGHUP); stop gracefully on SIGTERM
+    /// or Ctrl-C.
     Run(run::RunArgs),
     /// Run a custom WASM step on an incident, or inspect what a module asks of the host.
     #[command(subcommand)]
@@ -171,7 +178,8 @@ pub enum Command {
     /// Watch Salve heal a memory leak, end to end, with no cluster: a real Prometheus, an
     /// in-process sandbox Kubernetes API and the bundled playbooks; prints the timeline.
     Demo(demo::DemoArgs),
-    /// Load playbooks and policies, then hot-reload them on every change until interrupted.
+    /// Load playbooks and policies, then hot-reload them on every change (and on SIGHUP) until
+    /// SIGTERM or Ctrl-C.
     Watch {
         /// Files or directories to load and watch.
         #[arg(required = true)]
@@ -396,6 +404,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Test { paths, prometheus } => test(&paths, prometheus.as_deref()),
         Command::Run(args) => run::run(args),
+        Command::Rbac(args) => rbac::run(args),
+        Command::Crds(args) => crds::run(args),
         Command::Explain(args) => explain::run(args),
         Command::AdviseEval(args) => advise_eval::run(args),
         Command::Demo(args) => demo::run(args),
@@ -685,6 +695,7 @@ fn watch_paths(
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let options = WatchOptions {
             debounce: std::time::Duration::from_millis(debounce_ms),
+            reload_on_hangup: true,
             ..WatchOptions::default()
         };
         let alerts = match webhook {
@@ -713,7 +724,7 @@ fn watch_paths(
         let task = tokio::spawn(watch::watch(reloader, options, cancel.clone(), tx));
         // Outcomes are logged by the watcher; drain them so the channel never fills.
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let _ = tokio::signal::ctrl_c().await;
+        run::shutdown_signal().await;
         tracing::info!("shutting down");
         cancel.cancel();
         let result = task.await;

@@ -49,10 +49,22 @@ pub struct RunArgs {
     /// Require `Authorization: Bearer <token>` on the webhook, the token read from this file.
     #[arg(long, requires = "listen")]
     webhook_token_file: Option<PathBuf>,
-    /// Who may approve or reject over the API: a file of lines `TOKEN NAME` (NAME is recorded
-    /// with each answer). Without it, the API refuses every answer.
+    /// Who may approve, reject or rehearse over the API: a file of lines `TOKEN NAME` (NAME is
+    /// recorded with each answer). Without it or `--api-auth`, the API refuses them all.
     #[arg(long, env = "SALVE_API_TOKEN_FILE", requires = "listen")]
     api_token_file: Option<PathBuf>,
+    /// Who may approve or reject over the API, in a cluster: `kubernetes` checks the bearer
+    /// token with a TokenReview (`kubernetes:AUDIENCE`: only tokens for AUDIENCE) and asks
+    /// RBAC with a SubjectAccessReview for verb `approve` or `reject` on `approvals` in API
+    /// group `salve.dev`, in the target's namespace; the user name is recorded.
+    #[arg(
+        long,
+        env = "SALVE_API_AUTH",
+        value_name = "kubernetes[:AUDIENCE]",
+        requires = "listen",
+        conflicts_with = "api_token_file"
+    )]
+    api_auth: Option<api::auth::KubernetesAuth>,
     /// Run every step as a server-side dry run, whatever the policy says.
     #[arg(long)]
     dry_run: bool,
@@ -158,12 +170,20 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
                     .await
                     .map_err(|source| Error::Listen { address, source })?;
                 let store = AlertStore::new();
+                let approvers = match &args.api_auth {
+                    Some(auth) => Approvers::Kubernetes(api::auth::Kubernetes::new(
+                        client.clone(),
+                        auth.audience.clone(),
+                    )),
+                    None => approvers,
+                };
                 let state = ApiState::new(
                     Arc::clone(&journal),
                     status.clone(),
                     metrics.clone(),
                     approvers,
-                );
+                )
+                .rehearsing(executor.clone());
                 let webhook = api::Webhook {
                     store: store.clone(),
                     token: webhook_token,
@@ -193,7 +213,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         let (reloads_tx, mut reloads) = tokio::sync::mpsc::channel(16);
         let watcher = tokio::spawn(watch::watch(
             reloader,
-            WatchOptions::default(),
+            WatchOptions {
+                reload_on_hangup: true,
+                ..WatchOptions::default()
+            },
             cancel.clone(),
             reloads_tx,
         ));
@@ -288,7 +311,7 @@ pub(crate) async fn client(kubeconfig: Option<&Path>) -> std::result::Result<kub
 }
 
 /// SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

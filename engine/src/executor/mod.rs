@@ -50,6 +50,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::action::Action;
 use crate::actions::Cluster;
@@ -58,7 +59,7 @@ use crate::advisor::gather::{self, Sources, Subject};
 use crate::approval::{self, Approvals, Ask, State};
 use crate::clock::Clock;
 use crate::gate::{Caution, Gate, Request, Verdict};
-use crate::incident::Incident;
+use crate::incident::{Incident, is_rehearsal};
 use crate::journal::{self, Journal, Kind, Record};
 use crate::plan::{Decision, Plan, PlannedStep};
 use crate::playbook::Playbook;
@@ -82,6 +83,12 @@ pub enum Error {
     /// An approval could not be requested or read.
     #[error(transparent)]
     Approval(#[from] approval::Error),
+}
+
+/// The span every log line of one incident's remediation is in: its id and playbook are fields
+/// of each line (`span.incident` in JSON logs), whichever task writes it.
+pub(crate) fn incident_span(incident: &str, playbook: &str) -> tracing::Span {
+    tracing::info_span!("incident", incident, playbook)
 }
 
 /// `Result` with this module's [`Error`].
@@ -238,6 +245,8 @@ struct Context {
     /// Why it broke, in a line for people: the advice's account, else Salve's correlation
     /// (when the advisor was asked).
     why: Option<String>,
+    /// A rehearsal ([`Executor::rehearse`]): every step a dry run, nothing counted by the gate.
+    rehearsal: bool,
 }
 
 impl Executor {
@@ -289,6 +298,62 @@ impl Executor {
         incident: &Incident,
         signal: &SignalEvent,
     ) -> Result<Finish> {
+        self.remediate_as(playbook, incident, signal, false)
+            .instrument(incident_span(&incident.id, &playbook.name))
+            .await
+    }
+
+    /// Rehearses `playbook` as if its trigger had fired with `labels`, on behalf of `by`:
+    /// everything a real incident goes through — diagnosis, plan, cooldown, advice, the gate's
+    /// verdict on each step — with every step (and any rollback) a server-side dry run, and
+    /// nothing counted by the gate (its hourly budget, the breaker, the concurrent incidents)
+    /// nor claimed (a real incident on the same target is remediated as if there were no
+    /// rehearsal). A step above the ceiling ends the rehearsal there, as a real run would
+    /// wait; no approval is asked. It is journaled as an incident marked `rehearsal`, opened
+    /// before this returns (its id is returned) and resolved when the rehearsal ends.
+    pub fn rehearse(
+        &self,
+        playbook: Arc<Playbook>,
+        labels: crate::signal::state::LabelSet,
+        by: &str,
+    ) -> Result<(String, tokio::task::JoinHandle<Result<Finish>>)> {
+        let now = self.now();
+        let signal = SignalEvent {
+            at: now,
+            labels,
+            transition: crate::signal::state::Transition::Firing,
+            value: None,
+            values: BTreeMap::new(),
+            active_at: Some(now),
+        };
+        let opened = Incident::rehearsal(&playbook, &signal);
+        let mut record = Record::incident(&opened);
+        record.detail["by"] = json!(by);
+        record.detail["summary"] = json!(format!("rehearsal asked by {by}"));
+        self.append(&record)?;
+        let id = opened.incident.id.clone();
+        let executor = self.clone();
+        let run = tokio::spawn(async move {
+            let finish = executor
+                .remediate_as(&playbook, &opened.incident, &signal, true)
+                .instrument(incident_span(&opened.incident.id, &playbook.name))
+                .await;
+            let mut resolved = opened.clone();
+            resolved.at = executor.now();
+            resolved.transition = crate::incident::IncidentTransition::Resolved;
+            executor.append(&Record::incident(&resolved))?;
+            finish
+        });
+        Ok((id, run))
+    }
+
+    async fn remediate_as(
+        &self,
+        playbook: &Playbook,
+        incident: &Incident,
+        signal: &SignalEvent,
+        rehearsal: bool,
+    ) -> Result<Finish> {
         let diagnosis = diagnose::diagnose(&self.inner.client, playbook, &signal.labels).await;
         let record = |kind, detail| Record {
             at: self.now(),
@@ -310,43 +375,47 @@ impl Executor {
             }
         };
         let target = plan.target.to_string();
-        let mine = Claim {
-            incident: incident.id.clone(),
-            root: Root {
+        // A rehearsal claims nothing: a real incident of the target is remediated as if there
+        // were no rehearsal.
+        if !rehearsal {
+            let mine = Claim {
                 incident: incident.id.clone(),
-                labels: incident.root.clone(),
-                active_at: incident.active_at,
-            },
-        };
-        // One broken thing, one remediation; the root cause is the earliest signal. Journaled
-        // under the claim, so the entries name the roots in the order they were decided.
-        let correlated = self.claim(&target, mine, |holder| {
-            let root = &holder.root;
-            let reason = format!(
-                "{target} is being remediated for incident {}; root cause: the earliest signal, \
-                 {} of incident {}",
-                holder.incident,
-                crate::incident::describe(&root.labels),
-                root.incident
-            );
-            self.append(&record(
-                Kind::Correlated,
-                json!({
-                    "with": holder.incident, "target": target,
-                    "root": root.labels, "rootIncident": root.incident,
-                    "rootActiveAt": root.active_at.map(|t| t.to_rfc3339()),
-                    "summary": reason,
-                }),
-            ))
-        })?;
-        if let Some(holder) = correlated {
-            self.metrics().remediation(&playbook.name, "correlated");
-            return Ok(Finish::Correlated(holder));
+                root: Root {
+                    incident: incident.id.clone(),
+                    labels: incident.root.clone(),
+                    active_at: incident.active_at,
+                },
+            };
+            // One broken thing, one remediation; the root cause is the earliest signal. Journaled
+            // under the claim, so the entries name the roots in the order they were decided.
+            let correlated = self.claim(&target, mine, |holder| {
+                let root = &holder.root;
+                let reason = format!(
+                    "{target} is being remediated for incident {}; root cause: the earliest signal, \
+                     {} of incident {}",
+                    holder.incident,
+                    crate::incident::describe(&root.labels),
+                    root.incident
+                );
+                self.append(&record(
+                    Kind::Correlated,
+                    json!({
+                        "with": holder.incident, "target": target,
+                        "root": root.labels, "rootIncident": root.incident,
+                        "rootActiveAt": root.active_at.map(|t| t.to_rfc3339()),
+                        "summary": reason,
+                    }),
+                ))
+            })?;
+            if let Some(holder) = correlated {
+                self.metrics().remediation(&playbook.name, "correlated");
+                return Ok(Finish::Correlated(holder));
+            }
         }
         // Claimed: a remediation in flight on the target was told apart above (correlated);
         // a finished one within the cooldown leaves it alone.
         let cooling = self.cooling_down(playbook, &target);
-        if !matches!(cooling, Ok(None)) {
+        if !rehearsal && !matches!(cooling, Ok(None)) {
             self.release(&target);
         }
         if let Some(reason) = cooling? {
@@ -367,6 +436,7 @@ impl Executor {
             facts: diagnosis.facts.target.clone(),
             caution: Caution::default(),
             why: None,
+            rehearsal,
         };
         let planned = self.append(&record(
             Kind::Planned,
@@ -383,7 +453,9 @@ impl Executor {
             self.execute(&context, &plan, Progress::default()).await
         }
         .await;
-        self.release(&target);
+        if !rehearsal {
+            self.release(&target);
+        }
         finish
     }
 
@@ -466,7 +538,11 @@ impl Executor {
             .by_detail("target", target)?
             .into_iter()
             .rev()
-            .find(|e| e.record.kind == Kind::Planned && e.record.playbook == playbook.name);
+            .find(|e| {
+                e.record.kind == Kind::Planned
+                    && e.record.playbook == playbook.name
+                    && !e.record.incident.as_deref().is_some_and(is_rehearsal)
+            });
         Ok(last.filter(|e| e.record.at > since).map(|e| {
             let ago = (self.now() - e.record.at).to_std().unwrap_or_default();
             format!(
@@ -487,12 +563,15 @@ impl Executor {
         plan: &Plan,
         mut progress: Progress,
     ) -> Result<Finish> {
-        self.gate().incident_started(&plan.incident, self.now());
+        if !context.rehearsal {
+            self.gate().incident_started(&plan.incident, self.now());
+        }
         let finish = match self.steps(context, plan, &mut progress).await? {
             Some(Failure::Halt(reason)) => Finish::Halted(reason),
             Some(Failure::Rollback(reason)) => {
                 self.rollback(context, plan, &progress, reason).await?
             }
+            None if context.rehearsal => Finish::Rehearsed,
             None if progress.runs > 0 && progress.dry_runs == progress.runs => Finish::Rehearsed,
             None => match self.verify(context, plan).await? {
                 Ok(()) => Finish::Remediated,
@@ -565,7 +644,12 @@ impl Executor {
             incident: &plan.incident,
             caution: context.caution,
         };
-        let verdict = self.gate().admit(&request, self.now());
+        // A rehearsal asks what the gate would say, and leaves its counters alone.
+        let verdict = if context.rehearsal {
+            self.gate().check(&request, self.now())
+        } else {
+            self.gate().admit(&request, self.now())
+        };
         self.record(
             context,
             plan,
@@ -581,6 +665,13 @@ impl Executor {
         self.breaker_changed();
         let dry_run = match verdict {
             Verdict::Allow { dry_run, .. } => dry_run,
+            Verdict::NeedsApproval { .. } if context.rehearsal => {
+                return Ok(Some(Failure::Halt(format!(
+                    "a real run would wait here for a human approval of {}: {}",
+                    step.name,
+                    verdict.reason()
+                ))));
+            }
             Verdict::NeedsApproval { .. } => {
                 let answer = if progress.approved.take_if(|i| *i == index).is_some() {
                     Ok(())
@@ -605,7 +696,7 @@ impl Executor {
                 return Ok(Some(Failure::Halt(verdict.reason().to_string())));
             }
         };
-        let dry_run = dry_run || self.inner.settings.force_dry_run;
+        let dry_run = dry_run || self.inner.settings.force_dry_run || context.rehearsal;
         match self
             .run_step(context, plan, step, index, "steps", dry_run)
             .await?
@@ -898,7 +989,9 @@ impl Executor {
         let took = started.elapsed().as_secs_f64() * self.inner.settings.clock.speed();
         match result {
             Ok(outcome) => {
-                self.gate().action_succeeded(self.now());
+                if !context.rehearsal {
+                    self.gate().action_succeeded(self.now());
+                }
                 self.metrics().action(action, true, outcome.dry_run);
                 self.breaker_changed();
                 self.record(
@@ -1056,7 +1149,8 @@ impl Executor {
                 "summary": format!("{}: {how}", reason),
             }),
         )?;
-        let dry_run = self.gate().policy().dry_run || self.inner.settings.force_dry_run;
+        let dry_run =
+            self.gate().policy().dry_run || self.inner.settings.force_dry_run || context.rehearsal;
         let mut failed = Vec::new();
         for (index, step) in undo.iter().enumerate() {
             let mut ceiling = self
@@ -1082,7 +1176,9 @@ impl Executor {
                 failed.push(why);
                 continue;
             }
-            self.gate().action_executed(self.now());
+            if !context.rehearsal {
+                self.gate().action_executed(self.now());
+            }
             if let Err(why) = self
                 .run_step(context, plan, step, index, "rollback", dry_run)
                 .await?
@@ -1100,8 +1196,10 @@ impl Executor {
 
     /// A step (or a WASM module) failed: the breaker counts it and the journal says why.
     fn step_failed(&self, context: &Context, plan: &Plan, detail: Value) -> Result<()> {
-        self.gate().action_failed(self.now());
-        self.breaker_changed();
+        if !context.rehearsal {
+            self.gate().action_failed(self.now());
+            self.breaker_changed();
+        }
         self.record(context, plan, Kind::StepFailed, detail)
     }
 

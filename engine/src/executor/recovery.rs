@@ -19,7 +19,8 @@
 
 use super::{Completed, Context, Executor, Finish, Progress, Result};
 use crate::gate::Caution;
-use crate::journal::{Entry, Kind};
+use crate::incident::is_rehearsal;
+use crate::journal::{Entry, Kind, Record};
 use crate::plan::Plan;
 
 /// A remediation the journal shows in flight.
@@ -76,7 +77,7 @@ impl Executor {
     pub fn prepare_recovery(&self) -> Result<Recovery> {
         self.restore_gate()?;
         let interrupted = self.interrupted()?;
-        for found in &interrupted {
+        for found in interrupted.iter().filter(|f| !f.context.rehearsal) {
             tracing::warn!(
                 incident = found.incident,
                 playbook = found.playbook,
@@ -116,7 +117,9 @@ impl Executor {
                 journal
                     .by_kind(kind)?
                     .into_iter()
-                    .filter(|e| e.record.at > since),
+                    .filter(|e| e.record.at > since)
+                    // A rehearsal's dry runs never counted.
+                    .filter(|e| !e.record.incident.as_deref().is_some_and(is_rehearsal)),
             );
         }
         entries.sort_by_key(|e| e.seq);
@@ -149,6 +152,19 @@ impl Executor {
             progress,
             ..
         } = interrupted;
+        if context.rehearsal {
+            // Every step was a dry run: nothing to undo, and nothing worth resuming.
+            let finish = Finish::Halted("the engine stopped mid-rehearsal".into());
+            self.finish(&context.playbook, incident, &finish)?;
+            self.append(&Record {
+                at: self.now(),
+                kind: Kind::IncidentResolved,
+                playbook: context.playbook.clone(),
+                incident: Some(incident.clone()),
+                detail: serde_json::json!({}),
+            })?;
+            return Ok(finish);
+        }
         let finish = if let Some(reason) = &interrupted.rolling_back {
             self.gate().incident_started(incident, self.now());
             let finish = self
@@ -223,6 +239,7 @@ fn read(planned: &Entry, timeline: &[Entry]) -> Option<Interrupted> {
         facts: crate::plan::TargetFacts::default(),
         caution: Caution::default(),
         why: None,
+        rehearsal: planned.record.incident.as_deref().is_some_and(is_rehearsal),
     };
     let mut progress = Progress::default();
     let mut step = None;

@@ -7,7 +7,8 @@
 //! objects with [`FakeApiServer::insert`], read them back with [`FakeApiServer::get`] /
 //! [`FakeApiServer::get_typed`] / [`FakeApiServer::list`], and see what the client sent with
 //! [`FakeApiServer::requests`]. [`FakeApiServer::roll_out`] seeds a Deployment's revision
-//! history and [`FakeApiServer::set_logs`] its pods' logs.
+//! history and [`FakeApiServer::set_logs`] its pods' logs; [`FakeApiServer::add_token`] and
+//! [`FakeApiServer::grant`] seed what TokenReviews and SubjectAccessReviews are answered from.
 //!
 //! # What it serves
 //!
@@ -71,6 +72,16 @@
 //!   instance is a 400, a missing pod a 404.
 //! - Events (`v1` and `events.k8s.io/v1`) are stored, listed and watched like any object;
 //!   nothing generates them.
+//! - **TokenReview** (`authentication.k8s.io/v1`) and **SubjectAccessReview**
+//!   (`authorization.k8s.io/v1`): cluster-scoped and create-only (POST, 201, nothing stored;
+//!   other methods 405). A TokenReview answers who a token seeded with
+//!   [`FakeApiServer::add_token`] is (`authenticated: false` for an unknown token, and for one
+//!   whose audiences miss `spec.audiences`, or [`API_AUDIENCE`] when none are asked), with
+//!   `system:authenticated` among its groups and the common audiences in `status.audiences`.
+//!   A SubjectAccessReview is allowed when a [`Grant`] matches as RBAC would (`*`,
+//!   subresources and `*/subresource`, resource names, a namespaced grant only in its
+//!   namespace, users, groups and service accounts) or the user is in `system:masters`; see
+//!   the `review` module. Only reviews are authenticated: ordinary requests never are.
 //!
 //! # Not (yet) served
 //!
@@ -80,12 +91,17 @@
 //! deleted Deployment leaves its ReplicaSets), admission (a namespace need not exist),
 //! defaulting beyond `spec.replicas`, server-side apply, paging, discovery, streaming logs
 //! (`follow`) and log times (`sinceSeconds`, `sinceTime`, `timestamps` are ignored),
-//! exec/attach, authentication and authorization.
+//! exec/attach, authentication and authorization of the fake's own requests (any client may
+//! do anything), TokenRequest, LocalSubjectAccessReview, SelfSubjectAccessReview,
+//! SelfSubjectRulesReview and SelfSubjectReview, RBAC objects (Roles and bindings are not
+//! served; grants are seeded), `nonResourceAttributes` rules, and a review's
+//! `fieldSelector`/`labelSelector` attributes (ignored).
 
 mod eviction;
 mod logs;
 mod patch;
 mod resource;
+mod review;
 mod rollout;
 mod selector;
 mod server;
@@ -100,8 +116,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use resource::ResourceType;
+pub use review::{API_AUDIENCE, Grant, Subject, TokenUser};
 pub use store::ObjectKey;
 
+use review::Reviews;
 use server::Shared;
 use store::Store;
 
@@ -173,6 +191,7 @@ impl FakeApiServer {
         let addr = listener.local_addr().map_err(Error::Bind)?;
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new()),
+            reviews: Mutex::new(Reviews::default()),
             cancel: CancellationToken::new(),
         });
         let app = axum::Router::new()
@@ -321,6 +340,21 @@ impl FakeApiServer {
     ) {
         let key = (namespace.into(), pod.into(), container.into(), previous);
         self.shared.store().logs.insert(key, text.into());
+    }
+
+    /// Makes bearer `token` authenticate as `user` in TokenReviews (replacing what it did
+    /// before). A user without a uid gets one. Ordinary requests to the fake stay
+    /// unauthenticated.
+    pub fn add_token(&self, token: &str, mut user: TokenUser) {
+        if user.uid.is_empty() {
+            user.uid = self.shared.store().next_uid();
+        }
+        self.shared.reviews().add_token(token.to_owned(), user);
+    }
+
+    /// Adds `grant` to the RBAC rules SubjectAccessReviews are answered from.
+    pub fn grant(&self, grant: Grant) {
+        self.shared.reviews().grant(grant);
     }
 
     /// The stored object of `kind` in `api_version`, if any (`namespace` is ignored for

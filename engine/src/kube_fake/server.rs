@@ -1,6 +1,7 @@
 //! The HTTP side: one axum fallback handler that parses the real API's URL scheme and answers
 //! GET, LIST, WATCH, POST, PUT, PATCH and DELETE on objects and their `status` and `scale`
-//! subresources, and a Pod's `eviction` and `log`.
+//! subresources, a Pod's `eviction` and `log`, and the create-only TokenReview and
+//! SubjectAccessReview.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -20,6 +21,7 @@ use super::eviction::{self, Eviction};
 use super::logs;
 use super::patch::{self, PatchType};
 use super::resource::ResourceType;
+use super::review::Reviews;
 use super::rollout;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -28,12 +30,18 @@ use super::store::{Change, ChangeType, ObjectKey, Store};
 /// State shared by the handler and the [`super::FakeApiServer`] handle.
 pub(crate) struct Shared {
     pub(crate) store: Mutex<Store>,
+    /// The tokens and grants TokenReviews and SubjectAccessReviews are answered from.
+    pub(crate) reviews: Mutex<Reviews>,
     pub(crate) cancel: CancellationToken,
 }
 
 impl Shared {
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn reviews(&self) -> MutexGuard<'_, Reviews> {
+        self.reviews.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -186,7 +194,64 @@ impl Request {
     }
 }
 
+/// The create-only reviews: answered, never stored, so not among the stored types.
+#[derive(Clone, Copy)]
+enum Review {
+    Token,
+    SubjectAccess,
+}
+
+impl Review {
+    /// The review served at `path`, if any (both are cluster-scoped).
+    fn at(path: &str) -> Option<Review> {
+        match path.trim_end_matches('/') {
+            "/apis/authentication.k8s.io/v1/tokenreviews" => Some(Review::Token),
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some(Review::SubjectAccess),
+            _ => None,
+        }
+    }
+
+    /// Its type, for checking a body's `apiVersion` and `kind`.
+    fn resource_type(self) -> ResourceType {
+        match self {
+            Review::Token => ResourceType::custom(
+                "authentication.k8s.io/v1",
+                "TokenReview",
+                "tokenreviews",
+                false,
+            ),
+            Review::SubjectAccess => ResourceType::custom(
+                "authorization.k8s.io/v1",
+                "SubjectAccessReview",
+                "subjectaccessreviews",
+                false,
+            ),
+        }
+    }
+
+    /// Answers a POST of this review: 201 and the review with its status.
+    fn create(self, shared: &Shared, req: &Request) -> ApiResult {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        req.dry_run()?;
+        let mut body = req.json_body()?;
+        check_type(&self.resource_type(), &mut body)?;
+        let reviews = shared.reviews();
+        let answer = match self {
+            Review::Token => reviews.token_review(body)?,
+            Review::SubjectAccess => reviews.subject_access_review(body)?,
+        };
+        Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+    }
+}
+
 fn route(shared: &Arc<Shared>, req: Request) -> ApiResult {
+    if let Some(review) = Review::at(&req.path) {
+        return review.create(shared, &req);
+    }
     let mut store = shared.store();
     let t = parse_target(&store, &req.path)?;
     let (m, name, sub) = (&req.method, t.name.clone(), t.sub.as_deref());

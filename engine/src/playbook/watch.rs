@@ -156,6 +156,9 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// Reload this often even without events.
     pub resync: Duration,
+    /// Also reload on SIGHUP (Unix), the daemon convention, for file systems that send no
+    /// events (NFS, some FUSE mounts) or for an operator who wants a reload now.
+    pub reload_on_hangup: bool,
 }
 
 impl Default for WatchOptions {
@@ -163,6 +166,7 @@ impl Default for WatchOptions {
         WatchOptions {
             debounce: Duration::from_millis(50),
             resync: Duration::from_secs(60),
+            reload_on_hangup: false,
         }
     }
 }
@@ -203,9 +207,13 @@ pub async fn watch(
     rewatch(&mut debouncer, reloader.paths(), &mut watched)?;
     let mut resync = tokio::time::interval(options.resync);
     resync.tick().await;
+    let mut hangups = Hangups::new(options.reload_on_hangup);
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
+            () = hangups.next() => {
+                tracing::info!("SIGHUP: reloading the playbooks and the policy");
+            }
             event = rx.recv() => {
                 if event.is_none() {
                     break;
@@ -229,6 +237,43 @@ pub async fn watch(
         let _ = outcomes.try_send(outcome);
     }
     Ok(())
+}
+
+/// SIGHUPs, when asked for (and on Unix); otherwise a stream that never yields.
+struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn new(wanted: bool) -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signal = wanted.then(|| signal(SignalKind::hangup())).and_then(|s| {
+                s.inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP"))
+                    .ok()
+            });
+            Hangups { signal }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = wanted;
+            Hangups {}
+        }
+    }
+
+    /// The next SIGHUP.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+            self.signal = None;
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Logs a reload outcome the way an operator wants to read it.

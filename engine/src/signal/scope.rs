@@ -1,7 +1,12 @@
-//! Scoping queries to one label: `salve test --prometheus URL` writes each test's series into a
-//! shared Prometheus with a label of its own (`salve_test="<run>-<n>"`) and adds that matcher
-//! to every vector selector Salve then asks, so a test sees neither another test's data nor the
-//! server's own.
+//! Scoping queries to some labels, by adding matchers to every vector and range selector of an
+//! expression.
+//!
+//! - `salve test --prometheus URL` writes each test's series into a shared Prometheus with a
+//!   label of its own (`salve_test="<run>-<n>"`) and adds that matcher to every selector Salve
+//!   then asks, so a test sees neither another test's data nor the server's own.
+//! - A Salve scoped to namespaces or to its node ([`crate::scope::Scope`]) adds
+//!   `namespace=~"a|b"` or `node="<its node>"` to every query it sends, so a trigger, a
+//!   `verify` or a `wait_for` never sees, let alone acts on, a series outside its scope.
 
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::Expr;
@@ -10,9 +15,62 @@ use crate::check::parse_promql;
 
 /// `expr` with `label="value"` added to each of its vector and range selectors.
 pub fn scope(expr: &str, label: &str, value: &str) -> Result<String, String> {
+    scope_with(expr, &[equal(label, value)])
+}
+
+/// `expr` with every one of `matchers` added to each of its vector and range selectors (to
+/// each alternative of an `or` group too).
+pub fn scope_with(expr: &str, matchers: &[Matcher]) -> Result<String, String> {
     let mut parsed = parse_promql(expr)?;
-    add(&mut parsed, &Matcher::new(MatchOp::Equal, label, value));
+    for matcher in matchers {
+        add(&mut parsed, matcher);
+    }
     Ok(parsed.to_string())
+}
+
+/// `label="value"`.
+pub fn equal(label: &str, value: &str) -> Matcher {
+    Matcher::new(MatchOp::Equal, label, value)
+}
+
+/// `label=~"v1|v2|..."`: `label` is exactly one of `values` (each regex-quoted, so a value is
+/// matched as written); `label="v"` for a single value. Fails for an empty list or a label
+/// name PromQL does not accept.
+pub fn one_of<S: AsRef<str>>(label: &str, values: &[S]) -> Result<Matcher, String> {
+    match values {
+        [] => Err(format!("no values for label `{label}`")),
+        [one] => Ok(equal(label, one.as_ref())),
+        many => {
+            let alternation: Vec<String> = many.iter().map(|v| regex_quote(v.as_ref())).collect();
+            // Parsed rather than built, so the regex is compiled as PromQL compiles it.
+            let text = alternation.join("|");
+            let selector = format!(
+                "x{{{label}=~\"{}\"}}",
+                text.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+            match parse_promql(&selector)? {
+                Expr::VectorSelector(vs) => vs
+                    .matchers
+                    .matchers
+                    .into_iter()
+                    .find(|m| m.name == label)
+                    .ok_or_else(|| format!("`{selector}` has no matcher on `{label}`")),
+                other => Err(format!("`{selector}` parsed as {other:?}")),
+            }
+        }
+    }
+}
+
+/// `text` with every character a regular expression treats specially escaped.
+pub fn regex_quote(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted
 }
 
 fn add(expr: &mut Expr, matcher: &Matcher) {
