@@ -30,8 +30,8 @@ use salve::plan::{Decision, ObjectRef, PlannedStep};
 use salve::risk::Risk;
 use serde_json::{Value, json};
 
-/// Where an [`Env`] test runs.
-const KUBECONFIG: &str = "SALVE_TEST_KUBECONFIG";
+use crate::{KUBECONFIG, real_config};
+
 /// The images the tests' pods run, and that the rollout tests switch between (real ones, for
 /// real-cluster mode).
 const OLD_IMAGE: &str = "registry.k8s.io/pause:3.9";
@@ -46,17 +46,6 @@ struct Env {
     cluster: Cluster,
     /// The kubeconfig of a real cluster (to delete the namespace at the end).
     kubeconfig: Option<String>,
-}
-
-async fn real_config(path: &str) -> kube::Config {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .unwrap_or_else(|e| panic!("{KUBECONFIG}={path}: {e}"));
-    let options = kube::config::KubeConfigOptions::default();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .unwrap_or_else(|e| panic!("{KUBECONFIG}={path}: {e}"));
-    config.default_retry = false;
-    config
 }
 
 impl Env {

@@ -268,10 +268,7 @@ async fn salve_watch_turns_alertmanager_notifications_into_incidents() {
     .expect("write playbook");
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").expect("write the token");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::free_port();
     let mut salve = std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
         .args(["--log-format", "json", "watch"])
         .arg(dir.path())

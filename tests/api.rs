@@ -29,18 +29,12 @@ const ANA: &str = "ana-0123456789abcdef";
 /// A step above the ceiling (`medium`).
 const RISKY: &str = "    - {name: drain, action: scale, risk: high, params: {replicas: 0}}\n";
 
-/// Serves the API over `journal` on a free loopback port until the test's runtime ends; its URL.
-async fn serve(journal: &Arc<Journal>, playbooks: PlaybookStatus, approvers: Approvers) -> String {
+/// Serves the API with `state` on a free loopback port until the test's runtime ends; its URL.
+pub(crate) async fn serve_state(state: ApiState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free loopback port");
     let address = listener.local_addr().expect("a bound address");
-    let state = ApiState::new(
-        Arc::clone(journal),
-        playbooks,
-        salve::metrics::Metrics::default(),
-        approvers,
-    );
     api::serve(
         listener,
         api::router(state, None),
@@ -49,29 +43,27 @@ async fn serve(journal: &Arc<Journal>, playbooks: PlaybookStatus, approvers: App
     format!("http://{address}")
 }
 
+/// Serves the API over `journal`; its URL.
+async fn serve(journal: &Arc<Journal>, playbooks: PlaybookStatus, approvers: Approvers) -> String {
+    let metrics = salve::metrics::Metrics::default();
+    serve_state(ApiState::new(
+        Arc::clone(journal),
+        playbooks,
+        metrics,
+        approvers,
+    ))
+    .await
+}
+
 /// [`serve`], with `executor` rehearsing the playbooks the `trigger` endpoint names.
 async fn serve_rehearsals(
     journal: &Arc<Journal>,
     playbooks: PlaybookStatus,
     executor: salve::executor::Executor,
 ) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free loopback port");
-    let address = listener.local_addr().expect("a bound address");
-    let state = ApiState::new(
-        Arc::clone(journal),
-        playbooks,
-        salve::metrics::Metrics::default(),
-        tokens(),
-    )
-    .rehearsing(executor);
-    api::serve(
-        listener,
-        api::router(state, None),
-        tokio_util::sync::CancellationToken::new(),
-    );
-    format!("http://{address}")
+    let metrics = salve::metrics::Metrics::default();
+    let state = ApiState::new(Arc::clone(journal), playbooks, metrics, tokens());
+    serve_state(state.rehearsing(executor)).await
 }
 
 fn tokens() -> Approvers {
@@ -533,16 +525,6 @@ async fn the_cli_reads_incidents_and_answers_approvals_through_the_api() {
     );
 }
 
-/// `salve run` killed when dropped, so a failing test leaves no daemon behind.
-struct Engine(std::process::Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Polls `GET url` until `done` holds for its answer (10 s at most); that answer.
 async fn until(url: &str, what: &str, done: impl Fn(StatusCode, &Value) -> bool) -> Value {
     let began = Instant::now();
@@ -577,11 +559,8 @@ async fn salve_run_serves_the_api_on_its_listen_address() {
         playbook_text("heal").replace("promql: {expr: 'vector(1)'}", "alert: {alertname: ApiDown}");
     std::fs::write(playbooks.join("heal.yaml"), &alert).expect("playbook");
     std::fs::write(dir.path().join("tokens"), TOKEN_FILE).expect("tokens");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut engine = Engine(
+    let port = crate::free_port();
+    let mut engine = crate::Daemon(
         std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
             .arg("run")
             .arg("--playbooks")
@@ -631,22 +610,7 @@ async fn salve_run_serves_the_api_on_its_listen_address() {
     assert_eq!(body["playbooks"][0]["name"], "heal", "still active: {body}");
 
     // SIGTERM stops the engine and the listener with it.
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &engine.0.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(sent.success());
-    let began = Instant::now();
-    let status = loop {
-        if let Some(status) = engine.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(10),
-            "salve run did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = crate::terminate(&mut engine.0).await;
     assert!(status.success(), "a graceful stop exits 0: {status:?}");
     assert!(
         reqwest::get(format!("{api}/healthz")).await.is_err(),

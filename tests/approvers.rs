@@ -26,7 +26,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use reqwest::StatusCode;
 use salve::api::auth::Kubernetes;
-use salve::api::{self, ApiState, Approvers, PlaybookStatus};
+use salve::api::{ApiState, Approvers, PlaybookStatus};
 use salve::approval::{Approvals, Ask, State};
 use salve::journal::{Journal, Kind};
 use salve::kube_fake::{FakeApiServer, Grant, Subject, TokenUser};
@@ -34,8 +34,8 @@ use salve::plan::ObjectRef;
 use salve::risk::Risk;
 use serde_json::{Value, json};
 
-/// Where the tests run: the fake, or the cluster this kubeconfig names.
-const KUBECONFIG: &str = "SALVE_TEST_KUBECONFIG";
+use crate::{KUBECONFIG, real_config};
+
 /// The audience of the tests that ask for one.
 const AUDIENCE: &str = "salve.test";
 
@@ -60,17 +60,6 @@ enum To<'a> {
     Account(&'a str),
     /// A group.
     Group(&'a str),
-}
-
-async fn real_config(path: &str) -> kube::Config {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .unwrap_or_else(|e| panic!("{KUBECONFIG}={path}: {e}"));
-    let options = kube::config::KubeConfigOptions::default();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .unwrap_or_else(|e| panic!("{KUBECONFIG}={path}: {e}"));
-    config.default_retry = false;
-    config
 }
 
 impl Env {
@@ -296,22 +285,15 @@ impl Pending {
 
 /// Serves the API over `journal` on a free loopback port; its URL.
 async fn serve(journal: &Arc<Journal>, approvers: Approvers) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free loopback port");
-    let address = listener.local_addr().expect("a bound address");
-    let state = ApiState::new(
+    let metrics = salve::metrics::Metrics::default();
+    let playbooks = PlaybookStatus::new();
+    crate::api::serve_state(ApiState::new(
         Arc::clone(journal),
-        PlaybookStatus::new(),
-        salve::metrics::Metrics::default(),
+        playbooks,
+        metrics,
         approvers,
-    );
-    api::serve(
-        listener,
-        api::router(state, None),
-        tokio_util::sync::CancellationToken::new(),
-    );
-    format!("http://{address}")
+    ))
+    .await
 }
 
 /// `POST {api}/api/v1/approvals/{id}/{verb}` as `token` when given: status and JSON body.
@@ -634,16 +616,6 @@ async fn reviews_are_answered_as_the_real_api_server_does() {
     }
 }
 
-/// `salve run` killed when dropped, so a failing test leaves no daemon behind.
-struct Engine(std::process::Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn salve_run_with_api_auth_kubernetes_lets_rbac_decide() {
     let env = Env::start().await;
@@ -665,11 +637,8 @@ async fn salve_run_with_api_auth_kubernetes_lets_rbac_decide() {
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: heal}\nspec:\n  trigger:\n    alert: {alertname: ApiDown}\n  target: {kind: Deployment, namespace: shop, name: api}\n  steps:\n    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n",
     )
     .expect("playbook");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let _engine = Engine(
+    let port = crate::free_port();
+    let _engine = crate::Daemon(
         std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
             .arg("run")
             .arg("--playbooks")

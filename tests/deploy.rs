@@ -666,7 +666,7 @@ fn check(what: &str, yaml: &str, expect: Expect) -> Vec<String> {
     }
     let wanted: &[&str] = match (expect.mode, expect.leader) {
         (Mode::Sidecar, _) => &["namespaced"],
-        (_, true) => &["engine", "leader-election", "approver", "viewer"],
+        (Mode::DaemonSet, _) | (_, true) => &["engine", "leader-election", "approver", "viewer"],
         (_, false) => &["engine", "approver", "viewer"],
     };
     let mut kinds_sorted = kinds.clone();
@@ -781,6 +781,8 @@ fn the_chart_renders_valid_least_privilege_restricted_objects_in_every_mode() {
                 "networkPolicy.apiServer.cidrs={10.0.0.1/32},networkPolicy.llm.cidrs={192.0.2.0/24}",
                 "--set",
                 "playbooks.source=configMap,playbooks.configMap.files.a\\.yaml=x",
+                "--set",
+                "playbooks.resources=true",
             ],
             DEFAULT,
         ),

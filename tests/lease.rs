@@ -33,8 +33,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Where the tests run: unset, the in-process fake.
-const KUBECONFIG: &str = "SALVE_TEST_KUBECONFIG";
+use crate::{KUBECONFIG, real_config};
 
 const LEASE: Duration = Duration::from_secs(1);
 const RENEW: Duration = Duration::from_millis(600);
@@ -57,17 +56,6 @@ struct Env {
     lease: String,
     /// The kubeconfig of a real cluster (to delete the Lease at the end).
     kubeconfig: Option<String>,
-}
-
-async fn real_config(path: &str) -> kube::Config {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .unwrap_or_else(|e| panic!("{KUBECONFIG}={path}: {e}"));
-    let options = kube::config::KubeConfigOptions::default();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .unwrap_or_else(|e| panic!("{KUBECONFIG}={path}: {e}"));
-    config.default_retry = false;
-    config
 }
 
 impl Env {
@@ -632,4 +620,275 @@ async fn a_deleted_lease_stops_the_leader_and_the_term_still_grows() {
     let lease = env.lease().await;
     assert_eq!(holder_of(&lease), Some(leader));
     assert_eq!(term_of(&lease), lead.term);
+}
+
+/// An executor over `journal` acting through `client` under `leadership`, with the
+/// remediation tests' policy (approvals wait 30 s).
+fn elected_executor(
+    client: kube::Client,
+    journal: &std::sync::Arc<salve::journal::Journal>,
+    leadership: watch::Receiver<Leadership>,
+) -> salve::executor::Executor {
+    let policy = crate::remediation::POLICY.replace("timeout: 1s", "timeout: 30s");
+    salve::executor::Executor::new(
+        client,
+        std::sync::Arc::clone(journal),
+        salve::gate::Gate::new(crate::remediation::policy(&policy)),
+        None,
+        salve::executor::Settings {
+            poll: Duration::from_millis(50),
+            leadership: Some(leadership),
+            ..salve::executor::Settings::default()
+        },
+    )
+}
+
+/// A lead valid for `for_`, as the elector publishes one.
+fn lead(for_: Duration) -> Leadership {
+    let now = Instant::now();
+    Leadership::Leader(Lead {
+        term: FencingTerm(1),
+        acquired_at: now,
+        renewed_at: now,
+        valid_until: now + for_,
+    })
+}
+
+/// Fencing in the executor: a step runs only while the replica leads — checked after the
+/// wait for an approval, so a lead lost while a human thought it over stops the step — and a
+/// replica that never led changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_acts_only_while_it_leads() {
+    let s = crate::remediation::setup(crate::remediation::POLICY, None).await;
+    let client = s.fake.client().expect("a client");
+    let (tx, rx) = watch::channel(lead(Duration::from_secs(60)));
+    let executor = elected_executor(client.clone(), &s.journal, rx);
+    let playbook = crate::remediation::playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: drain, action: scale, risk: high, params: {replicas: 0}}\n",
+        "",
+    );
+    let (incident, signal) = crate::remediation::opened(&playbook, "api-1");
+    let remediation = {
+        let (executor, playbook, incident) = (executor.clone(), playbook.clone(), incident.clone());
+        tokio::spawn(async move { executor.remediate(&playbook, &incident, &signal).await })
+    };
+    // The first step ran; the second waits for a human. The lead is lost meanwhile, then the
+    // human approves.
+    let approvals = salve::approval::Approvals::new(std::sync::Arc::clone(&s.journal));
+    let began = Instant::now();
+    let pending = loop {
+        if let Some(approval) = approvals.pending().expect("pending").pop() {
+            break approval;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "no approval asked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        crate::remediation::replicas(&s.fake),
+        5,
+        "scale-up ran while leading"
+    );
+    tx.send(Leadership::Follower {
+        holder: Some("other".into()),
+    })
+    .expect("send");
+    approvals
+        .answer(
+            &pending.id,
+            salve::approval::Answer::Approve,
+            "ana",
+            chrono::Utc::now(),
+        )
+        .expect("answered");
+    let finish = remediation.await.expect("task").expect("journaled");
+    assert!(
+        matches!(&finish, salve::executor::Finish::Halted(why) if why.contains("does not hold the lead")),
+        "{finish:?}"
+    );
+    assert_eq!(crate::remediation::replicas(&s.fake), 5, "drain never ran");
+
+    // A lead whose deadline passed without a renewal counts as lost, whatever was published.
+    let (_tx, stale) = watch::channel(lead(Duration::ZERO));
+    let lapsed = elected_executor(client, &s.journal, stale);
+    let (incident, signal) = crate::remediation::opened(&playbook, "api-2");
+    let writes = crate::remediation::writes(&s.fake);
+    let finish = lapsed
+        .remediate(&playbook, &incident, &signal)
+        .await
+        .expect("journaled");
+    assert!(
+        matches!(finish, salve::executor::Finish::Halted(_)),
+        "{finish:?}"
+    );
+    assert_eq!(
+        crate::remediation::writes(&s.fake),
+        writes,
+        "a lapsed lead wrote nothing"
+    );
+}
+
+/// Two replicas, each with its own elector on one Lease, both handed the same incident: the
+/// leader remediates it, the follower changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_elected_replicas_only_the_leader_remediates() {
+    let s = crate::remediation::setup(crate::remediation::POLICY, None).await;
+    let cancel = CancellationToken::new();
+    let mut executors = Vec::new();
+    let mut receivers = Vec::new();
+    for name in ["a", "b"] {
+        let client = s.fake.client().expect("a client");
+        let elector = Elector::new(client.clone(), "salve-system", "salve", name, timings())
+            .expect("an elector");
+        let rx = elector.subscribe();
+        receivers.push(rx.clone());
+        executors.push(elected_executor(client, &s.journal, rx));
+        tokio::spawn(elector.run(cancel.clone()));
+    }
+    let began = Instant::now();
+    while !receivers.iter().any(|r| r.borrow().may_act(Instant::now())) {
+        assert!(began.elapsed() < Duration::from_secs(5), "nobody leads");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let playbook = crate::remediation::playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n",
+        "",
+    );
+    let (incident, signal) = crate::remediation::opened(&playbook, "api-1");
+    let mut finishes = Vec::new();
+    for executor in &executors {
+        finishes.push(
+            executor
+                .remediate(&playbook, &incident, &signal)
+                .await
+                .expect("journaled"),
+        );
+    }
+    cancel.cancel();
+    let remediated = finishes
+        .iter()
+        .filter(|f| **f == salve::executor::Finish::Remediated)
+        .count();
+    assert_eq!(remediated, 1, "{finishes:?}");
+    assert!(
+        finishes
+            .iter()
+            .any(|f| matches!(f, salve::executor::Finish::Halted(why) if why.contains("lead"))),
+        "{finishes:?}"
+    );
+    assert_eq!(crate::remediation::replicas(&s.fake), 5);
+}
+
+/// The holder of Lease `salve-system/salve` in the fake, if any.
+fn holder(fake: &FakeApiServer) -> Option<String> {
+    fake.get(
+        "coordination.k8s.io/v1",
+        "Lease",
+        Some("salve-system"),
+        "salve",
+    )
+    .and_then(|lease| lease["spec"]["holderIdentity"].as_str().map(str::to_string))
+}
+
+/// Polls until `done` holds for the Lease's holder (`within` at most).
+async fn until_holder(fake: &FakeApiServer, within: Duration, done: impl Fn(Option<&str>) -> bool) {
+    let began = Instant::now();
+    while !done(holder(fake).as_deref()) {
+        assert!(
+            began.elapsed() < within,
+            "holder is {:?} after {within:?}",
+            holder(fake)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the `salve_leader` gauge of the replica on `port` until it reads `want` (10 s at most).
+async fn until_leader_gauge(port: u16, want: f64) {
+    let began = Instant::now();
+    let mut last = None;
+    loop {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await
+            && let Ok(text) = response.text().await
+        {
+            last = text
+                .lines()
+                .find_map(|l| l.strip_prefix("salve_leader "))
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            if last == Some(want) {
+                return;
+            }
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "salve_leader on :{port} is {last:?}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `salve run --leader-elect` end to end: the first replica takes the Lease, the second waits
+/// (its `salve_leader` gauge 0), and on SIGTERM the first parks, releases the Lease and exits
+/// cleanly, so the second takes over at its next poll (2 s), not after the 15 s lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn salve_run_leader_elect_hands_the_lease_over_on_sigterm() {
+    let (fake, _) = FakeApiServer::start().await.expect("the fake starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir(&playbooks).expect("mkdir");
+    std::fs::write(
+        playbooks.join("heal.yaml"),
+        "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: heal}\nspec:\n  trigger:\n    schedule: {cron: '0 0 1 1 *'}\n  target: {kind: Deployment, namespace: shop, name: api}\n  steps:\n    - {action: rollout_restart, risk: low}\n",
+    )
+    .expect("a playbook");
+    let start = |pod: &str, port: u16| {
+        crate::Daemon(
+            std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+                .arg("run")
+                .arg("--playbooks")
+                .arg(&playbooks)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--journal")
+                .arg(dir.path().join(format!("{pod}.db")))
+                .arg("--leader-elect")
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .env("POD_NAMESPACE", "salve-system")
+                .env("POD_NAME", pod)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start salve run"),
+        )
+    };
+    let (port_a, port_b) = (crate::free_port(), crate::free_port());
+    let mut a = start("pod-a", port_a);
+    until_holder(&fake, Duration::from_secs(10), |h| {
+        h.is_some_and(|h| h.starts_with("pod-a_"))
+    })
+    .await;
+    let _b = start("pod-b", port_b);
+    until_leader_gauge(port_b, 0.0).await;
+    assert!(
+        holder(&fake).is_some_and(|h| h.starts_with("pod-a_")),
+        "the lead stays while its holder renews"
+    );
+    until_leader_gauge(port_a, 1.0).await;
+
+    let stopped = Instant::now();
+    let exit = crate::terminate(&mut a.0).await;
+    assert!(exit.success(), "pod-a exited with {exit}");
+    until_holder(&fake, Duration::from_secs(5), |h| {
+        h.is_some_and(|h| h.starts_with("pod-b_"))
+    })
+    .await;
+    println!(
+        "SIGTERM to the leader → the other leads: {:?}",
+        stopped.elapsed()
+    );
+    until_leader_gauge(port_b, 1.0).await;
 }

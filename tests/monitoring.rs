@@ -56,6 +56,15 @@ tests:
         values: '0+10x40'
       - series: 'salve_evaluations_inconclusive_total{job="salve", instance="good", playbook="crash-loop"}'
         values: '0+1x40'
+      # Of job salve, one replica leads; of job salve-ha, none after two minutes.
+      - series: 'salve_leader{job="salve", instance="bad"}'
+        values: '0x40'
+      - series: 'salve_leader{job="salve", instance="good"}'
+        values: '1x40'
+      - series: 'salve_leader{job="salve-ha", instance="a"}'
+        values: '1 1 0x40'
+      - series: 'salve_leader{job="salve-ha", instance="b"}'
+        values: '0x40'
       - series: 'salve_approvals_expired_total{job="salve", instance="bad"}'
         values: '0x5 1x35'
       - series: 'salve_approvals_expired_total{job="salve", instance="good"}'
@@ -82,6 +91,11 @@ tests:
       - {eval_time: 4m, alertname: SalveReloadFailing, exp_alerts: []}
       - {eval_time: 4m, alertname: SalveCircuitBreakerOpen, exp_alerts: []}
       - {eval_time: 4m, alertname: SalveApprovalsExpired, exp_alerts: []}
+      - {eval_time: 3m, alertname: SalveNoLeader, exp_alerts: []}
+      - eval_time: 10m
+        alertname: SalveNoLeader
+        exp_alerts:
+          - exp_labels: {severity: critical, job: salve-ha}
       - {eval_time: 8m, alertname: SalveEvaluationsInconclusive, exp_alerts: []}
       - {eval_time: 15m, alertname: SalveApprovalsPending, exp_alerts: []}
       - eval_time: 10m
@@ -118,6 +132,8 @@ tests:
     input_series:
       - series: 'up{job="salve", instance="good"}'
         values: '1x40'
+      - series: 'salve_leader{job="salve", instance="good"}'
+        values: '1x40'
       - series: 'salve_reload_last_successful{job="salve", instance="good"}'
         values: '1x40'
       - series: 'salve_circuit_breaker_state{job="salve", instance="good", state="closed"}'
@@ -136,6 +152,7 @@ tests:
       - {eval_time: 40m, alertname: SalveAbsent, exp_alerts: []}
       - {eval_time: 40m, alertname: SalveReloadFailing, exp_alerts: []}
       - {eval_time: 40m, alertname: SalveCircuitBreakerOpen, exp_alerts: []}
+      - {eval_time: 40m, alertname: SalveNoLeader, exp_alerts: []}
       - {eval_time: 40m, alertname: SalveEvaluationsInconclusive, exp_alerts: []}
       - {eval_time: 40m, alertname: SalveApprovalsExpired, exp_alerts: []}
       - {eval_time: 40m, alertname: SalveApprovalsPending, exp_alerts: []}

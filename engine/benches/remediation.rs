@@ -6,7 +6,9 @@
 //!    in wall-clock time, over `--runs N` demos (5).
 //! 2. **Idle RSS of `salve run`** with the bundled playbooks and the default policy, against an
 //!    empty Prometheus and the sandbox API server (so every event trigger's watches run too),
-//!    read from `/proc/PID/status` after `--settle SECONDS` (5).
+//!    read from `/proc/PID/status` after `--settle SECONDS` (5), in each of the modes the
+//!    chart runs: cluster-wide, HA (`--leader-elect`), node-local (`--node-local`) and
+//!    sidecar (`--namespace`), each with the API listening, and cluster-wide without it.
 //!
 //! Run with `cargo bench --bench remediation`; numbers in BENCHMARKS.md.
 
@@ -52,15 +54,28 @@ fn main() {
     println!("{}", Stats::new(first_action).row("signal → first action"));
     println!("{}", Stats::new(whole).row("whole demo (30x time)"));
 
-    let rss = runtime.block_on(idle_rss(&root, settle));
-    println!(
-        "\nsalve run, bundled playbooks, idle after {settle:?}: VmRSS {:.1} MiB",
-        rss as f64 / 1024.0
-    );
+    println!("\n| `salve run` mode, bundled playbooks, idle after {settle:?} | VmRSS |");
+    println!("|---|---:|");
+    for (mode, flags) in [
+        (
+            "cluster-wide, no API (`salve run` without `--listen`)",
+            &[][..],
+        ),
+        ("cluster-wide", &["--listen", "127.0.0.1:0"][..]),
+        ("HA (`--leader-elect`)", &["--leader-elect"][..]),
+        (
+            "node-local (`--node-local`)",
+            &["--node-local", "--node-name", "n1"][..],
+        ),
+        ("sidecar (`--namespace shop`)", &["--namespace", "shop"][..]),
+    ] {
+        let rss = runtime.block_on(idle_rss(&root, settle, flags));
+        println!("| {mode} | {:.1} MiB |", rss as f64 / 1024.0);
+    }
 }
 
-/// `salve run`'s resident memory, in KiB, `settle` after it started.
-async fn idle_rss(root: &std::path::Path, settle: Duration) -> u64 {
+/// `salve run`'s resident memory, in KiB, `settle` after it started with `flags`.
+async fn idle_rss(root: &std::path::Path, settle: Duration, flags: &[&str]) -> u64 {
     let prometheus = Harness::from_env()
         .and_then(|h| h.start_receiver())
         .expect("prometheus");
@@ -78,6 +93,8 @@ async fn idle_rss(root: &std::path::Path, settle: Duration) -> u64 {
         .args(["--prometheus", prometheus.url()])
         .arg("--journal")
         .arg(dir.path().join("journal.db"))
+        .args(flags)
+        .env("POD_NAMESPACE", "salve-system")
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("salve run");

@@ -119,37 +119,26 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut remediations = JoinSet::new();
-    if let Some(executor) = &executor {
+    match &executor {
+        // Under leader election, only the leader recovers what its journal shows in flight
+        // (a follower would find every step refused and close them undone).
+        Some(executor) if executor.elected() => {
+            let (executor, active) = (executor.clone(), Arc::clone(&active));
+            remediations.spawn(async move {
+                executor.until_leading().await;
+                recover(&executor, &active).await;
+            });
+        }
         // Targets of interrupted remediations are claimed before any evaluation runs.
-        match executor.prepare_recovery() {
+        Some(executor) => match executor.prepare_recovery() {
             Ok(recovery) if recovery.is_empty() => {}
             Ok(recovery) => {
                 let active = Arc::clone(&active);
-                remediations.spawn(async move {
-                    let resume = |name: &str| {
-                        active
-                            .load()
-                            .playbook(name)
-                            .is_some_and(|p| p.on_interrupt == crate::playbook::OnInterrupt::Resume)
-                    };
-                    match recovery.run(resume).await {
-                        Ok(outcomes) => {
-                            for (incident, finish) in outcomes {
-                                tracing::info!(
-                                    incident,
-                                    outcome = finish.name(),
-                                    "recovered a remediation"
-                                );
-                            }
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "cannot recover remediations in flight");
-                        }
-                    }
-                });
+                remediations.spawn(async move { run_recovery(recovery, &active).await });
             }
             Err(error) => tracing::error!(%error, "cannot read the remediations in flight"),
-        }
+        },
+        None => {}
     }
     let (events_tx, mut events) = mpsc::channel(256);
     let metrics = options.metrics;
@@ -174,6 +163,10 @@ pub async fn run(
                 if let (Some(change), Some(playbook), Some(executor)) = (change, playbook, &executor)
                     && change.transition == IncidentTransition::Opened
                 {
+                    if let Some(why) = executor.not_leading() {
+                        tracing::info!(incident = change.incident.id, "not remediated here: {why}");
+                        continue;
+                    }
                     let executor = executor.clone();
                     let signal = event.event.clone();
                     remediations.spawn(async move {
@@ -193,6 +186,33 @@ pub async fn run(
     }
     let _ = evaluation.await;
     park(remediations, options.grace).await;
+}
+
+/// Prepares and runs the recovery of the remediations in flight.
+async fn recover(executor: &Executor, active: &Arc<ArcSwap<PlaybookSet>>) {
+    match executor.prepare_recovery() {
+        Ok(recovery) => run_recovery(recovery, active).await,
+        Err(error) => tracing::error!(%error, "cannot read the remediations in flight"),
+    }
+}
+
+/// Resumes or rolls back each remediation of `recovery` (resumed when its playbook, as now
+/// loaded, says `onInterrupt: resume`).
+async fn run_recovery(recovery: crate::executor::Recovery, active: &Arc<ArcSwap<PlaybookSet>>) {
+    let resume = |name: &str| {
+        active
+            .load()
+            .playbook(name)
+            .is_some_and(|p| p.on_interrupt == crate::playbook::OnInterrupt::Resume)
+    };
+    match recovery.run(resume).await {
+        Ok(outcomes) => {
+            for (incident, finish) in outcomes {
+                tracing::info!(incident, outcome = finish.name(), "recovered a remediation");
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot recover remediations in flight"),
+    }
 }
 
 /// Journals, logs and counts a signal event and the incident change it causes.

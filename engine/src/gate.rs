@@ -3,6 +3,9 @@
 //! For each step the gate gives a [`Verdict`], checking in this order, so that a stricter rule
 //! is never hidden behind a laxer one:
 //!
+//! 0. **Scope.** A step whose target is outside this Salve's [`Scope`] (another namespace,
+//!    another node, a workload for a node-local Salve, or a target it cannot place) is denied
+//!    ([`Denial::OutOfScope`]) before anything else: no human can approve it here either.
 //! 1. **Risk.** The effective [`Ceiling`] is the lowest of the policy's global
 //!    `maxAutonomousRisk`, the namespace's override and the playbook's own
 //!    `maxAutonomousRisk` — and never above `high`: a `critical` step always needs a human
@@ -48,6 +51,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::playbook::{Playbook, Step};
 use crate::policy::{FreezeWindow, Policy};
 use crate::risk::Risk;
+use crate::scope::{Placement, Scope};
 
 /// The window of the `actionsPerHour` limit.
 const HOUR: TimeDelta = TimeDelta::hours(1);
@@ -75,6 +79,9 @@ pub struct Request<'a> {
     pub incident: &'a str,
     /// What the advisor asked of this incident: only ever more caution.
     pub caution: Caution,
+    /// Where the step acts, for the scope check; `None` when unknown, which a scoped gate
+    /// denies.
+    pub target: Option<Placement<'a>>,
 }
 
 /// What an accepted advice asked of an incident (see [`crate::advisor::answer::Advice`]): a
@@ -111,6 +118,7 @@ impl<'a> Request<'a> {
             namespace,
             incident,
             caution: Caution::default(),
+            target: None,
         }
     }
 }
@@ -167,6 +175,12 @@ pub enum Denial {
     BreakerOpen,
     /// The circuit breaker is half-open and its one trial action is still running.
     BreakerTrial,
+    /// The target is outside this Salve's scope (namespaces, or its node).
+    OutOfScope,
+    /// A cordon would take more nodes out of scheduling than the cluster-wide limit allows
+    /// (node-local Salves, `--max-cordoned`). The executor decides this one, from the count
+    /// kept in the API.
+    CordonLimit,
 }
 
 impl Denial {
@@ -177,6 +191,8 @@ impl Denial {
             Denial::ConcurrentIncidents => "concurrent_incidents",
             Denial::BreakerOpen => "breaker_open",
             Denial::BreakerTrial => "breaker_trial",
+            Denial::OutOfScope => "out_of_scope",
+            Denial::CordonLimit => "cordon_limit",
         }
     }
 }
@@ -333,17 +349,33 @@ pub struct Gate {
     /// The incidents being remediated, with when they started.
     incidents: BTreeMap<String, DateTime<Utc>>,
     breaker: BreakerMemory,
+    /// Where steps may act.
+    scope: Arc<Scope>,
 }
 
 impl Gate {
-    /// A gate under `policy`, with nothing recorded yet.
+    /// A gate under `policy`, with nothing recorded yet, acting anywhere.
     pub fn new(policy: Arc<Policy>) -> Self {
         Gate {
             policy,
             actions: Vec::new(),
             incidents: BTreeMap::new(),
             breaker: BreakerMemory::default(),
+            scope: Arc::new(Scope::cluster()),
         }
+    }
+
+    /// The same gate, denying every step whose target is outside `scope`.
+    pub fn scoped(self, scope: Scope) -> Self {
+        Gate {
+            scope: Arc::new(scope),
+            ..self
+        }
+    }
+
+    /// Where steps may act.
+    pub fn scope(&self) -> &Arc<Scope> {
+        &self.scope
     }
 
     /// The policy in force.
@@ -394,6 +426,22 @@ impl Gate {
             };
         }
         let step = format!("step `{}` (risk {})", request.step, request.risk);
+
+        // 0. Scope: outside it nothing runs, and no human can approve it here.
+        if !self.scope.is_cluster_wide() {
+            let outside = match &request.target {
+                Some(target) => self.scope.admits(target).err(),
+                None => Some("its target is unknown".to_string()),
+            };
+            if let Some(why) = outside {
+                return Verdict::Deny {
+                    ceiling,
+                    denial: Denial::OutOfScope,
+                    reason: format!("{step} denied: {why}"),
+                    until: None,
+                };
+            }
+        }
 
         // 1. Risk: above the ceiling never runs on its own, whatever else holds; nor does
         //    any step of an incident the advisor asked a human to look at.
@@ -579,6 +627,18 @@ impl Gate {
         self.actions.push(at);
         if self.breaker.state(at) == Breaker::HalfOpen {
             self.breaker.trial = true;
+        }
+    }
+
+    /// An action admitted at `at` did not start after all (the executor refused it, such as a
+    /// cordon over the cluster-wide limit): it no longer counts for `actionsPerHour`, and a
+    /// half-open breaker's trial is free again. Its incident stays started.
+    pub fn action_withdrawn(&mut self, at: DateTime<Utc>) {
+        if let Some(i) = self.actions.iter().rposition(|t| *t == at) {
+            self.actions.remove(i);
+        }
+        if self.breaker.state(at) == Breaker::HalfOpen {
+            self.breaker.trial = false;
         }
     }
 
@@ -776,6 +836,78 @@ mod tests {
         incident: &'a str,
     ) -> Request<'a> {
         Request::new(playbook, step(playbook, risk), namespace, incident)
+    }
+
+    #[test]
+    fn a_target_outside_the_scope_is_denied_before_anything_else() {
+        let t0 = Utc::now();
+        let mut gate = Gate::new(live("medium")).scoped(Scope::node_local("n1", 1, "salve"));
+        let playbook = playbook(None);
+        let at = |kind, name, node| Placement {
+            kind,
+            name,
+            namespace: (kind != "Node").then_some("shop"),
+            node,
+        };
+        // Even a step that would need approval is denied: no one may approve it here.
+        for (target, risk) in [
+            (Some(at("Node", "n2", None)), Risk::Low),
+            (Some(at("Pod", "p", Some("n2"))), Risk::High),
+            (Some(at("Pod", "p", None)), Risk::Low),
+            (Some(at("Deployment", "api", None)), Risk::None),
+            (None, Risk::Low),
+        ] {
+            let mut asked = request(&playbook, risk, Some("shop"), "i1");
+            asked.target = target;
+            let verdict = gate.admit(&asked, t0);
+            assert!(
+                matches!(
+                    verdict,
+                    Verdict::Deny {
+                        denial: Denial::OutOfScope,
+                        ..
+                    }
+                ),
+                "{target:?}: {verdict}"
+            );
+        }
+        assert_eq!(gate.actions_in_last_hour(t0), 0, "a denial counts nothing");
+        let mut own = request(&playbook, Risk::Low, None, "i1");
+        own.target = Some(at("Node", "n1", None));
+        assert!(gate.admit(&own, t0).is_allowed());
+        // An unscoped gate does not look at the target.
+        let mut anywhere = Gate::new(live("medium"));
+        assert!(
+            anywhere
+                .admit(&request(&playbook, Risk::Low, None, "i2"), t0)
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn a_withdrawn_action_frees_its_count_and_the_breakers_trial() {
+        let t0 = Utc::now();
+        let mut gate = Gate::new(policy(
+            "  maxAutonomousRisk: medium\n  dryRun: false\n  limits: {actionsPerHour: 1, circuitBreaker: {failures: 1, reset: 1m}}\n",
+        ));
+        let playbook = playbook(None);
+        let asked = request(&playbook, Risk::Low, Some("shop"), "i1");
+        assert!(gate.admit(&asked, t0).is_allowed());
+        gate.action_withdrawn(t0);
+        assert!(
+            gate.admit(&asked, t0).is_allowed(),
+            "the hourly count was given back"
+        );
+        gate.action_failed(t0);
+        let later = t0 + TimeDelta::minutes(2);
+        gate.action_withdrawn(t0);
+        let half_open = gate.admit(&asked, later);
+        assert!(half_open.is_allowed(), "{half_open}");
+        gate.action_withdrawn(later);
+        assert!(
+            gate.admit(&asked, later).is_allowed(),
+            "the trial is free again"
+        );
     }
 
     /// A time in UTC: `2024-05-03T17:00:00` (a Friday).

@@ -65,6 +65,8 @@ pub mod names {
     pub const ROLLBACKS: &str = "salve_rollbacks_total";
     /// Gauge: the executor's circuit breaker, one series per state, 1 for the current one.
     pub const CIRCUIT_BREAKER: &str = "salve_circuit_breaker_state";
+    /// Gauge: 1 while this replica holds the lead (`--leader-elect`), else 0.
+    pub const LEADER: &str = "salve_leader";
     /// Counter: approvals requested.
     pub const APPROVALS_REQUESTED: &str = "salve_approvals_requested_total";
     /// Gauge: approvals the engine is waiting for now.
@@ -89,7 +91,7 @@ pub mod names {
     pub const ADVISOR_DURATION: &str = "salve_advisor_consultation_duration_seconds";
 
     /// Every family, as exposed.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         EVALUATIONS,
         EVALUATIONS_INCONCLUSIVE,
         SIGNALS,
@@ -105,6 +107,7 @@ pub mod names {
         ACTIONS,
         ROLLBACKS,
         CIRCUIT_BREAKER,
+        LEADER,
         APPROVALS_REQUESTED,
         APPROVALS_PENDING,
         APPROVALS_ANSWERED,
@@ -224,6 +227,7 @@ struct Inner {
     breaker: Family<ByState, Gauge>,
     /// Held while the breaker's series are switched, so that one state at a time reads 1.
     breaker_lock: Mutex<()>,
+    leader: Gauge,
     approvals_requested: Counter,
     approvals_pending: Gauge,
     approvals_answered: Family<ByAnswer, Counter>,
@@ -370,6 +374,13 @@ impl Inner {
                 Family::default(),
             ),
             breaker_lock: Mutex::new(()),
+            leader: add(
+                r,
+                LEADER,
+                "1 while this replica holds the lead and may act (--leader-elect; a single \
+                 replica always does), else 0.",
+                Gauge::default(),
+            ),
             approvals_requested: add(
                 r,
                 APPROVALS_REQUESTED,
@@ -450,6 +461,8 @@ impl Inner {
                 .get_or_create(&ByState { state })
                 .set(i64::from(state == "closed"));
         }
+        // A single replica leads; an elected one says otherwise until it wins.
+        inner.leader.set(1);
         for answer in ["approved", "rejected"] {
             inner
                 .approvals_answered
@@ -629,6 +642,11 @@ impl Metrics {
                 .get_or_create(&ByState { state: name })
                 .set(value);
         }
+    }
+
+    /// Whether this replica leads now.
+    pub fn leader(&self, leads: bool) {
+        self.inner.leader.set(i64::from(leads));
     }
 
     /// An approval was requested.

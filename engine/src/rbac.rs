@@ -7,7 +7,9 @@
 //! - what Salve reads to evaluate triggers and diagnose incidents ([`READS`]): the watchers of
 //!   `event` triggers (`signal::kube_event`), the diagnosis of a target (`executor::diagnose`,
 //!   also what a WASM step may `get` by default) and the advisor's context (`advisor::gather`);
-//! - Salve's own custom resources in `salve.dev` ([`OWN`]);
+//! - Salve's own kinds in `salve.dev` it loads with `--playbook-resources` ([`RESOURCES`]):
+//!   `Playbook` and `AutonomyPolicy` objects, and their status, which it writes
+//!   (`playbook::resources`);
 //! - in cluster scope, the reviews that authenticate approvers with their Kubernetes
 //!   credentials ([`REVIEWS`]);
 //! - the Lease of leader election ([`LEASES`]), always in Salve's own namespace.
@@ -49,15 +51,9 @@ pub const READS: &[Grant] = &[
     ("batch", "jobs", &["get"]),
 ];
 
-/// Salve's own custom resources: incidents it journals (with their status), and the playbooks
-/// and policies it loads and reports on.
-pub const OWN: &[Grant] = &[
-    (
-        GROUP,
-        "salveincidents",
-        &["create", "get", "list", "patch", "update", "watch"],
-    ),
-    (GROUP, "salveincidents/status", &["get", "patch", "update"]),
+/// The `Playbook` and `AutonomyPolicy` objects `--playbook-resources` loads (list and watch),
+/// and their status subresource, where Salve reports what it made of each (a merge patch).
+pub const RESOURCES: &[Grant] = &[
     (GROUP, "playbooks", &["get", "list", "watch"]),
     (GROUP, "playbooks/status", &["get", "patch", "update"]),
     (GROUP, "autonomypolicies", &["get", "list", "watch"]),
@@ -75,7 +71,8 @@ pub const REVIEWS: &[Grant] = &[
     ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
 ];
 
-/// Leader election (`--leader-elect`): one Lease in Salve's own namespace.
+/// Leases in Salve's own namespace: leader election (`--leader-elect`) and, for a node-local
+/// Salve, the count of nodes cordoned at once (`--max-cordoned`).
 pub const LEASES: &[Grant] = &[(
     "coordination.k8s.io",
     "leases",
@@ -87,13 +84,11 @@ pub const LEASES: &[Grant] = &[(
 pub const APPROVER: &[Grant] = &[
     (GROUP, APPROVALS, &["approve", "get", "list", "reject"]),
     (GROUP, "playbooks", &["get", "list", "trigger", "watch"]),
-    (GROUP, "salveincidents", &["get", "list", "watch"]),
 ];
 
 /// Read-only access to what Salve did and runs.
 pub const VIEWER: &[Grant] = &[
     (GROUP, APPROVALS, &["get", "list"]),
-    (GROUP, "salveincidents", &["get", "list", "watch"]),
     (GROUP, "playbooks", &["get", "list", "watch"]),
     (GROUP, "autonomypolicies", &["get", "list", "watch"]),
 ];
@@ -124,7 +119,7 @@ pub fn grants(scope: Scope) -> Vec<Grant> {
         .flat_map(|action| crate::actions::rbac(*action).iter().copied());
     let all: Vec<Grant> = actions
         .chain(READS.iter().copied())
-        .chain(OWN.iter().copied())
+        .chain(RESOURCES.iter().copied())
         .collect();
     match scope {
         Scope::Cluster => all.into_iter().chain(REVIEWS.iter().copied()).collect(),
@@ -367,9 +362,27 @@ mod tests {
             verbs(&rules, "authorization.k8s.io", "subjectaccessreviews"),
             Some(vec!["create".to_string()])
         );
-        for resource in ["salveincidents", "salveincidents/status", "playbooks"] {
-            assert!(verbs(&rules, GROUP, resource).is_some(), "{resource}");
+        // Its own kinds: read the objects, write only their status; no incidents.
+        let read = ["get", "list", "watch"].map(String::from).to_vec();
+        let status = ["get", "patch", "update"].map(String::from).to_vec();
+        for (resource, expected) in [
+            ("playbooks", &read),
+            ("playbooks/status", &status),
+            ("autonomypolicies", &read),
+            ("autonomypolicies/status", &status),
+        ] {
+            assert_eq!(
+                verbs(&rules, GROUP, resource).as_ref(),
+                Some(expected),
+                "{resource}"
+            );
         }
+        let own = rules.iter().filter(|r| {
+            r.api_groups
+                .as_ref()
+                .is_some_and(|g| g.contains(&GROUP.to_string()))
+        });
+        assert_eq!(own.count(), 4);
         // The Lease is in a Role of Salve's namespace, not cluster-wide.
         assert_eq!(verbs(&rules, "coordination.k8s.io", "leases"), None);
         assert_eq!(

@@ -59,6 +59,8 @@ pub struct Sources<'a> {
     pub journal: &'a Journal,
     /// The active playbook set (for the kind of each signal), when known.
     pub set: Option<&'a PlaybookSet>,
+    /// Where this Salve may act: nothing outside it is read.
+    pub scope: &'a crate::scope::Scope,
 }
 
 /// The incident gathered about.
@@ -92,9 +94,33 @@ pub async fn gather(sources: &Sources<'_>, subject: &Subject<'_>) -> Gathered {
         gaps.push(format!("other signals: {error}"));
         vec![own_signal(sources, subject)]
     });
-    let nodes: Vec<String> = signals.iter().flat_map(|s| node_of(&s.labels)).collect();
+    let mut nodes: Vec<String> = signals.iter().flat_map(|s| node_of(&s.labels)).collect();
+    if let Some(why) = outside(sources.scope, subject.target) {
+        gaps.push(format!("events, rollout history and logs: not read: {why}"));
+        return Gathered {
+            brief: Brief {
+                incident: subject.incident.to_string(),
+                signals,
+                ..Brief::default()
+            },
+            gaps,
+        };
+    }
+    // A scoped Salve reads no other node's events: a namespace-scoped one none, a node-local
+    // one its own node's only.
+    nodes.retain(|node| {
+        sources.scope.namespaces.is_none()
+            && sources
+                .scope
+                .node
+                .as_ref()
+                .is_none_or(|own| &own.name == node)
+    });
     let (events, revisions, logs) = tokio::join!(
-        part("events", events(sources.kube, subject.target, &nodes)),
+        part(
+            "events",
+            events(sources.kube, subject.target, &nodes, sources.scope)
+        ),
         part("rollout history", revisions(sources.kube, subject.target)),
         part("logs", logs(sources.cluster, subject)),
     );
@@ -193,6 +219,34 @@ fn signals(
     Ok(std::iter::once(own).chain(others).collect())
 }
 
+/// Why `target` is not read about, when it is outside `scope`: another namespace, a
+/// cluster-scoped object for a namespace-scoped Salve, another node or a workload (which spans
+/// nodes) for a node-local one. (A Pod's node is checked by the gate; its signal came through
+/// queries scoped to the node.)
+fn outside(scope: &crate::scope::Scope, target: &ObjectRef) -> Option<String> {
+    let placement = crate::scope::Placement {
+        kind: &target.kind,
+        name: &target.name,
+        namespace: target.namespace.as_deref(),
+        node: None,
+    };
+    match scope.admits(&placement) {
+        Err(_)
+            if target.kind == "Pod"
+                && scope.namespaces.as_ref().is_none_or(|set| {
+                    target
+                        .namespace
+                        .as_deref()
+                        .is_some_and(|ns| set.contains(ns))
+                }) =>
+        {
+            None
+        }
+        Err(why) => Some(why),
+        Ok(()) => None,
+    }
+}
+
 /// The node a series is about, from its labels.
 fn node_of(labels: &LabelSet) -> Option<String> {
     NODE_LABELS
@@ -207,6 +261,7 @@ async fn events(
     kube: &kube::Client,
     target: &ObjectRef,
     nodes: &[String],
+    scope: &crate::scope::Scope,
 ) -> Result<Vec<Event>, String> {
     let params = ListParams::default().limit(EVENTS_LISTED);
     let mut listed = match &target.namespace {
@@ -219,9 +274,17 @@ async fn events(
         }
         None => Vec::new(),
     };
-    let about_node = target.kind == "Node" || !nodes.is_empty();
+    let about_node = (target.kind == "Node" || !nodes.is_empty()) && scope.namespaces.is_none();
     if about_node {
-        // Node events live in `default` (kubelet) or anywhere (controllers): all namespaces.
+        // Node events live in `default` (kubelet) or anywhere (controllers): all namespaces;
+        // for a node-local Salve, its own node's only.
+        let params = match &scope.node {
+            Some(own) => params.clone().fields(&format!(
+                "involvedObject.kind=Node,involvedObject.name={}",
+                own.name
+            )),
+            None => params.clone(),
+        };
         let all = Api::<KubeEvent>::all(kube.clone())
             .list(&params)
             .await

@@ -216,18 +216,9 @@ async fn answer(
             return refusal.into_response();
         }
     };
-    let body: AnswerBody = if body.iter().all(u8::is_ascii_whitespace) {
-        AnswerBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(body) => body,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body is not {{\"reason\": \"...\"}}: {e}"),
-                );
-            }
-        }
+    let body: AnswerBody = match super::optional_json(&body, r#"{"reason": "..."}"#) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let answer = if reject {
         Answer::Reject(body.reason)

@@ -154,7 +154,18 @@ pub fn serve(
     })
 }
 
-/// `{"error": message}` with `status`.
+/// A request body that may be empty (then `T`'s default) or JSON of `T`; otherwise what is
+/// wrong with it, saying the expected `shape` (for a 400).
+pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    shape: &str,
+) -> std::result::Result<T, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the body is not {shape}: {e}"))
+}
+
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }

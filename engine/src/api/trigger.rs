@@ -44,19 +44,11 @@ pub(super) async fn trigger(
             "the playbook set is not loaded yet",
         );
     };
-    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TriggerBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
+    let body: TriggerBody =
+        match super::optional_json(&body, r#"{"labels": {"name": "value", ...}}"#) {
             Ok(body) => body,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body is not {{\"labels\": {{\"name\": \"value\", ...}}}}: {e}"),
-                );
-            }
-        }
-    };
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        };
     let playbook = active.load().playbook(&name).cloned();
     // Who may rehearse is asked before whether the playbook exists, so that a caller without
     // the right learns nothing of the set.

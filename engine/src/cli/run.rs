@@ -15,9 +15,12 @@ use crate::app::{self, DEFAULT_POLICY, PolicyChoice};
 use crate::executor::{Executor, Settings};
 use crate::gate::Gate;
 use crate::journal::Journal;
+use crate::lease::{Elector, Timings};
 use crate::playbook::load::{Loaded, load_text};
+use crate::playbook::resources;
 use crate::playbook::watch::{self, WatchOptions};
 use crate::policy::Policy;
+use crate::scope::Scope;
 use crate::signal::evaluate::Evaluator;
 use crate::signal::evaluation::{Alerts, Sources};
 use crate::signal::kube_event::{EventStore, WatchScope};
@@ -25,11 +28,12 @@ use crate::signal::kube_event::{EventStore, WatchScope};
 /// `salve run`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Playbook files or directories (hot-reloaded).
-    #[arg(long, required = true, num_args = 1..)]
+    /// Playbook files or directories (hot-reloaded; optional with `--playbook-resources`).
+    #[arg(long, required_unless_present = "playbook_resources", num_args = 1..)]
     playbooks: Vec<PathBuf>,
     /// The autonomy policy file (hot-reloaded). Without it: the only policy among the
-    /// playbook paths, or the built-in default (dry run, ceiling `medium`).
+    /// playbook paths (and the `AutonomyPolicy` objects, with `--playbook-resources`), or the
+    /// built-in default (dry run, ceiling `medium`).
     #[arg(long)]
     policy: Option<PathBuf>,
     /// The Prometheus that PromQL triggers, `verify` and `wait_for` query.
@@ -75,6 +79,179 @@ pub struct RunArgs {
     /// How often `verify`, `wait_for` and pending approvals are looked at.
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     poll_interval: Duration,
+    /// Leader election among replicas.
+    #[command(flatten)]
+    election: Election,
+    /// Where this Salve acts: namespaces (sidecar mode) or its own node (DaemonSet mode).
+    #[command(flatten)]
+    scoping: Scoping,
+    /// Also load the `Playbook` and `AutonomyPolicy` custom resources (salve.dev/v1) of the
+    /// cluster with the files, hot-reloaded the same way, and report on each in its status
+    /// (`Valid`, `Active`, `digest`, `errors`).
+    #[arg(long)]
+    playbook_resources: bool,
+    /// Where to watch those (repeat the flag, or comma-separate): by default the
+    /// `--namespace` namespaces, else every namespace.
+    #[arg(
+        long = "playbook-resources-namespace",
+        value_delimiter = ',',
+        value_name = "NS",
+        requires = "playbook_resources"
+    )]
+    playbook_resources_namespaces: Vec<String>,
+}
+
+/// `--leader-elect`: which replica acts.
+#[derive(Debug, Clone, clap::Args)]
+struct Election {
+    /// Elect a leader among the replicas on a coordination.k8s.io Lease: only the leader runs
+    /// remediation steps (each step checks, after any wait for an approval, that the lead is
+    /// still held); the others keep evaluating and take over when it goes. On SIGTERM the
+    /// leader parks its remediations, then releases the Lease.
+    #[arg(long = "leader-elect", id = "leader_elect")]
+    enabled: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "salve", requires = "leader_elect")]
+    lease_name: String,
+    /// The Lease's namespace (default: `POD_NAMESPACE`, which the chart sets from the downward
+    /// API). With `--node-local`, the Lease counting cordoned nodes (`salve-cordons`) lives
+    /// there too.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+}
+
+/// `--namespace`, `--node-local`: where this Salve acts (see [`crate::scope`]).
+#[derive(Debug, Clone, clap::Args)]
+struct Scoping {
+    /// Act only in this namespace (repeat the flag, or a comma-separated `SALVE_NAMESPACES`):
+    /// a step on a target elsewhere, or on a cluster-scoped one (a Node), is denied; every
+    /// PromQL query gets `namespace=~"..."`; only these namespaces are watched and read.
+    /// Sidecar mode passes its own namespace.
+    #[arg(
+        long = "namespace",
+        env = "SALVE_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NS"
+    )]
+    namespaces: Vec<String>,
+    /// DaemonSet mode: act only on this node (`--node-name`) and the pods running on it —
+    /// never on another node, its pods, or a workload (which spans nodes); every PromQL query
+    /// gets `<node-label>="<node>"`; only the node's pods and Node are watched. At most
+    /// `--max-cordoned` nodes are cordoned by Salve across the cluster at once, counted in the
+    /// Lease `salve-cordons` in `--lease-namespace`.
+    #[arg(long)]
+    node_local: bool,
+    /// The node this Salve runs on (a DaemonSet sets `SALVE_NODE_NAME` from `spec.nodeName`).
+    #[arg(long, env = "SALVE_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// The label carrying the node's name on the metrics.
+    #[arg(
+        long,
+        default_value = crate::scope::DEFAULT_NODE_LABEL,
+        value_name = "LABEL",
+        requires = "node_local"
+    )]
+    node_label: String,
+    /// How many nodes Salve may have cordoned across the cluster at once (0: no cordons).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "node_local")]
+    max_cordoned: u32,
+}
+
+impl Scoping {
+    /// The scope the flags ask for, or why they do not make one.
+    fn scope(&self, lease_namespace: Option<&str>) -> std::result::Result<Scope, String> {
+        let mut scope = Scope::cluster();
+        let namespaces: Vec<&str> = self
+            .namespaces
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if let Some(bad) = namespaces.iter().find(|n| !is_dns_label(n)) {
+            return Err(format!(
+                "--namespace `{bad}` is not a namespace name (lowercase letters, digits and `-`, \
+                 at most 63)"
+            ));
+        }
+        if !namespaces.is_empty() {
+            scope = Scope::namespaces(namespaces);
+        } else if !self.namespaces.is_empty() {
+            return Err("--namespace (or SALVE_NAMESPACES) names no namespace".into());
+        }
+        if self.node_local {
+            let Some(node) = self
+                .node_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+            else {
+                return Err(NO_NODE_NAME.into());
+            };
+            let Some(lease_namespace) = lease_namespace.filter(|n| !n.is_empty()) else {
+                return Err(NO_LEASE_NAMESPACE.into());
+            };
+            let mut local = Scope::node_local(node, self.max_cordoned, lease_namespace);
+            if let Some(own) = &mut local.node {
+                own.label = self.node_label.clone();
+            }
+            scope.node = local.node;
+        }
+        scope.matchers()?;
+        Ok(scope)
+    }
+}
+
+/// Why `--node-local` cannot start without its node's name.
+const NO_NODE_NAME: &str = "--node-local needs the name of the node this Salve runs on: \
+    --node-name NAME or SALVE_NODE_NAME (a DaemonSet sets it from the downward API, fieldRef \
+    spec.nodeName)";
+
+/// Why `--node-local` cannot start without a namespace for its count of cordoned nodes.
+const NO_LEASE_NAMESPACE: &str = "--node-local needs the namespace of the Lease counting \
+    cordoned nodes: --lease-namespace NS or POD_NAMESPACE";
+
+/// Whether `name` is a DNS label, as namespace names are.
+fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+impl Election {
+    /// The elector `--leader-elect` asks for, as `POD_NAME` (or the host name) with a random
+    /// suffix: unique per process, as the election needs.
+    fn elector(&self, client: kube::Client) -> std::result::Result<Option<Elector>, String> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let Some(namespace) = self.lease_namespace.as_deref().filter(|n| !n.is_empty()) else {
+            return Err(
+                "--leader-elect needs the Lease's namespace: --lease-namespace NS or \
+                        POD_NAMESPACE"
+                    .into(),
+            );
+        };
+        let host = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "salve".into());
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id();
+        let identity = format!("{host}_{nonce:08x}");
+        Elector::new(
+            client,
+            namespace,
+            &self.lease_name,
+            identity,
+            Timings::default(),
+        )
+        .map(Some)
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
@@ -96,10 +273,21 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         eprintln!("salve run: several policies are loaded and none was chosen: pass --policy FILE");
         return Ok(ExitCode::FAILURE);
     };
+    let scope = match args.scoping.scope(args.election.lease_namespace.as_deref()) {
+        Ok(scope) => scope,
+        Err(reason) => {
+            eprintln!("salve run: {reason}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // Every query asks only for the scope's series (checked to build just above).
+    let matchers = scope.matchers().unwrap_or_default();
     let prometheus = args
         .prometheus
         .as_deref()
-        .map(|url| Evaluator::new(url, Duration::from_secs(10)))
+        .map(|url| {
+            Evaluator::new(url, Duration::from_secs(10)).map(|e| e.restricted(matchers.clone()))
+        })
         .transpose()?;
     let journal = Arc::new(Journal::open(&args.journal)?);
     let webhook_token = args
@@ -127,12 +315,33 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         };
+        let cancel = CancellationToken::new();
+        // Custom resources join the set before the engine starts, their policy too.
+        let (reloader, policy) = if args.playbook_resources {
+            let namespaces = match &args.playbook_resources_namespaces {
+                some if !some.is_empty() => Some(some.clone()),
+                _ => scope.namespaces.as_ref().map(|n| n.iter().cloned().collect()),
+            };
+            let (reloader, _) =
+                resources::start(reloader, client.clone(), namespaces, cancel.clone()).await;
+            let policy = choice.pick(&reloader.active().load()).unwrap_or_else(|| {
+                tracing::error!(
+                    "several policies are loaded and none was chosen (pass --policy FILE); \
+                     keeping the one chosen from the files"
+                );
+                policy
+            });
+            (reloader, policy)
+        } else {
+            (reloader, policy)
+        };
         tracing::info!(
             playbooks = reloader.active().load().playbooks().len(),
             policy = policy.name,
             ceiling = %policy.max_autonomous_risk,
             dry_run = policy.dry_run || args.dry_run,
             journal = %args.journal.display(),
+            scope = %scope,
             "salve is running"
         );
         let wasm = match crate::wasm::Host::new(crate::wasm::HostOptions::default()) {
@@ -143,7 +352,15 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             }
         };
         let metrics = crate::metrics::Metrics::default();
+        let elector = match args.election.elector(client.clone()) {
+            Ok(elector) => elector,
+            Err(reason) => {
+                eprintln!("salve run: {reason}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
         let settings = Settings {
+            leadership: elector.as_ref().map(Elector::subscribe),
             metrics: metrics.clone(),
             poll: args.poll_interval,
             force_dry_run: args.dry_run,
@@ -157,11 +374,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         let executor = Executor::new(
             client.clone(),
             Arc::clone(&journal),
-            Gate::new(policy),
+            Gate::new(policy).scoped(scope.clone()),
             prometheus.clone(),
             settings,
         );
-        let cancel = CancellationToken::new();
         let status = PlaybookStatus::of(Arc::clone(reloader.active()));
         let mut server = None;
         let alerts = match args.listen {
@@ -199,7 +415,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         let active = Arc::clone(reloader.active());
         // Event triggers: watchers for the resources and namespaces the playbooks need (fixed
         // at start; a later playbook needing more is inconclusive until a restart).
-        let scope = WatchScope::for_playbooks(active.load().playbooks());
+        let scope = WatchScope::for_playbooks(active.load().playbooks()).within(&scope);
         let events = (!scope.is_empty()).then(|| {
             let store = EventStore::new();
             tokio::spawn(store.watch(client.clone(), &scope, cancel.clone()));
@@ -250,10 +466,32 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             },
             cancel.clone(),
         ));
+        // The elector stops after the engine: the lead is released only once nothing acts.
+        let election_cancel = CancellationToken::new();
+        if let Some(mut leadership) = elector.as_ref().map(Elector::subscribe) {
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                loop {
+                    let leads = leadership.borrow_and_update().lead().is_some();
+                    metrics.leader(leads);
+                    if leadership.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let election = elector.map(|elector| tokio::spawn(elector.run(election_cancel.clone())));
         shutdown_signal().await;
         tracing::info!("shutting down");
         cancel.cancel();
         let _ = engine.await;
+        election_cancel.cancel();
+        if let Some(Ok(Err(error))) = match election {
+            Some(election) => Some(election.await),
+            None => None,
+        } {
+            tracing::warn!(%error, "the Lease was not released; another replica takes over when it expires");
+        }
         let _ = watcher.await;
         follower.abort();
         // The listener stops taking connections at once; answers in flight get a moment.

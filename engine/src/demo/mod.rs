@@ -137,7 +137,7 @@ pub async fn run(options: Options, out: &mut (impl Write + Send)) -> Result<Repo
             notify_url: Some(notifications().await?),
             wasm: crate::wasm::Host::new(crate::wasm::HostOptions::default()).ok(),
             advisor: crate::advisor::ask::Advisor::default(),
-            metrics: crate::metrics::Metrics::default(),
+            ..Settings::default()
         },
     );
     let playbooks = loaded.playbooks.clone();

@@ -35,7 +35,7 @@
 //! ceiling, and the person who rejected the next step decides what comes next.
 //!
 //! After a crash, [`Executor::recover`] finds the remediations the journal shows in flight and
-//! resumes or rolls them back (see [`recovery`]).
+//! resumes or rolls them back (see [`Executor::prepare_recovery`]).
 
 pub mod check;
 pub mod diagnose;
@@ -162,6 +162,9 @@ pub struct Settings {
     pub advisor: Advisor,
     /// Where the executor counts what it decides and does.
     pub metrics: crate::metrics::Metrics,
+    /// Under leader election, the elector's view: no step runs unless this replica leads
+    /// (`None`: a single replica, which always may).
+    pub leadership: Option<tokio::sync::watch::Receiver<crate::lease::Leadership>>,
 }
 
 impl Default for Settings {
@@ -174,6 +177,7 @@ impl Default for Settings {
             wasm: None,
             advisor: Advisor::default(),
             metrics: crate::metrics::Metrics::default(),
+            leadership: None,
         }
     }
 }
@@ -194,6 +198,8 @@ struct Inner {
     settings: Settings,
     /// Targets being remediated, with the incident remediating each.
     claims: Mutex<BTreeMap<String, Claim>>,
+    /// A node-local Salve's slot in the cluster-wide count of cordoned nodes.
+    cordons: Option<crate::scope::cordon::Cordons>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -259,8 +265,17 @@ impl Executor {
         prometheus: Option<Evaluator>,
         settings: Settings,
     ) -> Self {
+        let cordons = gate.scope().node.as_ref().map(|node| {
+            crate::scope::cordon::Cordons::new(
+                client.clone(),
+                &node.lease_namespace,
+                &node.name,
+                node.max_cordoned,
+            )
+        });
         Executor {
             inner: Arc::new(Inner {
+                cordons,
                 approvals: Approvals::new(Arc::clone(&journal)),
                 journal,
                 gate: Mutex::new(gate),
@@ -279,6 +294,29 @@ impl Executor {
             .gate
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Why this replica may not act now, when it runs under leader election and does not hold
+    /// the lead (or its lead's deadline passed); `None` when it may.
+    pub fn not_leading(&self) -> Option<&'static str> {
+        let leadership = self.inner.settings.leadership.as_ref()?;
+        let leading = leadership.borrow().may_act(tokio::time::Instant::now());
+        (!leading).then_some("this replica does not hold the lead (another one acts)")
+    }
+
+    /// Whether this replica runs under leader election.
+    pub fn elected(&self) -> bool {
+        self.inner.settings.leadership.is_some()
+    }
+
+    /// Waits until this replica leads (at once without leader election).
+    pub async fn until_leading(&self) {
+        if let Some(leadership) = &self.inner.settings.leadership {
+            let mut leadership = leadership.clone();
+            let _ = leadership
+                .wait_for(|l| l.may_act(tokio::time::Instant::now()))
+                .await;
+        }
     }
 
     /// The journal.
@@ -479,11 +517,13 @@ impl Executor {
             .any(|s| !matches!(s.decision, Decision::Skip(_)) && s.risk > ceiling);
         let advisor = &self.inner.settings.advisor;
         let set = advisor.set();
+        let scope = Arc::clone(self.gate().scope());
         let sources = Sources {
             kube: &self.inner.client,
             cluster: &self.inner.cluster,
             journal: &self.inner.journal,
             set: set.as_deref(),
+            scope: &scope,
         };
         let subject = Subject {
             incident: &plan.incident,
@@ -635,6 +675,7 @@ impl Executor {
         index: usize,
         progress: &mut Progress,
     ) -> Result<Option<Failure>> {
+        let node = self.target_node(context, plan).await;
         let request = Request {
             playbook: &context.playbook,
             playbook_ceiling: context.playbook_ceiling,
@@ -643,25 +684,19 @@ impl Executor {
             namespace: plan.target.namespace.as_deref(),
             incident: &plan.incident,
             caution: context.caution,
+            target: Some(crate::scope::Placement {
+                node: node.as_deref(),
+                ..crate::scope::Placement::of(&plan.target, &context.facts)
+            }),
         };
         // A rehearsal asks what the gate would say, and leaves its counters alone.
+        let mut admitted_at = self.now();
         let verdict = if context.rehearsal {
-            self.gate().check(&request, self.now())
+            self.gate().check(&request, admitted_at)
         } else {
-            self.gate().admit(&request, self.now())
+            self.gate().admit(&request, admitted_at)
         };
-        self.record(
-            context,
-            plan,
-            Kind::GateVerdict,
-            json!({
-                "step": step.name, "index": index, "risk": step.risk,
-                "verdict": verdict.name(), "ceiling": verdict.ceiling().risk,
-                "reason": verdict.reason(),
-                "summary": format!("{}: {}", verdict.name(), verdict.reason()),
-            }),
-        )?;
-        self.metrics().verdict(step.risk, &verdict);
+        self.verdict(context, plan, (step, index), &verdict)?;
         self.breaker_changed();
         let dry_run = match verdict {
             Verdict::Allow { dry_run, .. } => dry_run,
@@ -686,7 +721,8 @@ impl Executor {
                 match answer {
                     Ok(()) => {
                         let mut gate = self.gate();
-                        gate.action_executed(self.now());
+                        admitted_at = self.now();
+                        gate.action_executed(admitted_at);
                         gate.policy().dry_run
                     }
                     Err(reason) => return Ok(Some(Failure::Halt(reason))),
@@ -697,6 +733,33 @@ impl Executor {
             }
         };
         let dry_run = dry_run || self.inner.settings.force_dry_run || context.rehearsal;
+        // Checked last, after any wait for an approval: a replica that lost the lead meanwhile
+        // must not act (a rehearsal changes nothing and may run anywhere).
+        if !context.rehearsal
+            && let Some(why) = self.not_leading()
+        {
+            return Ok(Some(Failure::Halt(format!(
+                "step {} not run: {why}",
+                step.name
+            ))));
+        }
+        // A node-local Salve takes a slot in the cluster-wide count before it cordons its node;
+        // none free, the gate's admission is withdrawn and the plan halts, journaled as a
+        // denial.
+        if step.action == Some(Action::Cordon)
+            && !dry_run
+            && let Err(why) = self.cordon_slot().await
+        {
+            self.gate().action_withdrawn(admitted_at);
+            let denied = Verdict::Deny {
+                ceiling: verdict.ceiling(),
+                denial: crate::gate::Denial::CordonLimit,
+                reason: format!("step `{}` (risk {}) denied: {why}", step.name, step.risk),
+                until: None,
+            };
+            self.verdict(context, plan, (step, index), &denied)?;
+            return Ok(Some(Failure::Halt(denied.reason().to_string())));
+        }
         match self
             .run_step(context, plan, step, index, "steps", dry_run)
             .await?
@@ -714,6 +777,59 @@ impl Executor {
                 "step {} failed: {reason}",
                 step.name
             )))),
+        }
+    }
+
+    /// Journals the gate's `verdict` on `step` and counts it.
+    fn verdict(
+        &self,
+        context: &Context,
+        plan: &Plan,
+        (step, index): (&PlannedStep, usize),
+        verdict: &Verdict,
+    ) -> Result<()> {
+        let mut detail = json!({
+            "step": step.name, "index": index, "risk": step.risk,
+            "verdict": verdict.name(), "ceiling": verdict.ceiling().risk,
+            "reason": verdict.reason(),
+            "summary": format!("{}: {}", verdict.name(), verdict.reason()),
+        });
+        if let Verdict::Deny { denial, .. } = verdict {
+            detail["denial"] = json!(denial.as_str());
+        }
+        self.record(context, plan, Kind::GateVerdict, detail)?;
+        self.metrics().verdict(step.risk, verdict);
+        Ok(())
+    }
+
+    /// The node the plan's target (a Pod) runs on: as diagnosis read it, else — after a
+    /// restart, which journals no facts — read now for a node-local Salve; `None` when unknown
+    /// (the scope then denies).
+    async fn target_node(&self, context: &Context, plan: &Plan) -> Option<String> {
+        if let Some(node) = &context.facts.node {
+            return Some(node.clone());
+        }
+        if plan.target.kind != "Pod" || self.gate().scope().node.is_none() {
+            return None;
+        }
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.inner.client.clone(), plan.target.namespace.as_deref()?);
+        let pod = pods.get_opt(&plan.target.name).await.ok().flatten()?;
+        pod.spec?.node_name
+    }
+
+    /// A slot in the cluster-wide count of cordoned nodes, for a node-local Salve about to
+    /// cordon its node (`Ok` at once for any other Salve); `Err(why not)`.
+    async fn cordon_slot(&self) -> Result<(), String> {
+        let Some(cordons) = &self.inner.cordons else {
+            return Ok(());
+        };
+        match cordons.take(self.now()).await {
+            Ok(taken) => {
+                tracing::info!(?taken, lease = cordons.lease(), "cordon slot held");
+                Ok(())
+            }
+            Err(error) => Err(error.to_string()),
         }
     }
 
@@ -992,6 +1108,14 @@ impl Executor {
                 if !context.rehearsal {
                     self.gate().action_succeeded(self.now());
                 }
+                // The node is schedulable again: its slot in the count of cordoned nodes is free.
+                if step.action == Some(Action::Uncordon)
+                    && !outcome.dry_run
+                    && let Some(cordons) = &self.inner.cordons
+                    && let Err(error) = cordons.give_back().await
+                {
+                    tracing::warn!(%error, "the cordon slot could not be given back");
+                }
                 self.metrics().action(action, true, outcome.dry_run);
                 self.breaker_changed();
                 self.record(
@@ -1152,6 +1276,7 @@ impl Executor {
         let dry_run =
             self.gate().policy().dry_run || self.inner.settings.force_dry_run || context.rehearsal;
         let mut failed = Vec::new();
+        let node = self.target_node(context, plan).await;
         for (index, step) in undo.iter().enumerate() {
             let mut ceiling = self
                 .gate()
@@ -1159,11 +1284,37 @@ impl Executor {
             // The advisor's lower ceiling holds for rollback too; its approvals do not (undoing
             // what was approved is not a new change).
             ceiling.risk = context.caution.lower(ceiling.risk);
-            if step.risk > ceiling.risk {
-                let why = format!(
-                    "rollback step {} (risk {}) is above the ceiling `{}`: a human must run it",
-                    step.name, step.risk, ceiling.risk
-                );
+            // Undo acts on the plan's target, which the gate admitted; a plan journaled under
+            // another scope (a restart with other flags) is left to a human, as is a step above
+            // the ceiling, and nothing runs on a replica that lost the lead. A cordon (undoing
+            // an uncordon) needs its slot like any other, taken last.
+            let mut not_run = self
+                .gate()
+                .scope()
+                .admits(&crate::scope::Placement {
+                    node: node.as_deref(),
+                    ..crate::scope::Placement::of(&plan.target, &context.facts)
+                })
+                .err()
+                .map(|why| format!("outside this Salve's scope: {why}"))
+                .or_else(|| {
+                    (step.risk > ceiling.risk).then(|| {
+                        format!(
+                            "its risk {} is above the ceiling `{}`: a human must run it",
+                            step.risk, ceiling.risk
+                        )
+                    })
+                })
+                .or_else(|| {
+                    (!context.rehearsal)
+                        .then(|| self.not_leading().map(str::to_string))
+                        .flatten()
+                });
+            if not_run.is_none() && step.action == Some(Action::Cordon) && !dry_run {
+                not_run = self.cordon_slot().await.err();
+            }
+            if let Some(why) = not_run {
+                let why = format!("rollback step {} not run: {why}", step.name);
                 self.record(
                     context,
                     plan,

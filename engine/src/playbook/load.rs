@@ -103,6 +103,7 @@ impl Loaded {
 #[derive(Debug)]
 pub struct FileUnit {
     digest: [u8; 32],
+    in_memory: bool,
     documents: usize,
     entries: Vec<Entry>,
     diagnostics: Vec<Diagnostic>,
@@ -128,8 +129,19 @@ enum Compiled {
 impl FileUnit {
     /// Compiles the documents of `bytes`, read from `file`.
     pub fn compile(file: &Path, bytes: &[u8]) -> Self {
+        Self::compile_as(file, bytes, false)
+    }
+
+    /// Compiles an [`InMemoryDocument`]: like a file, but it may name no other file (see
+    /// [`load_cached`]).
+    pub fn compile_in_memory(name: &Path, text: &str) -> Self {
+        Self::compile_as(name, text.as_bytes(), true)
+    }
+
+    fn compile_as(file: &Path, bytes: &[u8], in_memory: bool) -> Self {
         let mut unit = FileUnit {
             digest: Sha256::digest(bytes).into(),
+            in_memory,
             documents: 0,
             entries: Vec::new(),
             diagnostics: Vec::new(),
@@ -179,6 +191,11 @@ impl FileUnit {
     fn add_document(&mut self, file: &Path, mut document: Document) {
         let Some(kind) = document_kind(file, &document, &mut self.diagnostics) else {
             return;
+        };
+        let blocked = if self.in_memory {
+            self.refuse_file_references(file, kind, &mut document)
+        } else {
+            Vec::new()
         };
         let shape = schema::check(kind, &document, file);
         let compile_anyway = shape.only_unknown_fields();
@@ -237,10 +254,74 @@ impl FileUnit {
                 }
             }
         }
-        let (diagnostics, files_checked) = checker.into_parts();
+        let (mut diagnostics, files_checked) = checker.into_parts();
+        // What the compiler says of a reference refused above repeats the refusal.
+        diagnostics.retain(|d| d.field.as_ref().is_none_or(|f| !blocked.contains(f)));
         self.diagnostics.extend(diagnostics);
         self.files_checked.extend(files_checked);
         self.entries.push(entry);
+    }
+
+    /// An in-memory document (a custom resource) has no directory to resolve a path against,
+    /// and must not make Salve read its own file system (a runbook's text goes to the advisor
+    /// and the API): each `runbook` and WASM `module` is an error, and is taken out of the
+    /// document so the compiler reads nothing. Returns the fields refused.
+    fn refuse_file_references(
+        &mut self,
+        file: &Path,
+        kind: DocumentKind,
+        document: &mut Document,
+    ) -> Vec<String> {
+        if kind != DocumentKind::Playbook {
+            return Vec::new();
+        }
+        let mut pointers = Vec::new();
+        if document.value.pointer("/spec/runbook").is_some() {
+            pointers.push("/spec/runbook".to_string());
+        }
+        for list in ["steps", "rollback"] {
+            let steps = document.value["spec"][list].as_array().map_or(0, Vec::len);
+            for i in 0..steps {
+                let pointer = format!("/spec/{list}/{i}/wasm/module");
+                if document.value.pointer(&pointer).is_some() {
+                    pointers.push(pointer);
+                }
+            }
+        }
+        let mut blocked = Vec::new();
+        for pointer in pointers {
+            let field = schema::field_path(&pointer);
+            let what = if pointer.ends_with("runbook") {
+                "a runbook"
+            } else {
+                "a WASM module"
+            };
+            self.diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    document.spans.value_pos(&pointer),
+                    format!(
+                        "a playbook kept as a custom resource cannot name {what}: it has no \
+                         directory to find it in, and Salve reads no file for a custom resource"
+                    ),
+                )
+                .field(field.clone())
+                .expected(format!(
+                    "no `{}`: keep a playbook that needs one in a playbook file",
+                    pointer.rsplit('/').next().unwrap_or_default()
+                )),
+            );
+            if pointer == "/spec/runbook" {
+                if let Some(spec) = document.value["spec"].as_object_mut() {
+                    spec.remove("runbook");
+                }
+            } else if let Some(module) = document.value.pointer_mut(&pointer) {
+                // Not a `.wasm` path: the compiler refuses it before looking for a file.
+                *module = Value::String(String::new());
+            }
+            blocked.push(field);
+        }
+        blocked
     }
 }
 
@@ -274,6 +355,28 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
 /// [`load_paths`], reusing the units in `cache` for files whose bytes did not change, and
 /// leaving in it exactly the files of this load.
 pub fn load_paths_cached(paths: &[PathBuf], cache: &mut LoadCache) -> Loaded {
+    load_cached(paths, &[], cache)
+}
+
+/// A document that is not a file: a custom resource rendered as YAML, under a name that says
+/// where it came from (`cluster:prod/playbook/api-restart`), which diagnostics carry as their
+/// file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InMemoryDocument {
+    /// Its name, in place of a file's path.
+    pub name: PathBuf,
+    /// Its YAML text.
+    pub text: String,
+}
+
+/// [`load_paths_cached`], plus `documents` loaded as if they were files after the files (the
+/// same checks, the names unique across both). An in-memory document may not name another
+/// file: a `runbook` or a WASM `module` in one is an error, and nothing is read for it.
+pub fn load_cached(
+    paths: &[PathBuf],
+    documents: &[InMemoryDocument],
+    cache: &mut LoadCache,
+) -> Loaded {
     let mut loaded = Loaded::default();
     let mut files = Vec::new();
     for path in paths {
@@ -315,12 +418,25 @@ pub fn load_paths_cached(paths: &[PathBuf], cache: &mut LoadCache) -> Loaded {
         units[i] = Some(Arc::new(unit));
     }
 
+    let mut in_memory = Vec::with_capacity(documents.len());
+    for document in documents {
+        let unit = match cache.units.get(&document.name) {
+            Some(unit) if unit.in_memory && unit.is_current(document.text.as_bytes()) => {
+                Arc::clone(unit)
+            }
+            _ => Arc::new(FileUnit::compile_in_memory(&document.name, &document.text)),
+        };
+        in_memory.push((document.name.clone(), unit));
+    }
+
     cache.units.clear();
-    for (file, unit) in files.into_iter().zip(units) {
-        if let Some(unit) = unit {
-            loaded.add(&file, &unit);
-            cache.units.insert(file, unit);
-        }
+    let files = files
+        .into_iter()
+        .zip(units)
+        .filter_map(|(f, u)| Some((f, u?)));
+    for (file, unit) in files.chain(in_memory) {
+        loaded.add(&file, &unit);
+        cache.units.insert(file, unit);
     }
     loaded.finish()
 }
@@ -623,6 +739,44 @@ mod tests {
             );
             assert_eq!(loaded.diagnostics[0].pos, Pos::new(3, 18));
         }
+    }
+
+    #[test]
+    fn an_in_memory_document_names_no_file_and_reads_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Files that a path relative to the working directory or absolute could reach.
+        std::fs::write(dir.path().join("a.md"), "# runbook\n").expect("write");
+        let runbook = format!("  runbook: {}\n", dir.path().join("a.md").display());
+        let text = playbook("a", &runbook).replace(
+            "    - {action: rollout_restart, risk: low}\n",
+            "    - {action: rollout_restart, risk: low}\n    - {name: g, wasm: {module: steps/g.wasm}, risk: low}\n",
+        );
+        let document = InMemoryDocument {
+            name: PathBuf::from("cluster:prod/playbook/a"),
+            text,
+        };
+        let loaded = load_cached(&[], &[document], &mut LoadCache::default());
+        let errors: Vec<(Option<&str>, &str)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.field.as_deref(), d.message.as_str()))
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert_eq!(errors[0].0, Some("spec.runbook"));
+        assert_eq!(errors[1].0, Some("spec.steps[1].wasm.module"));
+        for (_, message) in &errors {
+            assert!(
+                message.starts_with("a playbook kept as a custom resource cannot name"),
+                "{message}"
+            );
+        }
+        assert!(
+            loaded.diagnostics[0]
+                .to_string()
+                .starts_with("cluster:prod/playbook/a:"),
+            "{}",
+            loaded.diagnostics[0]
+        );
     }
 
     #[test]

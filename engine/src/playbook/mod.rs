@@ -2,6 +2,7 @@
 
 pub mod compile;
 pub mod load;
+pub mod resources;
 pub mod set;
 pub mod spec;
 pub mod watch;

@@ -8,7 +8,12 @@
 //! watched too, and the watches are re-aimed when a path resolves somewhere new. A periodic
 //! resync catches anything the kernel's notifications missed (an overflowed queue, a network
 //! file system).
+//!
+//! Documents that are not files (custom resources, see [`crate::playbook::resources`]) join
+//! every reload through a [`Documents`] source ([`Reloader::with_documents`]), which also says
+//! when they changed and hears how each reload went.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,10 +21,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::load::{LoadCache, load_paths_cached};
+use super::load::{InMemoryDocument, LoadCache, Loaded, load_cached, load_paths_cached};
 use super::set::{PlaybookSet, SetDiff};
 use crate::diagnostic::Diagnostic;
 
@@ -68,6 +73,52 @@ pub enum ReloadOutcome {
     },
 }
 
+/// Documents loaded with the files at every reload (custom resources kept in the cluster).
+pub trait Documents: Send + Sync + std::fmt::Debug {
+    /// The documents as they are now.
+    fn documents(&self) -> Vec<InMemoryDocument>;
+
+    /// Poked whenever [`Documents::documents`] would answer something new: the watcher
+    /// reloads.
+    fn changes(&self) -> Arc<Notify>;
+
+    /// How the reload that loaded [`Documents::documents`]'s last answer went.
+    fn reloaded(&self, report: &LoadReport);
+}
+
+/// What a reload made of the in-memory documents, for their source to report on them.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Every diagnostic of the load (of files and documents alike), errors and warnings.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The digest of each playbook or policy that compiled, by its document's name (whether
+    /// or not the set was taken).
+    pub digests: BTreeMap<PathBuf, String>,
+    /// Whether the new set was refused (the previous one stays active).
+    pub rejected: bool,
+    /// The set active after the reload.
+    pub active: Arc<PlaybookSet>,
+}
+
+impl LoadReport {
+    fn of(loaded: &Loaded, documents: &[InMemoryDocument]) -> Self {
+        let names: std::collections::BTreeSet<&PathBuf> =
+            documents.iter().map(|d| &d.name).collect();
+        let playbooks = loaded.playbooks.iter().map(|p| (&p.source.file, &p.digest));
+        let policies = loaded.policies.iter().map(|p| (&p.source.file, &p.digest));
+        LoadReport {
+            diagnostics: loaded.diagnostics.clone(),
+            digests: playbooks
+                .chain(policies)
+                .filter(|(file, _)| names.contains(file))
+                .map(|(file, digest)| (file.clone(), digest.clone()))
+                .collect(),
+            rejected: false,
+            active: Arc::default(),
+        }
+    }
+}
+
 /// Recompiles the set from its paths and swaps it in when valid. Files whose bytes did not
 /// change since the last load are not compiled again.
 #[derive(Debug)]
@@ -75,6 +126,7 @@ pub struct Reloader {
     paths: Vec<PathBuf>,
     active: Arc<ArcSwap<PlaybookSet>>,
     cache: Mutex<LoadCache>,
+    documents: Option<Arc<dyn Documents>>,
 }
 
 impl Reloader {
@@ -95,8 +147,16 @@ impl Reloader {
             paths,
             active: Arc::new(ArcSwap::from_pointee(set)),
             cache: Mutex::new(cache),
+            documents: None,
         };
         Ok((reloader, warnings))
+    }
+
+    /// Loads `documents` with the files at every reload from now on (the next one, which
+    /// [`watch`] does when `documents` says they changed, is the first to include them).
+    pub fn with_documents(mut self, documents: Arc<dyn Documents>) -> Self {
+        self.documents = Some(documents);
+        self
     }
 
     /// The active set; readers call `load()` on it and never block a reload.
@@ -114,7 +174,21 @@ impl Reloader {
     pub fn reload(&self) -> ReloadOutcome {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();
-        let loaded = load_paths_cached(&self.paths, &mut cache);
+        let Some(source) = &self.documents else {
+            return self.swap(load_paths_cached(&self.paths, &mut cache), started);
+        };
+        let documents = source.documents();
+        let loaded = load_cached(&self.paths, &documents, &mut cache);
+        let mut report = LoadReport::of(&loaded, &documents);
+        let outcome = self.swap(loaded, started);
+        report.rejected = matches!(outcome, ReloadOutcome::Rejected { .. });
+        report.active = self.active.load_full();
+        source.reloaded(&report);
+        outcome
+    }
+
+    /// Swaps in the set of `loaded` if it is valid and differs.
+    fn swap(&self, loaded: Loaded, started: Instant) -> ReloadOutcome {
         let warnings: Vec<Diagnostic> = loaded
             .diagnostics
             .iter()
@@ -208,12 +282,14 @@ pub async fn watch(
     let mut resync = tokio::time::interval(options.resync);
     resync.tick().await;
     let mut hangups = Hangups::new(options.reload_on_hangup);
+    let changes = reloader.documents.as_ref().map(|d| d.changes());
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             () = hangups.next() => {
                 tracing::info!("SIGHUP: reloading the playbooks and the policy");
             }
+            () = notified(changes.as_deref()) => {}
             event = rx.recv() => {
                 if event.is_none() {
                     break;
@@ -237,6 +313,14 @@ pub async fn watch(
         let _ = outcomes.try_send(outcome);
     }
     Ok(())
+}
+
+/// The next poke of `changes`, or never without one.
+async fn notified(changes: Option<&Notify>) {
+    match changes {
+        Some(changes) => changes.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// SIGHUPs, when asked for (and on Unix); otherwise a stream that never yields.

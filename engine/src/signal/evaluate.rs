@@ -41,8 +41,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Evaluator {
     client: Client,
     timeout: Duration,
-    /// A `label="value"` matcher added to every selector of every query (see [`super::scope`]).
+    /// A `label="value"` matcher added to every selector of every query (see [`super::scope`]),
+    /// and the label dropped from the answers.
     scope: Option<(String, String)>,
+    /// Matchers added to every selector of every query, their labels kept in the answers: the
+    /// Salve's namespaces or node ([`crate::scope::Scope::matchers`]).
+    matchers: Vec<promql_parser::label::Matcher>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -51,6 +55,14 @@ impl std::fmt::Debug for Evaluator {
             .field("url", &self.client.base_url())
             .field("timeout", &self.timeout)
             .field("scope", &self.scope)
+            .field(
+                "matchers",
+                &self
+                    .matchers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -67,7 +79,17 @@ impl Evaluator {
             client,
             timeout,
             scope: None,
+            matchers: Vec::new(),
         })
+    }
+
+    /// The same evaluator, asking only for series that `matchers` select: each is added to
+    /// every selector of every query it runs (a trigger's, a `verify`'s, a `wait_for`'s, a WASM
+    /// step's), so none can forget it. An expression that cannot be scoped is not sent: the
+    /// query fails, and what asked it is inconclusive.
+    pub fn restricted(mut self, matchers: Vec<promql_parser::label::Matcher>) -> Self {
+        self.matchers.extend(matchers);
+        self
     }
 
     /// The same evaluator, asking only for series labelled `label="value"`: every query it
@@ -181,11 +203,15 @@ impl Evaluator {
     ) -> std::result::Result<Vec<Sample>, String> {
         let scoped;
         let expr = match &self.scope {
-            Some((label, value)) => {
-                scoped = super::scope::scope(expr, label, value)?;
+            None if self.matchers.is_empty() => expr,
+            scope => {
+                let mut matchers = self.matchers.clone();
+                if let Some((label, value)) = scope {
+                    matchers.push(super::scope::equal(label, value));
+                }
+                scoped = super::scope::scope_with(expr, &matchers)?;
                 scoped.as_str()
             }
-            None => expr,
         };
         let query = self
             .client

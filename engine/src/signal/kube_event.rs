@@ -63,7 +63,8 @@
 //! resource and namespace of a [`WatchScope`]. An evaluation is inconclusive, never healthy,
 //! when anything it needs is missing:
 //! - a resource or namespace the trigger needs is not watched (the scope is set when the
-//!   watchers start; a playbook added later may need more);
+//!   watchers start; a playbook added later may need more), or is outside the Salve's
+//!   [`Scope`] ([`WatchScope::within`]: a Node trigger for a namespace-scoped Salve);
 //! - the first list of a needed watch has not completed;
 //! - a needed watch has been failing for [`STALE_AFTER`] (the API is unreachable, RBAC
 //!   forbids it): the last known state is kept meanwhile, and used again once the watch
@@ -95,6 +96,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::{LabelSet, Observation, Sample};
 use crate::action::TargetKind;
 use crate::playbook::{Playbook, TriggerKind};
+use crate::scope::Scope;
 
 /// How long an Event, or a container's termination, holds after it last happened.
 pub const EVENT_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -131,11 +133,14 @@ impl Resource {
     }
 }
 
-/// One watch: a resource in one namespace, or in all (Nodes have none).
+/// One watch: a resource in one namespace, or in all (Nodes have none), narrowed by a field
+/// selector for a node-local Salve.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Feed {
     resource: Resource,
     namespace: Option<String>,
+    /// `spec.nodeName=NODE` (Pods) or `metadata.name=NODE` (Nodes).
+    fields: Option<String>,
 }
 
 impl Feed {
@@ -143,6 +148,7 @@ impl Feed {
         Feed {
             resource,
             namespace: None,
+            fields: None,
         }
     }
 
@@ -150,15 +156,46 @@ impl Feed {
         Feed {
             resource,
             namespace: Some(namespace.to_string()),
+            fields: None,
         }
     }
 
-    /// `Pods`, or `Pods in namespace prod`.
+    /// `Pods`, or `Pods in namespace prod`, and the field selector.
     fn describe(&self) -> String {
-        match &self.namespace {
+        let mut text = match &self.namespace {
             Some(namespace) => format!("{} in namespace {namespace}", self.resource.as_str()),
             None => self.resource.as_str().to_string(),
+        };
+        if let Some(fields) = &self.fields {
+            text.push_str(&format!(" ({fields})"));
         }
+        text
+    }
+
+    /// The watches that read what this one would within `scope`: its namespaces (a Node is
+    /// outside a namespace scope), the node's own Pods and Node for a node-local Salve. Empty
+    /// when nothing of it is in scope.
+    fn within(&self, scope: &Scope) -> Vec<Feed> {
+        let mut feeds = match (&scope.namespaces, &self.namespace, self.resource) {
+            (None, _, _) => vec![self.clone()],
+            (Some(_), _, Resource::Nodes) => Vec::new(),
+            (Some(set), Some(namespace), _) if set.contains(namespace) => vec![self.clone()],
+            (Some(_), Some(_), _) => Vec::new(),
+            (Some(set), None, resource) => set
+                .iter()
+                .map(|namespace| Feed::namespaced(resource, namespace))
+                .collect(),
+        };
+        if let Some(node) = &scope.node {
+            for feed in &mut feeds {
+                feed.fields = match feed.resource {
+                    Resource::Pods => Some(format!("spec.nodeName={}", node.name)),
+                    Resource::Nodes => Some(format!("metadata.name={}", node.name)),
+                    Resource::Events => None,
+                };
+            }
+        }
+        feeds
     }
 }
 
@@ -193,6 +230,8 @@ fn needs(kind: TargetKind, namespaces: &[String]) -> Vec<Feed> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchScope {
     feeds: BTreeSet<Feed>,
+    /// Where this Salve may act: the watches are narrowed to it.
+    scope: Scope,
 }
 
 impl WatchScope {
@@ -215,18 +254,36 @@ impl WatchScope {
         self.feeds.extend(needs(kind, namespaces));
     }
 
+    /// The same watches narrowed to `scope`: only its namespaces (no Nodes) for a namespace
+    /// scope; only the node's own Pods (`spec.nodeName`) and Node (`metadata.name`) for a
+    /// node-local one, whose Events about other objects are then ignored. A trigger needing
+    /// something outside the scope is inconclusive.
+    pub fn within(mut self, scope: &Scope) -> Self {
+        self.scope = scope.clone();
+        self
+    }
+
     /// Whether nothing needs watching.
     pub fn is_empty(&self) -> bool {
-        self.feeds.is_empty()
+        self.feeds().is_empty()
     }
 
     /// The watches to run: one per resource and namespace, or one across all namespaces when
-    /// that is needed anyway.
+    /// that is needed anyway, narrowed to the scope.
     fn feeds(&self) -> Vec<Feed> {
-        self.feeds
+        let narrowed: BTreeSet<Feed> = self
+            .feeds
+            .iter()
+            .flat_map(|feed| feed.within(&self.scope))
+            .collect();
+        narrowed
             .iter()
             .filter(|feed| {
-                feed.namespace.is_none() || !self.feeds.contains(&Feed::all(feed.resource))
+                feed.namespace.is_none()
+                    || !narrowed.contains(&Feed {
+                        namespace: None,
+                        ..(*feed).clone()
+                    })
             })
             .cloned()
             .collect()
@@ -558,6 +615,8 @@ struct FeedState {
 struct State {
     feeds: BTreeMap<Feed, FeedState>,
     stale_after: Duration,
+    /// The scope the watches were narrowed to ([`WatchScope::within`]).
+    scope: Scope,
 }
 
 #[derive(Debug)]
@@ -595,6 +654,7 @@ impl EventStore {
                 state: Mutex::new(State {
                     feeds: BTreeMap::new(),
                     stale_after,
+                    scope: Scope::cluster(),
                 }),
                 changes,
             }),
@@ -652,6 +712,7 @@ impl EventStore {
             .values()
             .flat_map(|feed| feed.objects.values().flatten())
             .filter(|o| o.matches(kind, reasons, namespaces) && o.holds_at(at))
+            .filter(|o| state.in_scope(o))
             .map(Occurrence::labels)
             .collect();
         Observation::Holds(
@@ -674,6 +735,7 @@ impl EventStore {
         let feeds = scope.feeds();
         {
             let mut state = self.lock();
+            state.scope = scope.scope.clone();
             for feed in &feeds {
                 state.feeds.entry(feed.clone()).or_default();
             }
@@ -690,7 +752,27 @@ impl EventStore {
                     }
                     Resource::Pods => {
                         let api = api::<Pod>(client, feed.namespace.as_deref());
-                        Box::pin(run_feed(store, feed, api, pod_occurrences, cancel))
+                        // Node-local: every pod of the node is kept, reporting or not, so
+                        // Events can be told to be about one of them.
+                        let read: fn(&Pod) -> Vec<Occurrence> = if feed.fields.is_some() {
+                            |pod| {
+                                let mut found = pod_occurrences(pod);
+                                if found.is_empty() {
+                                    found.push(Occurrence {
+                                        kind: "Pod".into(),
+                                        namespace: pod.metadata.namespace.clone(),
+                                        name: pod.metadata.name.clone().unwrap_or_default(),
+                                        container: None,
+                                        reason: String::new(),
+                                        holds: Holds::WhileReported,
+                                    });
+                                }
+                                found
+                            }
+                        } else {
+                            pod_occurrences
+                        };
+                        Box::pin(run_feed(store, feed, api, read, cancel))
                     }
                     Resource::Nodes => {
                         let api = Api::<Node>::all(client);
@@ -787,10 +869,57 @@ impl EventStore {
     }
 }
 
+impl State {
+    /// Whether `occurrence` is about something in the scope: for a node-local Salve, a pod its
+    /// Pods watch (narrowed to the node) lists, or its own Node.
+    fn in_scope(&self, occurrence: &Occurrence) -> bool {
+        if self.scope.is_cluster_wide() {
+            return true;
+        }
+        let key = format!(
+            "{}/{}",
+            occurrence.namespace.as_deref().unwrap_or_default(),
+            occurrence.name
+        );
+        let local = occurrence.kind == "Pod"
+            && self.feeds.iter().any(|(feed, known)| {
+                feed.resource == Resource::Pods
+                    && feed.fields.is_some()
+                    && known.objects.contains_key(&key)
+            });
+        let node = self.scope.node.as_ref().map(|node| node.name.as_str());
+        let placement = crate::scope::Placement {
+            kind: &occurrence.kind,
+            name: &occurrence.name,
+            namespace: occurrence.namespace.as_deref(),
+            node: if local { node } else { None },
+        };
+        self.scope.admits(&placement).is_ok()
+    }
+}
+
 /// Why a trigger on `kind` in `namespaces` cannot be evaluated now, if it cannot.
 fn unknown(state: &State, kind: TargetKind, namespaces: &[String], now: Instant) -> Option<String> {
-    for need in needs(kind, namespaces) {
-        let covering = [Feed::all(need.resource), need.clone()];
+    let scope = &state.scope;
+    let needed = needs(kind, namespaces);
+    let outside = |need: &Feed| need.within(scope).is_empty();
+    // A Node trigger needs the Nodes; a namespaced one, some namespace in scope.
+    if needed
+        .iter()
+        .any(|need| need.resource == Resource::Nodes && outside(need))
+        || needed.iter().all(outside)
+    {
+        return Some(format!(
+            "a {} trigger needs watches outside this Salve's scope ({scope})",
+            kind.as_str()
+        ));
+    }
+    for need in needed.iter().flat_map(|need| need.within(scope)) {
+        let all = Feed {
+            namespace: None,
+            ..need.clone()
+        };
+        let covering = [all, need.clone()];
         let Some((feed, known)) = covering
             .iter()
             .find_map(|feed| state.feeds.get_key_value(feed))
@@ -857,7 +986,11 @@ async fn run_feed<K>(
             object.name_any()
         )
     };
-    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut config = watcher::Config::default();
+    if let Some(fields) = &feed.fields {
+        config = config.fields(fields);
+    }
+    let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
     loop {
         let next = tokio::select! {
             () = cancel.cancelled() => return,
@@ -888,6 +1021,53 @@ async fn run_feed<K>(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn watches_are_narrowed_to_the_scope() {
+        let mut everywhere = WatchScope::default();
+        everywhere.add(TargetKind::Pod, &[]);
+        everywhere.add(TargetKind::Node, &[]);
+        let described = |scope: &WatchScope| -> Vec<String> {
+            scope.feeds().iter().map(Feed::describe).collect()
+        };
+        let namespaced = everywhere
+            .clone()
+            .within(&Scope::namespaces(["a", "default"]));
+        assert_eq!(
+            described(&namespaced),
+            [
+                "Events in namespace a",
+                "Events in namespace default",
+                "Pods in namespace a",
+                "Pods in namespace default",
+            ],
+            "no Nodes, and no namespace outside"
+        );
+        let local = everywhere.within(&Scope::node_local("n1", 1, "salve"));
+        assert_eq!(
+            described(&local),
+            [
+                "Events",
+                "Pods (spec.nodeName=n1)",
+                "Nodes (metadata.name=n1)",
+            ]
+        );
+        // A trigger needing what the scope cannot see is inconclusive, never healthy.
+        let store = EventStore::new();
+        store.lock().scope = Scope::namespaces(["a"]);
+        let nodes = store.observe(TargetKind::Node, &strings(&["NodeNotReady"]), &[], t(0));
+        assert!(
+            matches!(&nodes, Observation::Inconclusive(r) if r.contains("outside this Salve's scope")),
+            "{nodes:?}"
+        );
+        let other = store.observe(
+            TargetKind::Pod,
+            &strings(&["OOMKilled"]),
+            &strings(&["b"]),
+            t(0),
+        );
+        assert!(matches!(other, Observation::Inconclusive(_)), "{other:?}");
+    }
 
     use super::*;
 

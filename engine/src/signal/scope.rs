@@ -61,11 +61,12 @@ pub fn one_of<S: AsRef<str>>(label: &str, values: &[S]) -> Result<Matcher, Strin
     }
 }
 
-/// `text` with every character a regular expression treats specially escaped.
+/// `text` with every character a regular expression treats specially escaped: the set Go's
+/// `regexp.QuoteMeta` escapes, as Prometheus (Go's RE2) reads the result.
 pub fn regex_quote(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len());
     for c in text.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+        if "\\.+*?()|[]{}^$".contains(c) {
             quoted.push('\\');
         }
         quoted.push(c);
@@ -164,6 +165,37 @@ mod tests {
             }
         }
         assert!(checked >= 10, "only {checked} queries checked");
+    }
+
+    #[test]
+    fn namespaces_become_one_anchored_alternation() {
+        let matcher = one_of("namespace", &["shop", "kube-system"]).expect("a matcher");
+        let scoped =
+            scope_with("sum(rate(x[5m])) / y", std::slice::from_ref(&matcher)).expect("scoped");
+        assert_eq!(
+            scoped.matches(r#"namespace=~"shop|kube-system""#).count(),
+            2,
+            "{scoped}"
+        );
+        // PromQL anchors the regex: exactly these, not a prefix or a part of another name.
+        assert!(matcher.is_match("shop") && matcher.is_match("kube-system"));
+        assert!(!matcher.is_match("shop2") && !matcher.is_match("x-shop"));
+        // One namespace is a plain equality.
+        let one = one_of("namespace", &["shop"]).expect("a matcher");
+        assert_eq!(one.to_string(), r#"namespace="shop""#);
+        assert!(one_of::<&str>("namespace", &[]).is_err());
+    }
+
+    #[test]
+    fn values_are_regex_quoted() {
+        assert_eq!(regex_quote("a.b|c"), r"a\.b\|c");
+        // Names that are not DNS labels still match only themselves.
+        let matcher = one_of("pod", &["a.b", "c+", r#"q"x"#]).expect("a matcher");
+        assert!(matcher.is_match("a.b") && matcher.is_match("c+") && matcher.is_match(r#"q"x"#));
+        assert!(!matcher.is_match("aXb") && !matcher.is_match("cc"));
+        let scoped = scope_with("up", &[matcher]).expect("scoped");
+        let reparsed = parse_promql(&scoped).expect("valid PromQL").to_string();
+        assert_eq!(reparsed, scoped);
     }
 
     #[test]

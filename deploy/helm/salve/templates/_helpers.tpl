@@ -59,6 +59,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (ne .Values.mode "daemonset") (or .Values.leaderElection.enabled (gt $replicas 1)) }}true{{ end }}
 {{- end }}
 
+{{/* Whether Salve uses Leases in its namespace ("true" or ""): to elect a leader, or as a
+    DaemonSet to count the nodes cordoned at once (`--max-cordoned`). */}}
+{{- define "salve.usesLeases" -}}
+{{- if or (include "salve.leaderElect" .) (eq .Values.mode "daemonset") }}true{{ end }}
+{{- end }}
+
 {{/* The policy ConfigMap's name. */}}
 {{- define "salve.policyConfigMap" -}}
 {{- default (printf "%s-policy" (include "salve.fullname" .)) .Values.policy.existingConfigMap }}
@@ -117,8 +123,13 @@ seccompProfile:
     {{- if include "salve.leaderElect" . }}
     - --leader-elect
     {{- end }}
+    {{- if .Values.playbooks.resources }}
+    - --playbook-resources
+    {{- end }}
     {{- if eq .Values.mode "daemonset" }}
     - --node-local
+    - --max-cordoned
+    - {{ .Values.daemonset.maxCordoned | quote }}
     {{- end }}
     {{- if eq .Values.mode "sidecar" }}
     - --namespace
