@@ -690,6 +690,7 @@ fn watch_paths(
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
+        let shutdown = run::Shutdown::listen();
         let reloader = Arc::new(reloader);
         let cancel = CancellationToken::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
@@ -724,7 +725,7 @@ fn watch_paths(
         let task = tokio::spawn(watch::watch(reloader, options, cancel.clone(), tx));
         // Outcomes are logged by the watcher; drain them so the channel never fills.
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        run::shutdown_signal().await;
+        shutdown.wait().await;
         tracing::info!("shutting down");
         cancel.cancel();
         let result = task.await;

@@ -308,6 +308,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
+        let shutdown = Shutdown::listen();
         let client = match client(args.kubeconfig.as_deref()).await {
             Ok(client) => client,
             Err(reason) => {
@@ -481,7 +482,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             });
         }
         let election = elector.map(|elector| tokio::spawn(elector.run(election_cancel.clone())));
-        shutdown_signal().await;
+        shutdown.wait().await;
         tracing::info!("shutting down");
         cancel.cancel();
         let _ = engine.await;
@@ -548,25 +549,40 @@ pub(crate) async fn client(kubeconfig: Option<&Path>) -> std::result::Result<kub
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
-/// SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-pub(super) async fn shutdown_signal() {
+/// SIGTERM (how Kubernetes stops a pod) or Ctrl-C (SIGINT), listened for from the moment it
+/// is made: make it first thing in the runtime, so that a signal during start-up (a pod deleted
+/// while it loads) is honoured as a graceful stop instead of killing the process.
+pub(super) struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    /// Starts listening (inside a Tokio runtime).
+    pub(super) fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = signal(SignalKind::terminate())
+                .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+                .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGTERM"))
+                .ok();
+            Shutdown { signals }
         }
+        #[cfg(not(unix))]
+        Shutdown {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Until SIGTERM or Ctrl-C (received since [`Shutdown::listen`]).
+    pub(super) async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut interrupt)) = self.signals {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
