@@ -57,10 +57,11 @@ pub struct RunArgs {
     /// recorded with each answer). Without it or `--api-auth`, the API refuses them all.
     #[arg(long, env = "SALVE_API_TOKEN_FILE", requires = "listen")]
     api_token_file: Option<PathBuf>,
-    /// Who may approve or reject over the API, in a cluster: `kubernetes` checks the bearer
-    /// token with a TokenReview (`kubernetes:AUDIENCE`: only tokens for AUDIENCE) and asks
-    /// RBAC with a SubjectAccessReview for verb `approve` or `reject` on `approvals` in API
-    /// group `salve.dev`, in the target's namespace; the user name is recorded.
+    /// Who may approve, reject or rehearse over the API, in a cluster: `kubernetes` checks the
+    /// bearer token with a TokenReview (`kubernetes:AUDIENCE`: only tokens for AUDIENCE) and
+    /// asks RBAC with a SubjectAccessReview for verb `approve` or `reject` on `approvals`
+    /// (`trigger` on `playbooks`) in API group `salve.dev`, in the target's namespace; the user
+    /// name is recorded.
     #[arg(
         long,
         env = "SALVE_API_AUTH",
