@@ -548,15 +548,7 @@ impl Elector {
                 Err(e) => return Err(e),
             }
         }
-        let current = self
-            .api
-            .get_opt(&self.name)
-            .await
-            .map_err(|source| Error::Api {
-                op: "read",
-                lease: self.lease.clone(),
-                source,
-            })?;
+        let current = self.read().await?;
         let now = Instant::now();
         self.observe(current.as_ref(), now);
         self.cached = current.clone();
@@ -811,6 +803,18 @@ impl Elector {
         released.map(|_| ())
     }
 
+    /// The Lease as stored now (`None`: there is none).
+    async fn read(&self) -> Result<Option<Lease>> {
+        self.api
+            .get_opt(&self.name)
+            .await
+            .map_err(|source| Error::Api {
+                op: "read",
+                lease: self.lease.clone(),
+                source,
+            })
+    }
+
     /// Writes the release: from the Lease last written, re-reading once on a conflict.
     /// Whether it was released (false: it no longer names us).
     async fn release_lease(&mut self) -> Result<bool> {
@@ -819,16 +823,7 @@ impl Elector {
             let current = match known.take() {
                 Some(lease) => lease,
                 None => {
-                    let read = self
-                        .api
-                        .get_opt(&self.name)
-                        .await
-                        .map_err(|source| Error::Api {
-                            op: "read",
-                            lease: self.lease.clone(),
-                            source,
-                        })?;
-                    match read {
+                    match self.read().await? {
                         Some(lease) => lease,
                         None => return Ok(false),
                     }
