@@ -24,6 +24,7 @@ mod remediation;
 mod resources;
 mod scope;
 mod signals;
+mod state;
 mod validate;
 mod wasm;
 

@@ -822,12 +822,10 @@ impl Elector {
         for _ in 0..3 {
             let current = match known.take() {
                 Some(lease) => lease,
-                None => {
-                    match self.read().await? {
-                        Some(lease) => lease,
-                        None => return Ok(false),
-                    }
-                }
+                None => match self.read().await? {
+                    Some(lease) => lease,
+                    None => return Ok(false),
+                },
             };
             let spec = current.spec.clone().unwrap_or_default();
             if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {

@@ -39,6 +39,7 @@ pub mod schema;
 pub mod scope;
 pub mod series;
 pub mod signal;
+pub mod state;
 pub mod telemetry;
 pub mod template;
 pub mod testing;
