@@ -111,3 +111,175 @@ async fn an_older_term_is_fenced() {
     assert_eq!(kinds, ["step_started", "rollback_started"]);
     assert_eq!(state.term, 2);
 }
+
+/// One replica of an elected pair: its journal mirrored to the cluster, its executor acting
+/// under `leadership`.
+struct Replica {
+    journal: std::sync::Arc<salve::journal::Journal>,
+    executor: salve::executor::Executor,
+    _dir: tempfile::TempDir,
+}
+
+fn replica(
+    client: kube::Client,
+    name: &str,
+    leadership: tokio::sync::watch::Receiver<salve::lease::Leadership>,
+) -> Replica {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = std::sync::Arc::new(
+        salve::journal::Journal::open(&dir.path().join("journal.db")).expect("journal"),
+    );
+    let store = IncidentStore::new(client.clone(), "salve-system");
+    let mirror = salve::state::ClusterMirror::start(store.clone(), name, leadership.clone())
+        .expect("a mirror");
+    journal.set_mirror(std::sync::Arc::new(mirror));
+    let policy = crate::remediation::POLICY.replace("timeout: 1s", "timeout: 60s");
+    let executor = salve::executor::Executor::new(
+        client,
+        std::sync::Arc::clone(&journal),
+        salve::gate::Gate::new(crate::remediation::policy(&policy)),
+        None,
+        salve::executor::Settings {
+            poll: std::time::Duration::from_millis(50),
+            leadership: Some(leadership),
+            takeover: Some(salve::state::Takeover {
+                store,
+                writer: name.into(),
+            }),
+            ..salve::executor::Settings::default()
+        },
+    );
+    Replica {
+        journal,
+        executor,
+        _dir: dir,
+    }
+}
+
+/// A lead of `term`, valid for a minute.
+fn leading(term: u64) -> salve::lease::Leadership {
+    let now = tokio::time::Instant::now();
+    salve::lease::Leadership::Leader(salve::lease::Lead {
+        term: salve::lease::FencingTerm(term),
+        acquired_at: now,
+        renewed_at: now,
+        valid_until: now + std::time::Duration::from_secs(60),
+    })
+}
+
+/// The writes to the Deployment's scale that were not dry runs.
+fn scalings(fake: &FakeApiServer) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| {
+            r.method != "GET"
+                && r.path.ends_with("/deployments/api/scale")
+                && r.param("dryRun").is_none()
+        })
+        .count()
+}
+
+/// Failover mid-remediation: the leader scales up, then waits for a human on its second step
+/// and dies there. The replica that takes the lead reads the incident from the cluster,
+/// resumes from the recorded step — the waiting approval, which it then gets — and runs only
+/// what was left: each step ran exactly once. The dead leader's journal, were it to come back,
+/// can record nothing more.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_leader_resumes_the_old_ones_remediation_exactly_once() {
+    let s = crate::remediation::setup(crate::remediation::POLICY, None).await;
+    s.fake
+        .register(ResourceType::custom("salve.dev/v1", KIND, PLURAL, true));
+    let client = s.fake.client().expect("a client");
+    let (to_a, lead_a) = tokio::sync::watch::channel(leading(1));
+    let (to_b, lead_b) = tokio::sync::watch::channel(salve::lease::Leadership::default());
+    let a = replica(client.clone(), "a", lead_a);
+    let b = replica(client, "b", lead_b);
+    let playbook = crate::remediation::playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: drain, action: scale, risk: high, params: {replicas: 2}}\n",
+        "  onInterrupt: resume\n",
+    );
+    let (incident, signal) = crate::remediation::opened(&playbook, "api-1");
+    let leader = {
+        let (executor, playbook, incident) =
+            (a.executor.clone(), playbook.clone(), incident.clone());
+        tokio::spawn(async move { executor.remediate(&playbook, &incident, &signal).await })
+    };
+    let approvals_a = salve::approval::Approvals::new(std::sync::Arc::clone(&a.journal));
+    let began = std::time::Instant::now();
+    while approvals_a.pending().expect("pending").is_empty() {
+        if leader.is_finished() {
+            panic!("the leader stopped before asking: {:?}", leader.await);
+        }
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "no approval asked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        crate::remediation::replicas(&s.fake),
+        5,
+        "the old leader scaled up"
+    );
+
+    // The leader dies; the other replica leads (a greater term) and takes over.
+    leader.abort();
+    to_a.send(salve::lease::Leadership::default())
+        .expect("send");
+    to_b.send(leading(2)).expect("send");
+    b.executor.take_over().await;
+    let recovery = {
+        let executor = b.executor.clone();
+        tokio::spawn(async move { executor.recover(|_| true).await })
+    };
+    let approvals_b = salve::approval::Approvals::new(std::sync::Arc::clone(&b.journal));
+    let waiting = approvals_b.pending().expect("pending");
+    assert_eq!(
+        waiting.len(),
+        1,
+        "the new leader sees the approval the old one asked for"
+    );
+    approvals_b
+        .answer(
+            &waiting[0].id,
+            salve::approval::Answer::Approve,
+            "ana",
+            chrono::Utc::now(),
+        )
+        .expect("answered");
+    let recovered = recovery.await.expect("task").expect("journaled");
+    assert_eq!(
+        recovered,
+        vec![(incident.id.clone(), salve::executor::Finish::Remediated)],
+        "{recovered:?}"
+    );
+    assert_eq!(crate::remediation::replicas(&s.fake), 2, "drain ran");
+    assert_eq!(
+        scalings(&s.fake),
+        2,
+        "scale-up once (old leader), drain once (new leader)"
+    );
+
+    // The incident in the cluster holds both leaders' entries under the new term.
+    let state = b
+        .executor
+        .journal()
+        .timeline(&incident.id)
+        .expect("timeline");
+    assert!(
+        state.iter().any(|e| e.record.detail["stateId"].is_string()),
+        "imported"
+    );
+    // The old leader's journal can record nothing more for it: it is fenced.
+    let late = a.journal.append(&salve::journal::Record {
+        at: chrono::Utc::now(),
+        kind: salve::journal::Kind::StepStarted,
+        playbook: "heal".into(),
+        incident: Some(incident.id.clone()),
+        detail: json!({"step": "drain", "index": 1}),
+    });
+    assert!(
+        matches!(late, Err(salve::journal::Error::Mirror { .. })),
+        "{late:?}"
+    );
+}

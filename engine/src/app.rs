@@ -121,11 +121,13 @@ pub async fn run(
     let mut remediations = JoinSet::new();
     match &executor {
         // Under leader election, only the leader recovers what its journal shows in flight
-        // (a follower would find every step refused and close them undone).
+        // (a follower would find every step refused and close them undone), once it has
+        // read what the previous leader left in the cluster.
         Some(executor) if executor.elected() => {
             let (executor, active) = (executor.clone(), Arc::clone(&active));
             remediations.spawn(async move {
                 executor.until_leading().await;
+                executor.take_over().await;
                 recover(&executor, &active).await;
             });
         }

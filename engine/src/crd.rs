@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
-    CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresources,
-    CustomResourceValidation, JSONSchemaProps,
+    CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresourceStatus,
+    CustomResourceSubresources, CustomResourceValidation, JSONSchemaProps,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::schema::{OptionalEnum, StructuralSchemaRewriter};
@@ -91,17 +91,22 @@ struct Kind {
     plural: &'static str,
     singular: &'static str,
     short_names: &'static [&'static str],
+    description: &'static str,
     spec: fn() -> JSONSchemaProps,
+    status: fn() -> JSONSchemaProps,
     columns: fn() -> Vec<CustomResourceColumnDefinition>,
 }
 
-const KINDS: [Kind; 2] = [
+const KINDS: [Kind; 3] = [
     Kind {
         kind: "Playbook",
         plural: "playbooks",
         singular: "playbook",
         short_names: &["pb"],
+        description: "A Salve playbook kept in the cluster; its spec is exactly the spec of the \
+                      YAML file.",
         spec: props::<PlaybookSpec>,
+        status: props::<ResourceStatus>,
         columns: || {
             vec![
                 column("Description", "string", ".spec.description", 1),
@@ -116,13 +121,34 @@ const KINDS: [Kind; 2] = [
         plural: "autonomypolicies",
         singular: "autonomypolicy",
         short_names: &["ap"],
+        description: "A Salve autonomy policy kept in the cluster; its spec is exactly the spec \
+                      of the YAML file.",
         spec: props::<PolicySpec>,
+        status: props::<ResourceStatus>,
         columns: || {
             vec![
                 column("Ceiling", "string", ".spec.maxAutonomousRisk", 0),
                 column("Dry-Run", "boolean", ".spec.dryRun", 0),
                 column("Valid", "string", VALID, 0),
                 column("Active", "string", ACTIVE, 0),
+                column("Age", "date", ".metadata.creationTimestamp", 0),
+            ]
+        },
+    },
+    Kind {
+        kind: crate::state::KIND,
+        plural: crate::state::PLURAL,
+        singular: "salveincident",
+        short_names: &["si"],
+        description: "One incident as Salve keeps it under leader election: every journal entry \
+                      of it, in order, so that the next leader resumes or rolls back what was \
+                      in flight. Written by Salve only.",
+        spec: props::<crate::state::IncidentSpec>,
+        status: props::<crate::state::IncidentState>,
+        columns: || {
+            vec![
+                column("Playbook", "string", ".spec.playbook", 0),
+                column("Term", "integer", ".status.term", 0),
                 column("Age", "date", ".metadata.creationTimestamp", 0),
             ]
         },
@@ -165,14 +191,11 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
 fn definition(kind: &Kind) -> CustomResourceDefinition {
     let object = JSONSchemaProps {
         type_: Some("object".into()),
-        description: Some(format!(
-            "A Salve {} kept in the cluster; its spec is exactly the spec of the YAML file.",
-            kind.kind
-        )),
+        description: Some(kind.description.into()),
         required: Some(vec!["spec".into()]),
         properties: Some(BTreeMap::from([
             ("spec".to_string(), (kind.spec)()),
-            ("status".to_string(), props::<ResourceStatus>()),
+            ("status".to_string(), (kind.status)()),
         ])),
         ..Default::default()
     };
@@ -203,8 +226,9 @@ fn definition(kind: &Kind) -> CustomResourceDefinition {
                 schema: Some(CustomResourceValidation {
                     open_api_v3_schema: Some(object),
                 }),
+                // `status: {}` turns the status subresource on (`null` would leave it off).
                 subresources: Some(CustomResourceSubresources {
-                    status: Some(Default::default()),
+                    status: Some(CustomResourceSubresourceStatus(json!({}))),
                     scale: None,
                 }),
                 additional_printer_columns: Some((kind.columns)()),
@@ -308,6 +332,8 @@ mod tests {
             schema_of::<PlaybookSpec>(),
             schema_of::<PolicySpec>(),
             schema_of::<ResourceStatus>(),
+            schema_of::<crate::state::IncidentSpec>(),
+            schema_of::<crate::state::IncidentState>(),
         ] {
             let props: JSONSchemaProps = serde_json::from_value(schema.clone()).expect("props");
             let back = serde_json::to_value(&props).expect("json");
@@ -389,9 +415,27 @@ mod tests {
             let mut problems = Vec::new();
             check_structural(root, &crd.spec.names.kind, &mut problems);
             assert!(problems.is_empty(), "{problems:#?}");
-            // A spec without properties would mean the generation fell back to a default.
-            let spec = &root.properties.as_ref().expect("properties")["spec"];
-            assert!(spec.properties.as_ref().is_some_and(|p| p.len() > 2));
+            // `status: {}` (not null) is what turns the status subresource on.
+            let status = version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref());
+            assert_eq!(
+                status.map(|s| &s.0),
+                Some(&json!({})),
+                "{}",
+                crd.spec.names.kind
+            );
+            // A spec or status without properties would mean the generation fell back to a
+            // default.
+            for part in ["spec", "status"] {
+                let schema = &root.properties.as_ref().expect("properties")[part];
+                assert!(
+                    schema.properties.as_ref().is_some_and(|p| !p.is_empty()),
+                    "{} {part}",
+                    crd.spec.names.kind
+                );
+            }
         }
     }
 

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -51,6 +51,17 @@ pub enum Error {
         path: PathBuf,
         /// The version found.
         found: i64,
+    },
+    /// The entry was written here but not to the journal's mirror (the cluster's copy): the
+    /// caller must not act on it.
+    #[error("journal {path}: entry {seq} not kept in the cluster: {reason}")]
+    Mirror {
+        /// The journal's file.
+        path: PathBuf,
+        /// The entry.
+        seq: i64,
+        /// Why.
+        reason: String,
     },
     /// An entry could not be read back.
     #[error("journal {path}: entry {seq} is unreadable: {reason}")]
@@ -489,6 +500,17 @@ fn prepare(connection: &Connection) -> rusqlite::Result<i64> {
 pub struct Journal {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// Where each entry of an incident is also written before `append` returns, if anywhere.
+    mirror: std::sync::OnceLock<Arc<dyn Mirror>>,
+}
+
+/// A copy of the journal's incident entries kept elsewhere (`crate::state`: the cluster), so
+/// that another replica can take over. Called after an entry is committed here and before
+/// [`Journal::append`] returns; an error fails the append, so nothing acts on an entry the
+/// copy lacks.
+pub trait Mirror: Send + Sync + std::fmt::Debug {
+    /// Keeps `record` (an incident's), written here as entry `seq`.
+    fn mirror(&self, record: &Record, seq: i64) -> std::result::Result<(), String>;
 }
 
 impl Journal {
@@ -516,7 +538,39 @@ impl Journal {
         Ok(Journal {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
+            mirror: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on, every entry of an incident is also written to `mirror` before
+    /// [`Journal::append`] returns (only the first mirror set counts).
+    pub fn set_mirror(&self, mirror: Arc<dyn Mirror>) {
+        let _ = self.mirror.set(mirror);
+    }
+
+    /// Writes `record` here only, not to the mirror: an entry read from the mirror itself (a
+    /// new leader taking over another replica's incidents).
+    pub fn import(&self, record: &Record) -> Result<i64> {
+        let connection = self.connection();
+        connection
+            .execute(INSERT, insert_params(record))
+            .map_err(self.fail())?;
+        Ok(connection.last_insert_rowid())
+    }
+
+    /// Hands the incident entry `record`, written as `seq`, to the mirror, if any.
+    fn mirrored(&self, record: &Record, seq: i64) -> Result<i64> {
+        match (self.mirror.get(), &record.incident) {
+            (Some(mirror), Some(_)) => {
+                mirror.mirror(record, seq).map_err(|reason| Error::Mirror {
+                    path: self.path.clone(),
+                    seq,
+                    reason,
+                })?;
+                Ok(seq)
+            }
+            _ => Ok(seq),
+        }
     }
 
     /// Its file.
@@ -537,13 +591,11 @@ impl Journal {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes `record`; returns its sequence number once it is on disk.
+    /// Writes `record`; returns its sequence number once it is on disk (and, for an incident's
+    /// entry with a mirror set, in the mirror too).
     pub fn append(&self, record: &Record) -> Result<i64> {
-        let connection = self.connection();
-        connection
-            .execute(INSERT, insert_params(record))
-            .map_err(self.fail())?;
-        Ok(connection.last_insert_rowid())
+        let seq = self.import(record)?;
+        self.mirrored(record, seq)
     }
 
     /// Every entry of `incident`, in the order written.
@@ -688,6 +740,8 @@ impl Journal {
             .map_err(self.fail())?;
         let seq = transaction.last_insert_rowid();
         transaction.commit().map_err(self.fail())?;
+        drop(connection);
+        self.mirrored(&record, seq)?;
         Ok(Ok((seq, outcome)))
     }
 

@@ -12,7 +12,8 @@
 //!   (`playbook::resources`);
 //! - in cluster scope, the reviews that authenticate approvers with their Kubernetes
 //!   credentials ([`REVIEWS`]);
-//! - the Lease of leader election ([`LEASES`]), always in Salve's own namespace.
+//! - what Salve keeps in its own namespace ([`LEASES`]): the Leases of leader election and of
+//!   the cordon count, and the `SalveIncident`s of leader election.
 //!
 //! Rules are merged per (API group, resource), verbs sorted and deduplicated, so the output is
 //! stable and a test can compare it exactly with the committed manifests (`tests/deploy.rs`).
@@ -71,13 +72,19 @@ pub const REVIEWS: &[Grant] = &[
     ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
 ];
 
-/// Leases in Salve's own namespace: leader election (`--leader-elect`) and, for a node-local
-/// Salve, the count of nodes cordoned at once (`--max-cordoned`).
-pub const LEASES: &[Grant] = &[(
-    "coordination.k8s.io",
-    "leases",
-    &["create", "get", "update"],
-)];
+/// What Salve keeps in its own namespace: Leases — leader election (`--leader-elect`) and, for
+/// a node-local Salve, the count of nodes cordoned at once (`--max-cordoned`) — and, under
+/// leader election, one `SalveIncident` per incident (`crate::state`: created, read, listed
+/// by a new leader, its status replaced).
+pub const LEASES: &[Grant] = &[
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["create", "get", "update"],
+    ),
+    (GROUP, "salveincidents", &["create", "get", "list"]),
+    (GROUP, "salveincidents/status", &["get", "update"]),
+];
 
 /// What a person needs to answer approvals (the answer itself, and seeing what waits) and to
 /// rehearse a playbook on demand (`trigger` on `playbooks`: every step a dry run).

@@ -10,8 +10,11 @@
 //! **fenced**: the append fails and nothing is written, so a leader that lost its lease cannot
 //! record (and so, journaling first, cannot take) another step once a newer leader wrote.
 //!
-//! Not wired into the engine yet: the journal does not mirror its entries here, and a new
-//! leader does not import them (see the "state that survives pods").
+//! With `salve run --leader-elect` the journal mirrors every incident entry here
+//! ([`ClusterMirror`]) and a replica that takes the lead imports what its journal lacks
+//! ([`Takeover`]) before recovering: the remediation the old leader left in flight is resumed
+//! or rolled back from the step it recorded, and the old leader, fenced, records (and so
+//! does) nothing more.
 
 use std::time::Duration;
 
@@ -20,8 +23,11 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::crd::{GROUP, VERSION};
+use crate::journal::{Journal, Kind, Mirror, Record};
+use crate::lease::Leadership;
 
 /// The kind's name.
 pub const KIND: &str = "SalveIncident";
@@ -33,6 +39,14 @@ pub const PLURAL: &str = "salveincidents";
 /// writers that read one version, exactly one replace lands, so N writers racing on one
 /// incident all land within N attempts; the engine has one or two (the leader, an approval).
 const ATTEMPTS: usize = 16;
+
+/// A `SalveIncident`'s spec: what it is about (its name is the incident's id).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentSpec {
+    /// The playbook whose incident it is.
+    pub playbook: String,
+}
 
 /// One journal entry as kept in the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -81,6 +95,9 @@ pub enum Error {
         /// The incident.
         incident: String,
     },
+    /// The local journal could not take an imported entry.
+    #[error("journal: {0}")]
+    Journal(String),
     /// The API refused or could not be reached.
     #[error("incident {incident}: {source}")]
     Api {
@@ -187,7 +204,7 @@ impl IncidentStore {
             labels: Some([("salve.dev/playbook".to_string(), playbook.to_string())].into()),
             ..ObjectMeta::default()
         };
-        object.data = json!({"spec": {"playbook": playbook}});
+        object.data = json!({"spec": IncidentSpec { playbook: playbook.into() }});
         self.api
             .create(&PostParams::default(), &object)
             .await
@@ -209,4 +226,209 @@ fn api(incident: &str) -> impl Fn(kube::Error) -> Error + '_ {
 
 fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
+/// Whether an entry of `kind` is the executor's, written only by the leader: a replica that
+/// does not lead must not journal one (its mirror refuses it).
+fn leaders_only(kind: Kind) -> bool {
+    !matches!(
+        kind,
+        Kind::SignalPending
+            | Kind::SignalFiring
+            | Kind::SignalResolved
+            | Kind::SignalInconclusive
+            | Kind::IncidentOpened
+            | Kind::IncidentReopened
+            | Kind::IncidentResolved
+            | Kind::ApprovalGranted
+            | Kind::ApprovalRejected
+            | Kind::ApprovalExpired
+    )
+}
+
+/// The journal's mirror in the cluster ([`Mirror`]): while this replica leads, each entry of
+/// an incident is appended to its `SalveIncident` under the lead's fencing term before the
+/// journal's append returns. An executor entry written without the lead is refused (the
+/// remediation stops there); the other entries (signals, incidents, answers) of a replica
+/// that does not lead stay in its own journal.
+///
+/// The appends run on a thread of their own, on its own runtime, so that the journal's
+/// synchronous `append` can wait for them; a caller on a Tokio runtime must be on a
+/// multi-thread one (as `salve run` is), whose worker the wait hands over meanwhile.
+pub struct ClusterMirror {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+    writer: String,
+    leadership: watch::Receiver<Leadership>,
+}
+
+impl std::fmt::Debug for ClusterMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterMirror")
+            .field("writer", &self.writer)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Job {
+    incident: String,
+    playbook: String,
+    entry: StateEntry,
+    term: u64,
+    reply: std::sync::mpsc::SyncSender<Result<(), String>>,
+}
+
+/// How long an entry may take to reach the cluster before the append fails.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ClusterMirror {
+    /// Mirrors into `store` as `writer` (the elector's identity), under `leadership`.
+    pub fn start(
+        store: IncidentStore,
+        writer: impl Into<String>,
+        leadership: watch::Receiver<Leadership>,
+    ) -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("salve-state".into())
+            .spawn(move || {
+                for job in queue {
+                    let appended = runtime
+                        .block_on(store.append(&job.incident, &job.playbook, &job.entry, job.term))
+                        .map_err(|e| e.to_string());
+                    let _ = job.reply.send(appended);
+                }
+            })?;
+        Ok(ClusterMirror {
+            jobs: std::sync::Mutex::new(jobs),
+            writer: writer.into(),
+            leadership,
+        })
+    }
+}
+
+impl Mirror for ClusterMirror {
+    fn mirror(&self, record: &Record, seq: i64) -> Result<(), String> {
+        let Some(incident) = &record.incident else {
+            return Ok(());
+        };
+        if crate::incident::is_rehearsal(incident) {
+            return Ok(());
+        }
+        let term = match self
+            .leadership
+            .borrow()
+            .acting_term(tokio::time::Instant::now())
+        {
+            Some(term) => term.0,
+            None if leaders_only(record.kind) => {
+                return Err("this replica does not hold the lead: a newer leader acts".into());
+            }
+            None => return Ok(()),
+        };
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let job = Job {
+            incident: incident.clone(),
+            playbook: record.playbook.clone(),
+            entry: StateEntry {
+                id: format!("{}/{seq}", self.writer),
+                at: record.at.to_rfc3339(),
+                kind: record.kind.as_str().into(),
+                detail: record.detail.clone(),
+            },
+            term,
+            reply,
+        };
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| "the cluster state's writer stopped".to_string())?;
+        let wait = || {
+            answer
+                .recv_timeout(MIRROR_TIMEOUT)
+                .map_err(|_| format!("no answer from the API server within {MIRROR_TIMEOUT:?}"))?
+        };
+        // Called from a runtime's worker (the executor journaling), the wait must let the
+        // runtime move that worker's other tasks (the client's own among them) elsewhere.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+    }
+}
+
+/// What a new leader reads from the cluster before recovering: every incident entry its own
+/// journal lacks, so that its recovery resumes or rolls back what the previous leader left in
+/// flight.
+#[derive(Debug, Clone)]
+pub struct Takeover {
+    /// Where the incidents are.
+    pub store: IncidentStore,
+    /// This replica's identity (as its mirror writes it).
+    pub writer: String,
+}
+
+impl Takeover {
+    /// Imports into `journal` the entries of every `SalveIncident` it lacks, in their order;
+    /// how many.
+    pub async fn import(&self, journal: &Journal) -> Result<usize, Error> {
+        let objects = self
+            .store
+            .api
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(api("*"))?;
+        let mut imported = 0;
+        for object in objects {
+            let Some(incident) = object.metadata.name.clone() else {
+                continue;
+            };
+            let playbook = object.data["spec"]["playbook"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let known: std::collections::BTreeSet<String> = journal
+                .timeline(&incident)
+                .map_err(|e| Error::Journal(e.to_string()))?
+                .into_iter()
+                .map(|e| {
+                    e.record.detail["stateId"]
+                        .as_str()
+                        .map_or_else(|| format!("{}/{}", self.writer, e.seq), str::to_string)
+                })
+                .collect();
+            for entry in state_of(&object).entries {
+                if known.contains(&entry.id) {
+                    continue;
+                }
+                let (Some(kind), Ok(at)) = (
+                    Kind::parse(&entry.kind),
+                    chrono::DateTime::parse_from_rfc3339(&entry.at),
+                ) else {
+                    tracing::warn!(
+                        incident,
+                        id = entry.id,
+                        "an unreadable entry in the cluster; skipped"
+                    );
+                    continue;
+                };
+                let mut detail = entry.detail;
+                detail["stateId"] = json!(entry.id);
+                journal
+                    .import(&Record {
+                        at: at.with_timezone(&chrono::Utc),
+                        kind,
+                        playbook: playbook.clone(),
+                        incident: Some(incident.clone()),
+                        detail,
+                    })
+                    .map_err(|e| Error::Journal(e.to_string()))?;
+                imported += 1;
+            }
+        }
+        Ok(imported)
+    }
 }

@@ -24,6 +24,7 @@ use crate::scope::Scope;
 use crate::signal::evaluate::Evaluator;
 use crate::signal::evaluation::{Alerts, Sources};
 use crate::signal::kube_event::{EventStore, WatchScope};
+use crate::state::{ClusterMirror, IncidentStore, Takeover};
 
 /// `salve run`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -108,7 +109,9 @@ struct Election {
     /// Elect a leader among the replicas on a coordination.k8s.io Lease: only the leader runs
     /// remediation steps (each step checks, after any wait for an approval, that the lead is
     /// still held); the others keep evaluating and take over when it goes. On SIGTERM the
-    /// leader parks its remediations, then releases the Lease.
+    /// leader parks its remediations, then releases the Lease. Every incident's entries are
+    /// also kept in a `SalveIncident` object in the Lease's namespace, so the next leader
+    /// resumes or rolls back what was in flight.
     #[arg(long = "leader-elect", id = "leader_elect")]
     enabled: bool,
     /// The Lease's name.
@@ -361,8 +364,27 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         };
+        // Under leader election the incidents are kept in the cluster too, beside the Lease.
+        let takeover = match (&elector, args.election.lease_namespace.as_deref()) {
+            (Some(elector), Some(namespace)) => {
+                let store = IncidentStore::new(client.clone(), namespace);
+                let mirror = ClusterMirror::start(
+                    store.clone(),
+                    elector.identity(),
+                    elector.subscribe(),
+                )
+                .map_err(Error::Runtime)?;
+                journal.set_mirror(Arc::new(mirror));
+                Some(Takeover {
+                    store,
+                    writer: elector.identity().to_string(),
+                })
+            }
+            _ => None,
+        };
         let settings = Settings {
             leadership: elector.as_ref().map(Elector::subscribe),
+            takeover,
             metrics: metrics.clone(),
             poll: args.poll_interval,
             force_dry_run: args.dry_run,

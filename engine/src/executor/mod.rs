@@ -165,6 +165,9 @@ pub struct Settings {
     /// Under leader election, the elector's view: no step runs unless this replica leads
     /// (`None`: a single replica, which always may).
     pub leadership: Option<tokio::sync::watch::Receiver<crate::lease::Leadership>>,
+    /// Under leader election, where the incidents the previous leader left are read from
+    /// when this replica takes the lead.
+    pub takeover: Option<crate::state::Takeover>,
 }
 
 impl Default for Settings {
@@ -178,6 +181,7 @@ impl Default for Settings {
             advisor: Advisor::default(),
             metrics: crate::metrics::Metrics::default(),
             leadership: None,
+            takeover: None,
         }
     }
 }
@@ -307,6 +311,23 @@ impl Executor {
     /// Whether this replica runs under leader election.
     pub fn elected(&self) -> bool {
         self.inner.settings.leadership.is_some()
+    }
+
+    /// Having just taken the lead: imports from the cluster the incident entries this
+    /// replica's journal lacks (what the previous leader did), so that recovery sees them.
+    pub async fn take_over(&self) {
+        let Some(takeover) = &self.inner.settings.takeover else {
+            return;
+        };
+        match takeover.import(&self.inner.journal).await {
+            Ok(0) => {}
+            Ok(imported) => {
+                tracing::info!(imported, "took over the previous leader's incident entries");
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read the previous leader's incidents; recovering what this journal holds");
+            }
+        }
     }
 
     /// Waits until this replica leads (at once without leader election).
