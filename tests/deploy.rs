@@ -666,8 +666,7 @@ fn check(what: &str, yaml: &str, expect: Expect) -> Vec<String> {
     }
     let wanted: &[&str] = match (expect.mode, expect.leader) {
         (Mode::Sidecar, _) => &["namespaced"],
-        (Mode::DaemonSet, _) | (_, true) => &["engine", "leader-election", "approver", "viewer"],
-        (_, false) => &["engine", "approver", "viewer"],
+        (_, _) => &["engine", "leader-election", "approver", "viewer"],
     };
     let mut kinds_sorted = kinds.clone();
     kinds_sorted.sort();

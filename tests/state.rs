@@ -112,8 +112,8 @@ async fn an_older_term_is_fenced() {
     assert_eq!(state.term, 2);
 }
 
-/// One replica of an elected pair: its journal mirrored to the cluster, its executor acting
-/// under `leadership`.
+/// One replica: its journal mirrored to the cluster, its executor acting under `leadership`
+/// (none: a single replica).
 struct Replica {
     journal: std::sync::Arc<salve::journal::Journal>,
     executor: salve::executor::Executor,
@@ -122,16 +122,20 @@ struct Replica {
 
 fn replica(
     client: kube::Client,
+    url: &str,
     name: &str,
-    leadership: tokio::sync::watch::Receiver<salve::lease::Leadership>,
+    leadership: Option<tokio::sync::watch::Receiver<salve::lease::Leadership>>,
 ) -> Replica {
     let dir = tempfile::tempdir().expect("tempdir");
     let journal = std::sync::Arc::new(
         salve::journal::Journal::open(&dir.path().join("journal.db")).expect("journal"),
     );
     let store = IncidentStore::new(client.clone(), "salve-system");
-    let mirror = salve::state::ClusterMirror::start(store.clone(), name, leadership.clone())
-        .expect("a mirror");
+    let mut config = kube::Config::new(url.parse().expect("a URL"));
+    config.default_retry = false;
+    let mirror =
+        salve::state::ClusterMirror::start(config, "salve-system", name, leadership.clone())
+            .expect("a mirror");
     journal.set_mirror(std::sync::Arc::new(mirror));
     let policy = crate::remediation::POLICY.replace("timeout: 1s", "timeout: 60s");
     let executor = salve::executor::Executor::new(
@@ -141,7 +145,7 @@ fn replica(
         None,
         salve::executor::Settings {
             poll: std::time::Duration::from_millis(50),
-            leadership: Some(leadership),
+            leadership,
             takeover: Some(salve::state::Takeover {
                 store,
                 writer: name.into(),
@@ -192,8 +196,9 @@ async fn a_new_leader_resumes_the_old_ones_remediation_exactly_once() {
     let client = s.fake.client().expect("a client");
     let (to_a, lead_a) = tokio::sync::watch::channel(leading(1));
     let (to_b, lead_b) = tokio::sync::watch::channel(salve::lease::Leadership::default());
-    let a = replica(client.clone(), "a", lead_a);
-    let b = replica(client, "b", lead_b);
+    let url = s.fake.url().to_string();
+    let a = replica(client.clone(), &url, "a", Some(lead_a));
+    let b = replica(client, &url, "b", Some(lead_b));
     let playbook = crate::remediation::playbook(
         "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: drain, action: scale, risk: high, params: {replicas: 2}}\n",
         "  onInterrupt: resume\n",
@@ -282,4 +287,71 @@ async fn a_new_leader_resumes_the_old_ones_remediation_exactly_once() {
         matches!(late, Err(salve::journal::Error::Mirror { .. })),
         "{late:?}"
     );
+}
+
+/// A single replica (no election) keeps its incidents in the cluster too (`--cluster-state`):
+/// its pod rescheduled with an empty journal reads them back at start and resumes the
+/// remediation from the recorded step — the step that ran before is not run again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rescheduled_pod_resumes_from_the_cluster() {
+    let s = crate::remediation::setup(crate::remediation::POLICY, None).await;
+    s.fake
+        .register(ResourceType::custom("salve.dev/v1", KIND, PLURAL, true));
+    let client = s.fake.client().expect("a client");
+    let url = s.fake.url().to_string();
+    let before = replica(client.clone(), &url, "pod-1", None);
+    let playbook = crate::remediation::playbook(
+        "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: drain, action: scale, risk: high, params: {replicas: 2}}\n",
+        "  onInterrupt: resume\n",
+    );
+    let (incident, signal) = crate::remediation::opened(&playbook, "api-1");
+    let running = {
+        let (executor, playbook, incident) =
+            (before.executor.clone(), playbook.clone(), incident.clone());
+        tokio::spawn(async move { executor.remediate(&playbook, &incident, &signal).await })
+    };
+    let approvals = salve::approval::Approvals::new(std::sync::Arc::clone(&before.journal));
+    let began = std::time::Instant::now();
+    while approvals.pending().expect("pending").is_empty() {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "no approval asked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The pod is deleted; its journal (an emptyDir) with it.
+    running.abort();
+    drop(before);
+    let after = replica(client, &url, "pod-2", None);
+    let recovery = {
+        let executor = after.executor.clone();
+        tokio::spawn(async move { executor.take_over().await.recover(|_| true).await })
+    };
+    let approvals = salve::approval::Approvals::new(std::sync::Arc::clone(&after.journal));
+    let began = std::time::Instant::now();
+    let waiting = loop {
+        if let Some(approval) = approvals.pending().expect("pending").pop() {
+            break approval;
+        }
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "the new pod never saw the approval"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    approvals
+        .answer(
+            &waiting.id,
+            salve::approval::Answer::Approve,
+            "ana",
+            chrono::Utc::now(),
+        )
+        .expect("answered");
+    let recovered = recovery.await.expect("task").expect("journaled");
+    assert_eq!(
+        recovered,
+        vec![(incident.id.clone(), salve::executor::Finish::Remediated)]
+    );
+    assert_eq!(crate::remediation::replicas(&s.fake), 2);
+    assert_eq!(scalings(&s.fake), 2, "scale-up once, drain once");
 }

@@ -131,8 +131,9 @@ pub async fn run(
                 recover(&executor, &active).await;
             });
         }
-        // Targets of interrupted remediations are claimed before any evaluation runs.
-        Some(executor) => match executor.prepare_recovery() {
+        // Targets of interrupted remediations are claimed before any evaluation runs, once
+        // what the cluster keeps of them (a rescheduled pod's empty journal) is read back.
+        Some(executor) => match executor.take_over().await.prepare_recovery() {
             Ok(recovery) if recovery.is_empty() => {}
             Ok(recovery) => {
                 let active = Arc::clone(&active);

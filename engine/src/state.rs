@@ -10,11 +10,11 @@
 //! **fenced**: the append fails and nothing is written, so a leader that lost its lease cannot
 //! record (and so, journaling first, cannot take) another step once a newer leader wrote.
 //!
-//! With `salve run --leader-elect` the journal mirrors every incident entry here
-//! ([`ClusterMirror`]) and a replica that takes the lead imports what its journal lacks
-//! ([`Takeover`]) before recovering: the remediation the old leader left in flight is resumed
-//! or rolled back from the step it recorded, and the old leader, fenced, records (and so
-//! does) nothing more.
+//! With `salve run --cluster-state` (implied by `--leader-elect`) the journal mirrors every
+//! incident entry here ([`ClusterMirror`]), and a replica that starts (a rescheduled pod) or
+//! takes the lead imports what its journal lacks ([`Takeover`]) before recovering: the
+//! remediation left in flight is resumed or rolled back from the step it recorded, and an old
+//! leader, fenced, records (and so does) nothing more.
 
 use std::time::Duration;
 
@@ -252,13 +252,15 @@ fn leaders_only(kind: Kind) -> bool {
 /// remediation stops there); the other entries (signals, incidents, answers) of a replica
 /// that does not lead stay in its own journal.
 ///
-/// The appends run on a thread of their own, on its own runtime, so that the journal's
-/// synchronous `append` can wait for them; a caller on a Tokio runtime must be on a
-/// multi-thread one (as `salve run` is), whose worker the wait hands over meanwhile.
+/// The appends run on a thread of their own, with a client and a runtime of their own, so that
+/// the journal's synchronous `append` can wait for them from anywhere (on a multi-thread
+/// runtime's worker, the wait hands the worker's other tasks over meanwhile).
 pub struct ClusterMirror {
     jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
     writer: String,
-    leadership: watch::Receiver<Leadership>,
+    /// Under leader election, the elector's view; `None`: a single replica, always writing
+    /// (term 0).
+    leadership: Option<watch::Receiver<Leadership>>,
 }
 
 impl std::fmt::Debug for ClusterMirror {
@@ -281,16 +283,24 @@ struct Job {
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ClusterMirror {
-    /// Mirrors into `store` as `writer` (the elector's identity), under `leadership`.
+    /// Mirrors into the `SalveIncident`s of `namespace`, through a client of its own made
+    /// from `config` (a client belongs to the runtime it was made on), as `writer` (unique per
+    /// process: the elector's identity), under `leadership` (`None`: a single replica).
     pub fn start(
-        store: IncidentStore,
+        config: kube::Config,
+        namespace: &str,
         writer: impl Into<String>,
-        leadership: watch::Receiver<Leadership>,
+        leadership: Option<watch::Receiver<Leadership>>,
     ) -> std::io::Result<Self> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let client = {
+            let _entered = runtime.enter();
+            kube::Client::try_from(config).map_err(std::io::Error::other)?
+        };
+        let store = IncidentStore::new(client, namespace);
         std::thread::Builder::new()
             .name("salve-state".into())
             .spawn(move || {
@@ -317,12 +327,15 @@ impl Mirror for ClusterMirror {
         if crate::incident::is_rehearsal(incident) {
             return Ok(());
         }
-        let term = match self
-            .leadership
-            .borrow()
-            .acting_term(tokio::time::Instant::now())
-        {
-            Some(term) => term.0,
+        let acting = match &self.leadership {
+            Some(leadership) => leadership
+                .borrow()
+                .acting_term(tokio::time::Instant::now())
+                .map(|term| term.0),
+            None => Some(0),
+        };
+        let term = match acting {
+            Some(term) => term,
             None if leaders_only(record.kind) => {
                 return Err("this replica does not hold the lead: a newer leader acts".into());
             }

@@ -114,6 +114,11 @@ struct Election {
     /// resumes or rolls back what was in flight.
     #[arg(long = "leader-elect", id = "leader_elect")]
     enabled: bool,
+    /// Keep every incident's journal entries in a `SalveIncident` object in the Lease's
+    /// namespace as well (implied by `--leader-elect`), and read them back at start: a pod
+    /// rescheduled with an empty journal resumes or rolls back what was in flight.
+    #[arg(long)]
+    cluster_state: bool,
     /// The Lease's name.
     #[arg(long, default_value = "salve", requires = "leader_elect")]
     lease_name: String,
@@ -225,8 +230,7 @@ fn is_dns_label(name: &str) -> bool {
 }
 
 impl Election {
-    /// The elector `--leader-elect` asks for, as `POD_NAME` (or the host name) with a random
-    /// suffix: unique per process, as the election needs.
+    /// The elector `--leader-elect` asks for, named by [`identity`].
     fn elector(&self, client: kube::Client) -> std::result::Result<Option<Elector>, String> {
         if !self.enabled {
             return Ok(None);
@@ -238,24 +242,45 @@ impl Election {
                     .into(),
             );
         };
-        let host = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "salve".into());
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-            ^ std::process::id();
-        let identity = format!("{host}_{nonce:08x}");
         Elector::new(
             client,
             namespace,
             &self.lease_name,
-            identity,
+            identity(),
             Timings::default(),
         )
         .map(Some)
         .map_err(|e| e.to_string())
     }
+
+    /// Where the `SalveIncident`s are kept, when they are (`--cluster-state` or
+    /// `--leader-elect`): the Lease's namespace.
+    fn state_namespace(&self) -> std::result::Result<Option<&str>, String> {
+        if !(self.enabled || self.cluster_state) {
+            return Ok(None);
+        }
+        match self.lease_namespace.as_deref().filter(|n| !n.is_empty()) {
+            Some(namespace) => Ok(Some(namespace)),
+            None => Err(
+                "--cluster-state needs a namespace: --lease-namespace NS or \
+                         POD_NAMESPACE"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// This process's identity among the replicas, as `POD_NAME` (or the host name) with a random
+/// suffix: unique per process, as the election and the cluster's copy of the journal need.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "salve".into());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id();
+    format!("{host}_{nonce:08x}")
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
@@ -365,22 +390,30 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             }
         };
         // Under leader election the incidents are kept in the cluster too, beside the Lease.
-        let takeover = match (&elector, args.election.lease_namespace.as_deref()) {
-            (Some(elector), Some(namespace)) => {
+        let takeover = match args.election.state_namespace() {
+            Ok(Some(namespace)) => {
                 let store = IncidentStore::new(client.clone(), namespace);
-                let mirror = ClusterMirror::start(
-                    store.clone(),
-                    elector.identity(),
-                    elector.subscribe(),
-                )
-                .map_err(Error::Runtime)?;
+                let writer = elector
+                    .as_ref()
+                    .map_or_else(identity, |e| e.identity().to_string());
+                let leadership = elector.as_ref().map(Elector::subscribe);
+                let config = match config(args.kubeconfig.as_deref()).await {
+                    Ok(config) => config,
+                    Err(reason) => {
+                        eprintln!("salve run: cannot reach the Kubernetes API: {reason}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                };
+                let mirror = ClusterMirror::start(config, namespace, writer.clone(), leadership)
+                    .map_err(Error::Runtime)?;
                 journal.set_mirror(Arc::new(mirror));
-                Some(Takeover {
-                    store,
-                    writer: elector.identity().to_string(),
-                })
+                Some(Takeover { store, writer })
             }
-            _ => None,
+            Ok(None) => None,
+            Err(reason) => {
+                eprintln!("salve run: {reason}");
+                return Ok(ExitCode::FAILURE);
+            }
         };
         let settings = Settings {
             leadership: elector.as_ref().map(Elector::subscribe),
@@ -556,6 +589,11 @@ pub(super) fn default_policy() -> Result<Arc<Policy>> {
 /// A client from `kubeconfig`, or from the environment (KUBECONFIG, ~/.kube/config,
 /// in-cluster), that does not retry refusals.
 pub(crate) async fn client(kubeconfig: Option<&Path>) -> std::result::Result<kube::Client, String> {
+    kube::Client::try_from(config(kubeconfig).await?).map_err(|e| e.to_string())
+}
+
+/// The configuration [`client`] makes its client from.
+async fn config(kubeconfig: Option<&Path>) -> std::result::Result<kube::Config, String> {
     let mut config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
@@ -569,7 +607,7 @@ pub(crate) async fn client(kubeconfig: Option<&Path>) -> std::result::Result<kub
     // A 429 is an answer (an eviction a disruption budget forbids fails its step now), not
     // something to retry for minutes; watchers back off on their own.
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| e.to_string())
+    Ok(config)
 }
 
 /// SIGTERM (how Kubernetes stops a pod) or Ctrl-C (SIGINT), listened for from the moment it

@@ -313,11 +313,12 @@ impl Executor {
         self.inner.settings.leadership.is_some()
     }
 
-    /// Having just taken the lead: imports from the cluster the incident entries this
-    /// replica's journal lacks (what the previous leader did), so that recovery sees them.
-    pub async fn take_over(&self) {
+    /// Having just started or taken the lead: imports from the cluster the incident entries
+    /// this replica's journal lacks (what the previous leader, or this pod before it was
+    /// rescheduled, did), so that recovery sees them. Itself, for chaining.
+    pub async fn take_over(&self) -> &Self {
         let Some(takeover) = &self.inner.settings.takeover else {
-            return;
+            return self;
         };
         match takeover.import(&self.inner.journal).await {
             Ok(0) => {}
@@ -328,6 +329,7 @@ impl Executor {
                 tracing::error!(%error, "cannot read the previous leader's incidents; recovering what this journal holds");
             }
         }
+        self
     }
 
     /// Waits until this replica leads (at once without leader election).

@@ -59,12 +59,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (ne .Values.mode "daemonset") (or .Values.leaderElection.enabled (gt $replicas 1)) }}true{{ end }}
 {{- end }}
 
-{{/* Whether Salve uses Leases in its namespace ("true" or ""): to elect a leader, or as a
-    DaemonSet to count the nodes cordoned at once (`--max-cordoned`). */}}
-{{- define "salve.usesLeases" -}}
-{{- if or (include "salve.leaderElect" .) (eq .Values.mode "daemonset") }}true{{ end }}
-{{- end }}
-
 {{/* The policy ConfigMap's name. */}}
 {{- define "salve.policyConfigMap" -}}
 {{- default (printf "%s-policy" (include "salve.fullname" .)) .Values.policy.existingConfigMap }}
@@ -122,6 +116,9 @@ seccompProfile:
     {{- end }}
     {{- if include "salve.leaderElect" . }}
     - --leader-elect
+    {{- else if ne .Values.mode "daemonset" }}
+    # Each incident kept in a SalveIncident too: a rescheduled pod resumes what was in flight.
+    - --cluster-state
     {{- end }}
     {{- if .Values.playbooks.resources }}
     - --playbook-resources
