@@ -235,13 +235,7 @@ impl Election {
         if !self.enabled {
             return Ok(None);
         }
-        let Some(namespace) = self.lease_namespace.as_deref().filter(|n| !n.is_empty()) else {
-            return Err(
-                "--leader-elect needs the Lease's namespace: --lease-namespace NS or \
-                        POD_NAMESPACE"
-                    .into(),
-            );
-        };
+        let namespace = self.namespace("--leader-elect")?;
         Elector::new(
             client,
             namespace,
@@ -259,14 +253,17 @@ impl Election {
         if !(self.enabled || self.cluster_state) {
             return Ok(None);
         }
-        match self.lease_namespace.as_deref().filter(|n| !n.is_empty()) {
-            Some(namespace) => Ok(Some(namespace)),
-            None => Err(
-                "--cluster-state needs a namespace: --lease-namespace NS or \
-                         POD_NAMESPACE"
-                    .into(),
-            ),
-        }
+        self.namespace("--cluster-state").map(Some)
+    }
+
+    /// Salve's own namespace, where `flag` keeps its objects.
+    fn namespace(&self, flag: &str) -> std::result::Result<&str, String> {
+        self.lease_namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                format!("{flag} needs Salve's namespace: --lease-namespace NS or POD_NAMESPACE")
+            })
     }
 }
 
