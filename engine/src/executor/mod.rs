@@ -370,8 +370,9 @@ impl Executor {
     /// nothing counted by the gate (its hourly budget, the breaker, the concurrent incidents)
     /// nor claimed (a real incident on the same target is remediated as if there were no
     /// rehearsal). A step above the ceiling ends the rehearsal there, as a real run would
-    /// wait; no approval is asked. It is journaled as an incident marked `rehearsal`, opened
-    /// before this returns (its id is returned) and resolved when the rehearsal ends.
+    /// wait; no approval is asked. It is journaled as an incident of its own (`reh-...`, with
+    /// who asked), opened before this returns (its id is returned) and resolved when the
+    /// rehearsal ends.
     pub fn rehearse(
         &self,
         playbook: Arc<Playbook>,

@@ -17,6 +17,8 @@
 //!   undoes what completed. The interrupted step's own effect is unknown, so it cannot be
 //!   undone from what it found: the rollback says so.
 
+use tracing::Instrument;
+
 use super::{Completed, Context, Executor, Finish, Progress, Result};
 use crate::gate::Caution;
 use crate::incident::is_rehearsal;
@@ -214,10 +216,12 @@ impl Recovery {
         let executor = &self.executor;
         let runs = self.interrupted.iter().map(|interrupted| {
             let resume = resume(&interrupted.playbook);
+            let span = super::incident_span(&interrupted.incident, &interrupted.playbook);
             async move {
                 let finish = executor.recover_one(interrupted, resume).await?;
                 Ok::<_, super::Error>((interrupted.incident.clone(), finish))
             }
+            .instrument(span)
         });
         futures_util::future::join_all(runs)
             .await
