@@ -164,6 +164,21 @@ impl Kind {
         Kind::RemediationFinished,
     ];
 
+    /// Whether an entry of this kind tells of detection: the signals and the incident's
+    /// changes (every replica journals them; the rest is the remediation's).
+    pub fn is_detection(self) -> bool {
+        matches!(
+            self,
+            Kind::SignalPending
+                | Kind::SignalFiring
+                | Kind::SignalResolved
+                | Kind::SignalInconclusive
+                | Kind::IncidentOpened
+                | Kind::IncidentReopened
+                | Kind::IncidentResolved
+        )
+    }
+
     /// The name stored and shown (`incident_opened`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -231,19 +231,11 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
 /// Whether an entry of `kind` is the executor's, written only by the leader: a replica that
 /// does not lead must not journal one (its mirror refuses it).
 fn leaders_only(kind: Kind) -> bool {
-    !matches!(
-        kind,
-        Kind::SignalPending
-            | Kind::SignalFiring
-            | Kind::SignalResolved
-            | Kind::SignalInconclusive
-            | Kind::IncidentOpened
-            | Kind::IncidentReopened
-            | Kind::IncidentResolved
-            | Kind::ApprovalGranted
-            | Kind::ApprovalRejected
-            | Kind::ApprovalExpired
-    )
+    !kind.is_detection()
+        && !matches!(
+            kind,
+            Kind::ApprovalGranted | Kind::ApprovalRejected | Kind::ApprovalExpired
+        )
 }
 
 /// The journal's mirror in the cluster ([`Mirror`]): while this replica leads, each entry of

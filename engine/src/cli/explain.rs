@@ -69,7 +69,7 @@ fn explain(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
     }
 
     writeln!(out, "\nSignals")?;
-    for entry in entries.iter().filter(|e| detection(e.record.kind)) {
+    for entry in entries.iter().filter(|e| e.record.kind.is_detection()) {
         writeln!(out, "  {}", line(&entry.record))?;
     }
 
@@ -89,25 +89,12 @@ fn explain(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
 
     writeln!(out, "\nDecisions")?;
     for entry in entries.iter().filter(|e| {
-        !detection(e.record.kind) && !matches!(e.record.kind, Kind::Advice | Kind::AdviceRejected)
+        !e.record.kind.is_detection()
+            && !matches!(e.record.kind, Kind::Advice | Kind::AdviceRejected)
     }) {
         writeln!(out, "  {}", line(&entry.record))?;
     }
     Ok(())
-}
-
-/// Whether an entry of `kind` tells of detection: the signals and the incident's changes.
-fn detection(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::SignalPending
-            | Kind::SignalFiring
-            | Kind::SignalResolved
-            | Kind::SignalInconclusive
-            | Kind::IncidentOpened
-            | Kind::IncidentReopened
-            | Kind::IncidentResolved
-    )
 }
 
 /// The correlation and the advisor's part of one consultation.
