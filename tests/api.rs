@@ -84,7 +84,7 @@ async fn get(url: &str) -> (StatusCode, Value) {
 }
 
 /// `POST url` with `body`, as `token` when given: status and JSON body.
-async fn post(url: &str, token: Option<&str>, body: &str) -> (StatusCode, Value) {
+pub(crate) async fn post(url: &str, token: Option<&str>, body: &str) -> (StatusCode, Value) {
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -526,7 +526,11 @@ async fn the_cli_reads_incidents_and_answers_approvals_through_the_api() {
 }
 
 /// Polls `GET url` until `done` holds for its answer (10 s at most); that answer.
-async fn until(url: &str, what: &str, done: impl Fn(StatusCode, &Value) -> bool) -> Value {
+pub(crate) async fn until(
+    url: &str,
+    what: &str,
+    done: impl Fn(StatusCode, &Value) -> bool,
+) -> Value {
     let began = Instant::now();
     loop {
         if let Ok(response) = reqwest::get(url).await {

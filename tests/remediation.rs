@@ -44,16 +44,20 @@ pub(crate) fn policy(spec: &str) -> Arc<Policy> {
 /// A playbook acting on Deployment shop/api with `steps` (and `extra` spec lines); without a
 /// `cooldown` in `extra`, none, so one test can remediate the same target several times.
 pub(crate) fn playbook(steps: &str, extra: &str) -> Arc<Playbook> {
+    Arc::clone(&load(&playbook_text(steps, extra)).playbooks[0])
+}
+
+/// The text of [`playbook`].
+pub(crate) fn playbook_text(steps: &str, extra: &str) -> String {
     let cooldown = if extra.contains("cooldown:") {
         ""
     } else {
         "  cooldown: 0s\n"
     };
     let extra = format!("{cooldown}{extra}");
-    let text = format!(
+    format!(
         "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {{name: heal}}\nspec:\n  trigger:\n    promql: {{expr: 'vector(1)'}}\n  target: {{kind: Deployment, namespace: shop, name: api}}\n  steps:\n{steps}{extra}"
-    );
-    Arc::clone(&load(&text).playbooks[0])
+    )
 }
 
 pub(crate) struct Setup {

@@ -112,11 +112,142 @@ async fn an_older_term_is_fenced() {
     assert_eq!(state.term, 2);
 }
 
+/// An entry `id` of `kind` at `at`, with `detail`.
+fn entry_at(id: &str, kind: &str, at: &str, detail: serde_json::Value) -> StateEntry {
+    StateEntry {
+        id: id.into(),
+        at: at.into(),
+        kind: kind.into(),
+        detail,
+    }
+}
+
+/// An approval's answer is taken from any replica — not fenced, the leader's term left as it
+/// is — and the first one the cluster holds counts: another answer to the same approval is
+/// refused, while the same answer sent again (a retry) is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_answer_counts_whichever_replica_took_it() {
+    let (_fake, store) = store().await;
+    let at = "2026-11-26T08:00:00Z";
+    let asked = |n: usize, approval: &str| {
+        entry_at(
+            &format!("leader/{n}"),
+            "approval_requested",
+            at,
+            json!({"approval": approval}),
+        )
+    };
+    store
+        .append("inc-1", "heal", &asked(1, "apr-1"), 3)
+        .await
+        .expect("the leader asks");
+    let granted = entry_at(
+        "follower/9",
+        "approval_granted",
+        at,
+        json!({"approval": "apr-1", "by": "ana"}),
+    );
+    store
+        .answer("inc-1", "heal", &granted)
+        .await
+        .expect("a follower's API takes the answer");
+    store
+        .answer("inc-1", "heal", &granted)
+        .await
+        .expect("the same answer again");
+    let rejected = entry_at(
+        "leader/2",
+        "approval_rejected",
+        at,
+        json!({"approval": "apr-1", "by": "bob"}),
+    );
+    let refused = store.answer("inc-1", "heal", &rejected).await;
+    assert!(
+        matches!(&refused, Err(Error::Answered { approval, answer })
+            if approval == "apr-1" && answer == "approval_granted"),
+        "{refused:?}"
+    );
+    store
+        .append("inc-1", "heal", &asked(3, "apr-2"), 3)
+        .await
+        .expect("the leader asks again");
+    let expired = entry_at(
+        "leader/4",
+        "approval_expired",
+        at,
+        json!({"approval": "apr-2"}),
+    );
+    store
+        .answer("inc-1", "heal", &expired)
+        .await
+        .expect("another approval's answer");
+    let state = store.read("inc-1").await.expect("read").expect("stored");
+    let ids: Vec<&str> = state.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["leader/1", "follower/9", "leader/3", "leader/4"]);
+    assert_eq!(state.term, 3, "answers leave the term alone");
+}
+
+/// The leader deletes the incidents over (nothing planned, or the remediation's end recorded)
+/// and quiet for longer than the retention; one in flight (waiting for an approval) or over
+/// but recent is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn incidents_over_are_deleted_after_the_retention_in_flight_ones_kept() {
+    let (fake, store) = store().await;
+    let now = chrono::Utc::now();
+    let ago = |minutes: i64| (now - chrono::TimeDelta::minutes(minutes)).to_rfc3339();
+    let incidents = [
+        (
+            "inc-over",
+            vec![("remediation_planned", 130), ("remediation_finished", 120)],
+        ),
+        (
+            "inc-waiting",
+            vec![("remediation_planned", 130), ("approval_requested", 120)],
+        ),
+        (
+            "inc-recent",
+            vec![("remediation_planned", 20), ("remediation_finished", 10)],
+        ),
+        (
+            "inc-detected",
+            vec![("incident_opened", 130), ("incident_resolved", 120)],
+        ),
+        (
+            "inc-again",
+            vec![
+                ("remediation_planned", 140),
+                ("remediation_finished", 135),
+                ("remediation_planned", 120),
+            ],
+        ),
+    ];
+    for (incident, entries) in &incidents {
+        for (n, (kind, minutes)) in entries.iter().enumerate() {
+            let entry = entry_at(&format!("a/{n}"), kind, &ago(*minutes), json!({}));
+            store
+                .append(incident, "heal", &entry, 1)
+                .await
+                .expect("appended");
+        }
+    }
+    let importer = salve::state::Importer::new(store.clone(), "a")
+        .retaining(std::time::Duration::from_secs(3600));
+    assert_eq!(importer.collect(now).await.expect("collected"), 2);
+    let mut left: Vec<String> = fake
+        .list("salve.dev/v1", KIND, Some("salve-system"))
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["inc-again", "inc-recent", "inc-waiting"]);
+}
+
 /// One replica: its journal mirrored to the cluster, its executor acting under `leadership`
 /// (none: a single replica).
 struct Replica {
     journal: std::sync::Arc<salve::journal::Journal>,
     executor: salve::executor::Executor,
+    metrics: salve::metrics::Metrics,
     _dir: tempfile::TempDir,
 }
 
@@ -138,6 +269,7 @@ fn replica(
             .expect("a mirror");
     journal.set_mirror(std::sync::Arc::new(mirror));
     let policy = crate::remediation::POLICY.replace("timeout: 1s", "timeout: 60s");
+    let metrics = salve::metrics::Metrics::default();
     let executor = salve::executor::Executor::new(
         client,
         std::sync::Arc::clone(&journal),
@@ -146,16 +278,15 @@ fn replica(
         salve::executor::Settings {
             poll: std::time::Duration::from_millis(50),
             leadership,
-            takeover: Some(salve::state::Takeover {
-                store,
-                writer: name.into(),
-            }),
+            cluster: Some(salve::state::Importer::new(store, name)),
+            metrics: metrics.clone(),
             ..salve::executor::Settings::default()
         },
     );
     Replica {
         journal,
         executor,
+        metrics,
         _dir: dir,
     }
 }
@@ -185,10 +316,15 @@ fn scalings(fake: &FakeApiServer) -> usize {
 
 /// The playbook the takeover tests run: a step that runs, then one that waits for a human.
 fn two_steps() -> std::sync::Arc<salve::playbook::Playbook> {
-    crate::remediation::playbook(
+    std::sync::Arc::clone(&two_steps_set().playbooks[0])
+}
+
+/// [`two_steps`], loaded.
+fn two_steps_set() -> salve::playbook::load::Loaded {
+    crate::remediation::load(&crate::remediation::playbook_text(
         "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: drain, action: scale, risk: high, params: {replicas: 2}}\n",
         "  onInterrupt: resume\n",
-    )
+    ))
 }
 
 /// The approval `journal` shows waiting, once there is one (10 s at most).
@@ -318,5 +454,82 @@ async fn a_rescheduled_pod_resumes_from_the_cluster() {
         vec![(incident.id.clone(), salve::executor::Finish::Remediated)]
     );
     assert_eq!(crate::remediation::replicas(&s.fake), 2);
+    assert_eq!(scalings(&s.fake), 2, "scale-up once, drain once");
+}
+
+/// How many approvals `replica`'s engine waits for (`salve_approvals_pending`).
+fn waiting_for(replica: &Replica) -> f64 {
+    let text = replica.metrics.encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix("salve_approvals_pending ")?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (10 s at most) until `replica`'s engine waits for `want` approvals.
+async fn until_waiting_for(replica: &Replica, want: f64) {
+    let began = std::time::Instant::now();
+    while waiting_for(replica) != want {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "waiting for {} approvals, not {want}",
+            waiting_for(replica)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The engine loop under leader election: taking the lead, it recovers the remediation its
+/// journal shows in flight (waiting for an approval); losing the lead, it stops it where it
+/// stands (as if the replica had died: nothing waits any more); taking the lead back, it
+/// recovers it again — once: when the approval comes, the step runs exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_the_lead_stops_what_runs_and_taking_it_back_recovers_it_once() {
+    let s = cluster().await;
+    let (client, url) = (s.fake.client().expect("a client"), s.fake.url().to_string());
+    let (to_a, lead_a) = tokio::sync::watch::channel(leading(1));
+    let a = replica(client, &url, "a", Some(lead_a));
+    let incident = die_waiting(&a, &s.fake).await;
+    let set = salve::playbook::PlaybookSet::from_loaded(two_steps_set()).expect("a valid set");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let engine = tokio::spawn(salve::app::run(
+        std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(set)),
+        salve::signal::evaluation::Sources::default(),
+        std::sync::Arc::clone(&a.journal),
+        Some(a.executor.clone()),
+        salve::app::Options::default(),
+        cancel.clone(),
+    ));
+    until_waiting_for(&a, 1.0).await;
+    to_a.send(salve::lease::Leadership::default())
+        .expect("send");
+    until_waiting_for(&a, 0.0).await;
+    to_a.send(leading(2)).expect("send");
+    until_waiting_for(&a, 1.0).await;
+    let approval = waiting(&a.journal).await;
+    salve::approval::Approvals::new(std::sync::Arc::clone(&a.journal))
+        .answer(
+            &approval.id,
+            salve::approval::Answer::Approve,
+            "ana",
+            chrono::Utc::now(),
+        )
+        .expect("answered");
+    let began = std::time::Instant::now();
+    while !a
+        .journal
+        .timeline(&incident.id)
+        .expect("timeline")
+        .iter()
+        .any(|e| e.record.kind == salve::journal::Kind::RemediationFinished)
+    {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "not finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    engine.await.expect("the engine stops");
+    assert_eq!(crate::remediation::replicas(&s.fake), 2, "drain ran");
     assert_eq!(scalings(&s.fake), 2, "scale-up once, drain once");
 }

@@ -13,6 +13,7 @@ mod approvers;
 mod demo;
 mod deploy;
 mod events;
+mod failover;
 mod journal;
 mod kube_fake;
 mod lease;

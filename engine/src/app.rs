@@ -7,7 +7,11 @@
 //!   incident that *opens* gets a remediation ([`Executor::remediate`]); one that reopens
 //!   within its cooldown does not (that is what the cooldown is for).
 //! - On start, remediations the journal shows in flight are resumed or rolled back
-//!   ([`Executor::recover`]) alongside the new work.
+//!   ([`Executor::recover`]) alongside the new work. Under leader election that happens each
+//!   time this replica takes the lead (after reading what the cluster keeps), and losing the
+//!   lead stops every remediation where it stands, as if the replica had died: the next
+//!   leader — maybe this one again — recovers them. With the incidents kept in the cluster,
+//!   every replica follows what the others write ([`Executor::follow_cluster`]).
 //! - On shutdown (SIGTERM, Ctrl-C) evaluation stops at once; remediations in flight get the
 //!   grace period to finish, and whatever is still running then is *parked*: stopped where it
 //!   stands, which the journal records exactly, so the next start resumes or rolls it back.
@@ -119,17 +123,18 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut remediations = JoinSet::new();
+    let (leads_tx, mut leads) = mpsc::channel(4);
+    let mut following = JoinSet::new();
+    if let Some(executor) = &executor {
+        let (executor, cancel) = (executor.clone(), cancel.clone());
+        following.spawn(async move { executor.follow_cluster(cancel).await });
+    }
     match &executor {
         // Under leader election, only the leader recovers what its journal shows in flight
         // (a follower would find every step refused and close them undone), once it has
-        // read what the previous leader left in the cluster.
+        // read what the previous leader left in the cluster — each time it takes the lead.
         Some(executor) if executor.elected() => {
-            let (executor, active) = (executor.clone(), Arc::clone(&active));
-            remediations.spawn(async move {
-                executor.until_leading().await;
-                executor.take_over().await;
-                recover(&executor, &active).await;
-            });
+            following.spawn(watch_lead(executor.clone(), leads_tx, cancel.clone()));
         }
         // Targets of interrupted remediations are claimed before any evaluation runs, once
         // what the cluster keeps of them (a rescheduled pod's empty journal) is read back.
@@ -185,10 +190,71 @@ pub async fn run(
                 }
             }
             Some(_) = remediations.join_next(), if !remediations.is_empty() => {}
+            Some(change) = leads.recv() => {
+                let Some(executor) = &executor else { continue };
+                match change {
+                    LeadChange::Gained => {
+                        tracing::info!("leading: recovering the remediations in flight");
+                        let (executor, active) = (executor.clone(), Arc::clone(&active));
+                        remediations.spawn(async move {
+                            executor.take_over().await;
+                            recover(&executor, &active).await;
+                        });
+                    }
+                    LeadChange::Lost => {
+                        // As if this replica had died: what runs stops where it stands (the
+                        // cluster holds exactly that), for whoever leads next to recover.
+                        if !remediations.is_empty() {
+                            tracing::warn!(
+                                stopped = remediations.len(),
+                                "lost the lead: stopping the remediations in flight where they \
+                                 stand; the next leader resumes or rolls them back"
+                            );
+                        }
+                        remediations.shutdown().await;
+                        executor.release_all();
+                    }
+                }
+            }
         }
     }
+    following.shutdown().await;
     let _ = evaluation.await;
     park(remediations, options.grace).await;
+}
+
+/// A change of this replica's lead, under leader election.
+#[derive(Debug, Clone, Copy)]
+enum LeadChange {
+    /// It took the lead (or took it back).
+    Gained,
+    /// It lost it (or its local deadline passed).
+    Lost,
+}
+
+/// Tells `changes` each time `executor`'s replica takes or loses the lead, until `cancel`.
+async fn watch_lead(
+    executor: Executor,
+    changes: mpsc::Sender<LeadChange>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = executor.until_leading() => {}
+        }
+        // The elector is gone (it stopped with the process): nothing more will change.
+        if executor.not_leading().is_some() || changes.send(LeadChange::Gained).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = executor.until_not_leading() => {}
+        }
+        if changes.send(LeadChange::Lost).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Prepares and runs the recovery of the remediations in flight.

@@ -365,6 +365,14 @@ impl Gate {
         }
     }
 
+    /// Forgets every action recorded, and with them what the breaker remembers: as a fresh
+    /// gate, for the journal's actions to be replayed into it (again, when a replica takes
+    /// the lead back with another leader's actions imported meanwhile).
+    pub fn forget_actions(&mut self) {
+        self.actions.clear();
+        self.breaker = BreakerMemory::default();
+    }
+
     /// The same gate, denying every step whose target is outside `scope`.
     pub fn scoped(self, scope: Scope) -> Self {
         Gate {

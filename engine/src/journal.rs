@@ -52,9 +52,9 @@ pub enum Error {
         /// The version found.
         found: i64,
     },
-    /// The entry was written here but not to the journal's mirror (the cluster's copy): the
-    /// caller must not act on it.
-    #[error("journal {path}: entry {seq} not kept in the cluster: {reason}")]
+    /// The entry could not be kept in the journal's mirror (the cluster's copy), so it was
+    /// taken back here too: the caller must not act on it.
+    #[error("journal {path}: entry {seq} not kept in the cluster (nor here): {reason}")]
     Mirror {
         /// The journal's file.
         path: PathBuf,
@@ -573,19 +573,25 @@ impl Journal {
         Ok(connection.last_insert_rowid())
     }
 
-    /// Hands the incident entry `record`, written as `seq`, to the mirror, if any.
+    /// Hands the incident entry `record`, written as `seq`, to the mirror, if any. An entry
+    /// the mirror refuses (a replica that lost the lead) or cannot take is taken back: this
+    /// journal never holds what the cluster's copy lacks, so a replica that leads again later
+    /// does not read as done (or as started) what never happened.
     fn mirrored(&self, record: &Record, seq: i64) -> Result<i64> {
-        match (self.mirror.get(), &record.incident) {
-            (Some(mirror), Some(_)) => {
-                mirror.mirror(record, seq).map_err(|reason| Error::Mirror {
-                    path: self.path.clone(),
-                    seq,
-                    reason,
-                })?;
-                Ok(seq)
-            }
-            _ => Ok(seq),
-        }
+        let (Some(mirror), Some(_)) = (self.mirror.get(), &record.incident) else {
+            return Ok(seq);
+        };
+        let Err(reason) = mirror.mirror(record, seq) else {
+            return Ok(seq);
+        };
+        self.connection()
+            .execute("DELETE FROM entries WHERE seq = ?1", params![seq])
+            .map_err(self.fail())?;
+        Err(Error::Mirror {
+            path: self.path.clone(),
+            seq,
+            reason,
+        })
     }
 
     /// Its file.
@@ -794,6 +800,70 @@ mod tests {
             incident: incident.map(str::to_string),
             detail,
         }
+    }
+
+    /// A mirror that refuses every entry whose detail says `"refuse": true`.
+    #[derive(Debug)]
+    struct Picky;
+
+    impl Mirror for Picky {
+        fn mirror(&self, record: &Record, _: i64) -> std::result::Result<(), String> {
+            match record.detail["refuse"].as_bool() {
+                Some(true) => Err("refused".into()),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_the_mirror_refuses_is_not_kept_here_either() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(&dir.path().join("journal.db")).expect("open");
+        journal.set_mirror(Arc::new(Picky));
+        let kept = journal
+            .append(&record(
+                0,
+                Kind::StepStarted,
+                Some("i"),
+                json!({"step": "a"}),
+            ))
+            .expect("mirrored");
+        let refused = journal.append(&record(
+            1,
+            Kind::RemediationFinished,
+            Some("i"),
+            json!({"refuse": true}),
+        ));
+        assert!(
+            matches!(refused, Err(Error::Mirror { seq, .. }) if seq == kept + 1),
+            "{refused:?}"
+        );
+        let answered = journal.append_after(("step", "a"), |_| {
+            Ok::<_, ()>((
+                record(2, Kind::StepFailed, Some("i"), json!({"refuse": true})),
+                (),
+            ))
+        });
+        assert!(
+            matches!(answered, Err(Error::Mirror { .. })),
+            "{answered:?}"
+        );
+        let kinds: Vec<Kind> = journal
+            .timeline("i")
+            .expect("timeline")
+            .into_iter()
+            .map(|e| e.record.kind)
+            .collect();
+        assert_eq!(kinds, [Kind::StepStarted], "only what the mirror kept");
+        // Not mirrored at all (no incident): kept.
+        journal
+            .append(&record(
+                3,
+                Kind::SignalFiring,
+                None,
+                json!({"refuse": true}),
+            ))
+            .expect("kept");
     }
 
     #[test]

@@ -255,6 +255,14 @@ impl Leadership {
         }
     }
 
+    /// Until when this replica may act, if it may at `now` (a renewal moves it later).
+    pub fn acting_until(&self, now: Instant) -> Option<Instant> {
+        match self {
+            Leadership::Leader(lead) if lead.may_act(now) => Some(lead.valid_until),
+            _ => None,
+        }
+    }
+
     /// The lead as last published, even if its deadline has passed.
     pub fn lead(&self) -> Option<&Lead> {
         match self {

@@ -10,12 +10,20 @@
 //! **fenced**: the append fails and nothing is written, so a leader that lost its lease cannot
 //! record (and so, journaling first, cannot take) another step once a newer leader wrote.
 //!
+//! An approval's answer ([`IncidentStore::answer`]) is not fenced — a person's answer is not
+//! an action, and any replica's API may take it — but the cluster decides which answer counts:
+//! the first one written; another for the same approval is refused.
+//!
 //! With `salve run --cluster-state` (implied by `--leader-elect`) the journal mirrors every
-//! incident entry here ([`ClusterMirror`]), and a replica that starts (a rescheduled pod) or
-//! takes the lead imports what its journal lacks ([`Takeover`]) before recovering: the
+//! incident entry here ([`ClusterMirror`]); a replica that starts (a rescheduled pod) or
+//! takes the lead imports what its journal lacks before recovering ([`Importer`]): the
 //! remediation left in flight is resumed or rolled back from the step it recorded, and an old
-//! leader, fenced, records (and so does) nothing more.
+//! leader, fenced, records (and so does) nothing more. Meanwhile every replica follows what
+//! the others write, so a follower's API shows the leader's incidents and takes answers to its
+//! approvals; the leader deletes the objects of incidents over for longer than the retention.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,6 +32,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::crd::{GROUP, VERSION};
 use crate::journal::{Journal, Kind, Mirror, Record};
@@ -89,6 +98,14 @@ pub enum Error {
         /// This writer's.
         ours: u64,
     },
+    /// The approval was answered already (through another replica): that answer counts.
+    #[error("approval {approval} was answered already ({answer})")]
+    Answered {
+        /// The approval.
+        approval: String,
+        /// The answer that counts, as the journal spells its kind.
+        answer: String,
+    },
     /// Writers kept conflicting.
     #[error("incident {incident}: still conflicting after {ATTEMPTS} attempts")]
     Contended {
@@ -139,7 +156,7 @@ impl IncidentStore {
         Ok(object.map(|o| state_of(&o)))
     }
 
-    /// Appends `entry` to `incident` of `playbook` as a writer of `term`: created when
+    /// Appends `entry` to `incident` of `playbook` as a leader of `term`: created when
     /// missing; read again and retried on a conflict; a no-op when an entry with its id is
     /// already there; refused when a newer term wrote.
     pub async fn append(
@@ -148,6 +165,50 @@ impl IncidentStore {
         playbook: &str,
         entry: &StateEntry,
         term: u64,
+    ) -> Result<(), Error> {
+        self.write(incident, playbook, entry, Some(term)).await
+    }
+
+    /// Appends `entry`, the answer to an approval (granted, rejected, expired), from any
+    /// replica: a person's answer is not an action, so it is not fenced (a follower's API may
+    /// take it) and leaves the term as it is. The cluster decides which answer counts: one
+    /// already there for the same approval refuses this one ([`Error::Answered`]).
+    pub async fn answer(
+        &self,
+        incident: &str,
+        playbook: &str,
+        entry: &StateEntry,
+    ) -> Result<(), Error> {
+        self.write(incident, playbook, entry, None).await
+    }
+
+    /// Deletes `incident`'s object if its `resourceVersion` is still `version` (nothing was
+    /// appended since it was read); whether it was (a changed or missing object is not).
+    pub async fn delete(&self, incident: &str, version: &str) -> Result<bool, Error> {
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: Some(version.into()),
+                uid: None,
+            }),
+            ..kube::api::DeleteParams::default()
+        };
+        match self.api.delete(incident, &params).await {
+            Ok(_) => Ok(true),
+            Err(source) if is_status(&source, 409) || is_status(&source, 404) => Ok(false),
+            Err(source) => Err(Error::Api {
+                incident: incident.into(),
+                source,
+            }),
+        }
+    }
+
+    /// [`IncidentStore::append`] under `term`, or [`IncidentStore::answer`] without one.
+    async fn write(
+        &self,
+        incident: &str,
+        playbook: &str,
+        entry: &StateEntry,
+        term: Option<u64>,
     ) -> Result<(), Error> {
         for attempt in 0..ATTEMPTS {
             let object = match self.api.get_opt(incident).await.map_err(api(incident))? {
@@ -160,17 +221,32 @@ impl IncidentStore {
                 },
             };
             let mut state = state_of(&object);
-            if state.term > term {
-                return Err(Error::Fenced {
-                    incident: incident.into(),
-                    recorded: state.term,
-                    ours: term,
-                });
-            }
             if state.entries.iter().any(|e| e.id == entry.id) {
                 return Ok(());
             }
-            state.term = term;
+            match term {
+                Some(term) if state.term > term => {
+                    return Err(Error::Fenced {
+                        incident: incident.into(),
+                        recorded: state.term,
+                        ours: term,
+                    });
+                }
+                Some(term) => state.term = term,
+                None => {
+                    let approval = &entry.detail["approval"];
+                    if let Some(answered) = state
+                        .entries
+                        .iter()
+                        .find(|e| is_answer(&e.kind) && e.detail["approval"] == *approval)
+                    {
+                        return Err(Error::Answered {
+                            approval: approval.as_str().unwrap_or_default().into(),
+                            answer: answered.kind.clone(),
+                        });
+                    }
+                }
+            }
             state.entries.push(entry.clone());
             let mut updated = object;
             updated.data["status"] = json!(state);
@@ -231,18 +307,26 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
 /// Whether an entry of `kind` is the executor's, written only by the leader: a replica that
 /// does not lead must not journal one (its mirror refuses it).
 fn leaders_only(kind: Kind) -> bool {
-    !kind.is_detection()
-        && !matches!(
-            kind,
-            Kind::ApprovalGranted | Kind::ApprovalRejected | Kind::ApprovalExpired
-        )
+    !kind.is_detection() && !is_answer(kind.as_str())
+}
+
+/// Whether an entry of `kind` (as the journal spells it) answers an approval.
+fn is_answer(kind: &str) -> bool {
+    [
+        Kind::ApprovalGranted,
+        Kind::ApprovalRejected,
+        Kind::ApprovalExpired,
+    ]
+    .iter()
+    .any(|k| k.as_str() == kind)
 }
 
 /// The journal's mirror in the cluster ([`Mirror`]): while this replica leads, each entry of
 /// an incident is appended to its `SalveIncident` under the lead's fencing term before the
 /// journal's append returns. An executor entry written without the lead is refused (the
-/// remediation stops there); the other entries (signals, incidents, answers) of a replica
-/// that does not lead stay in its own journal.
+/// remediation stops there); an approval's answer is appended whoever took it
+/// ([`IncidentStore::answer`]); what a replica that does not lead detects (signals,
+/// incidents) stays in its own journal.
 ///
 /// The appends run on a thread of their own, with a client and a runtime of their own, so that
 /// the journal's synchronous `append` can wait for them from anywhere (on a multi-thread
@@ -267,7 +351,8 @@ struct Job {
     incident: String,
     playbook: String,
     entry: StateEntry,
-    term: u64,
+    /// The leader's term; `None`: an answer ([`IncidentStore::answer`]).
+    term: Option<u64>,
     reply: std::sync::mpsc::SyncSender<Result<(), String>>,
 }
 
@@ -298,7 +383,7 @@ impl ClusterMirror {
             .spawn(move || {
                 for job in queue {
                     let appended = runtime
-                        .block_on(store.append(&job.incident, &job.playbook, &job.entry, job.term))
+                        .block_on(store.write(&job.incident, &job.playbook, &job.entry, job.term))
                         .map_err(|e| e.to_string());
                     let _ = job.reply.send(appended);
                 }
@@ -326,8 +411,11 @@ impl Mirror for ClusterMirror {
                 .map(|term| term.0),
             None => Some(0),
         };
+        // An answer is kept whoever takes it (the leader must see it); an executor's entry only
+        // by the leader; what a follower detects stays in its own journal.
         let term = match acting {
-            Some(term) => term,
+            _ if is_answer(record.kind.as_str()) => None,
+            Some(term) => Some(term),
             None if leaders_only(record.kind) => {
                 return Err("this replica does not hold the lead: a newer leader acts".into());
             }
@@ -365,18 +453,46 @@ impl Mirror for ClusterMirror {
     }
 }
 
-/// What a new leader reads from the cluster before recovering: every incident entry its own
-/// journal lacks, so that its recovery resumes or rolls back what the previous leader left in
-/// flight.
+/// What a replica reads back from the cluster: at start or on taking the lead, every incident
+/// entry its journal lacks ([`Importer::import`]), so that recovery resumes or rolls back what
+/// the previous leader (or this pod before it was rescheduled) left in flight; meanwhile, every
+/// entry other replicas write as they write it ([`Importer::follow`]) — a follower's journal
+/// (and so its API) shows the leader's incidents and approvals, and the leader sees an approval
+/// answered through a follower's API. The leader also deletes the objects of incidents over
+/// for longer than the retention ([`Importer::collect`]).
 #[derive(Debug, Clone)]
-pub struct Takeover {
-    /// Where the incidents are.
-    pub store: IncidentStore,
-    /// This replica's identity (as its mirror writes it).
-    pub writer: String,
+pub struct Importer {
+    store: IncidentStore,
+    writer: String,
+    retention: Duration,
+    /// Each object's `resourceVersion` as last imported (an unchanged one is not read again);
+    /// held for a whole import, so that two imports never add an entry twice.
+    imported: Arc<tokio::sync::Mutex<HashMap<String, String>>>,
 }
 
-impl Takeover {
+/// How long an incident's object is kept once it is over, unless told otherwise.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How often the leader looks for incidents over for longer than the retention.
+const COLLECT_EVERY: Duration = Duration::from_secs(300);
+
+impl Importer {
+    /// Imports from `store` as `writer` (this replica's identity, as its mirror writes it),
+    /// keeping incidents for [`RETENTION`] once over.
+    pub fn new(store: IncidentStore, writer: impl Into<String>) -> Self {
+        Importer {
+            store,
+            writer: writer.into(),
+            retention: RETENTION,
+            imported: Arc::default(),
+        }
+    }
+
+    /// The same, keeping incidents for `retention` once over.
+    pub fn retaining(self, retention: Duration) -> Self {
+        Importer { retention, ..self }
+    }
+
     /// Imports into `journal` the entries of every `SalveIncident` it lacks, in their order;
     /// how many.
     pub async fn import(&self, journal: &Journal) -> Result<usize, Error> {
@@ -387,53 +503,179 @@ impl Takeover {
             .await
             .map_err(api("*"))?;
         let mut imported = 0;
-        for object in objects {
-            let Some(incident) = object.metadata.name.clone() else {
-                continue;
-            };
-            let playbook = object.data["spec"]["playbook"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let known: std::collections::BTreeSet<String> = journal
-                .timeline(&incident)
-                .map_err(|e| Error::Journal(e.to_string()))?
-                .into_iter()
-                .map(|e| {
-                    e.record.detail["stateId"]
-                        .as_str()
-                        .map_or_else(|| format!("{}/{}", self.writer, e.seq), str::to_string)
-                })
-                .collect();
-            for entry in state_of(&object).entries {
-                if known.contains(&entry.id) {
-                    continue;
-                }
-                let (Some(kind), Ok(at)) = (
-                    Kind::parse(&entry.kind),
-                    chrono::DateTime::parse_from_rfc3339(&entry.at),
-                ) else {
-                    tracing::warn!(
-                        incident,
-                        id = entry.id,
-                        "an unreadable entry in the cluster; skipped"
-                    );
-                    continue;
-                };
-                let mut detail = entry.detail;
-                detail["stateId"] = json!(entry.id);
-                journal
-                    .import(&Record {
-                        at: at.with_timezone(&chrono::Utc),
-                        kind,
-                        playbook: playbook.clone(),
-                        incident: Some(incident.clone()),
-                        detail,
-                    })
-                    .map_err(|e| Error::Journal(e.to_string()))?;
-                imported += 1;
-            }
+        for object in &objects {
+            imported += self.import_object(journal, object).await?;
         }
         Ok(imported)
     }
+
+    /// Follows the `SalveIncident`s until `cancel`, importing into `journal` each one's new
+    /// entries as they are written; every few minutes, while `leading` says this replica leads,
+    /// deletes those over for longer than the retention ([`Importer::collect`]).
+    pub async fn follow(
+        &self,
+        journal: &Journal,
+        leading: impl Fn() -> bool,
+        cancel: CancellationToken,
+    ) {
+        use futures_util::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let mut stream = std::pin::pin!(
+            watcher(self.store.api.clone(), watcher::Config::default()).default_backoff()
+        );
+        let mut collect = tokio::time::interval(COLLECT_EVERY);
+        collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = collect.tick() => {
+                    if leading() {
+                        match self.collect(chrono::Utc::now()).await {
+                            Ok(0) => {}
+                            Ok(deleted) => tracing::info!(deleted, "deleted incidents over"),
+                            Err(error) => tracing::warn!(%error, "cannot delete incidents over"),
+                        }
+                    }
+                    continue;
+                }
+                next = stream.next() => next,
+            };
+            let object = match next {
+                Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object))) => {
+                    object
+                }
+                Some(Ok(watcher::Event::Delete(object))) => {
+                    if let Some(name) = &object.metadata.name {
+                        self.imported.lock().await.remove(name);
+                    }
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => continue,
+                Some(Err(error)) => {
+                    tracing::warn!(
+                        error = crate::diagnostic::chain(&error),
+                        "cannot watch the SalveIncidents; retrying"
+                    );
+                    continue;
+                }
+                None => return,
+            };
+            match self.import_object(journal, &object).await {
+                Ok(0) => {}
+                Ok(imported) => tracing::debug!(
+                    incident = object.metadata.name.as_deref().unwrap_or_default(),
+                    imported,
+                    "imported another replica's incident entries"
+                ),
+                Err(error) => tracing::warn!(%error, "cannot import an incident's entries"),
+            }
+        }
+    }
+
+    /// Deletes the `SalveIncident`s of incidents over (no remediation in flight: none planned,
+    /// or its end recorded) whose last entry is older than the retention at `now`, each only
+    /// if unchanged since read; how many. Their entries stay in every journal that has them.
+    pub async fn collect(&self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, Error> {
+        let objects = self
+            .store
+            .api
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(api("*"))?;
+        let retention =
+            chrono::TimeDelta::from_std(self.retention).unwrap_or(chrono::TimeDelta::MAX);
+        let mut deleted = 0;
+        for object in &objects {
+            let (Some(name), Some(version)) =
+                (&object.metadata.name, &object.metadata.resource_version)
+            else {
+                continue;
+            };
+            let state = state_of(object);
+            let last = state
+                .entries
+                .iter()
+                .filter_map(|e| chrono::DateTime::parse_from_rfc3339(&e.at).ok())
+                .max();
+            let stale = last.is_some_and(|at| now - at.with_timezone(&chrono::Utc) > retention);
+            if stale && is_over(&state) && self.store.delete(name, version).await? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Imports the entries of `object` that `journal` lacks; how many.
+    async fn import_object(
+        &self,
+        journal: &Journal,
+        object: &DynamicObject,
+    ) -> Result<usize, Error> {
+        let Some(incident) = object.metadata.name.clone() else {
+            return Ok(0);
+        };
+        let mut imported_versions = self.imported.lock().await;
+        let version = object.metadata.resource_version.clone().unwrap_or_default();
+        if imported_versions.get(&incident) == Some(&version) {
+            return Ok(0);
+        }
+        let playbook = object.data["spec"]["playbook"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let known: std::collections::BTreeSet<String> = journal
+            .timeline(&incident)
+            .map_err(|e| Error::Journal(e.to_string()))?
+            .into_iter()
+            .map(|e| {
+                e.record.detail["stateId"]
+                    .as_str()
+                    .map_or_else(|| format!("{}/{}", self.writer, e.seq), str::to_string)
+            })
+            .collect();
+        let mut imported = 0;
+        for entry in state_of(object).entries {
+            if known.contains(&entry.id) {
+                continue;
+            }
+            let (Some(kind), Ok(at)) = (
+                Kind::parse(&entry.kind),
+                chrono::DateTime::parse_from_rfc3339(&entry.at),
+            ) else {
+                tracing::warn!(
+                    incident,
+                    id = entry.id,
+                    "an unreadable entry in the cluster; skipped"
+                );
+                continue;
+            };
+            let mut detail = entry.detail;
+            detail["stateId"] = json!(entry.id);
+            journal
+                .import(&Record {
+                    at: at.with_timezone(&chrono::Utc),
+                    kind,
+                    playbook: playbook.clone(),
+                    incident: Some(incident.clone()),
+                    detail,
+                })
+                .map_err(|e| Error::Journal(e.to_string()))?;
+            imported += 1;
+        }
+        imported_versions.insert(incident, version);
+        Ok(imported)
+    }
+}
+
+/// Whether no remediation of the incident is in flight: none was planned, or the last one
+/// planned has its end recorded.
+fn is_over(state: &IncidentState) -> bool {
+    let planned = Kind::Planned.as_str();
+    let finished = Kind::RemediationFinished.as_str();
+    state
+        .entries
+        .iter()
+        .rev()
+        .find(|e| e.kind == planned || e.kind == finished)
+        .is_none_or(|e| e.kind == finished)
 }

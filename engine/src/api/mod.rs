@@ -183,6 +183,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// A journal failure as a 500, logged.
 pub(crate) fn journal_error(e: &crate::journal::Error) -> Response {
     let message = crate::diagnostic::chain(e);
+    if let crate::journal::Error::Mirror { .. } = e {
+        // Nothing was recorded: the cluster refused it (another replica's answer counts) or
+        // could not be reached.
+        tracing::warn!(error = message, "not kept in the cluster");
+        return error(StatusCode::SERVICE_UNAVAILABLE, message);
+    }
     tracing::error!(error = message, "the API cannot read the journal");
     error(StatusCode::INTERNAL_SERVER_ERROR, message)
 }

@@ -171,7 +171,7 @@ pub enum Command {
     /// Kubernetes API under the autonomy policy, journaling every decision; hot-reload the
     /// playbooks and the policy (on every change, and on SIGHUP); stop gracefully on SIGTERM
     /// or Ctrl-C.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run a custom WASM step on an incident, or inspect what a module asks of the host.
     #[command(subcommand)]
     Step(step::StepCommand),
@@ -403,7 +403,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             watch_paths(paths, debounce_ms, prometheus.as_deref(), webhook, journal)
         }
         Command::Test { paths, prometheus } => test(&paths, prometheus.as_deref()),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Rbac(args) => rbac::run(args),
         Command::Crds(args) => crds::run(args),
         Command::Explain(args) => explain::run(args),

@@ -24,7 +24,7 @@ use crate::scope::Scope;
 use crate::signal::evaluate::Evaluator;
 use crate::signal::evaluation::{Alerts, Sources};
 use crate::signal::kube_event::{EventStore, WatchScope};
-use crate::state::{ClusterMirror, IncidentStore, Takeover};
+use crate::state::{ClusterMirror, Importer, IncidentStore};
 
 /// `salve run`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -119,9 +119,28 @@ struct Election {
     /// rescheduled with an empty journal resumes or rolls back what was in flight.
     #[arg(long)]
     cluster_state: bool,
+    /// How long an incident's `SalveIncident` is kept once it is over (no remediation in
+    /// flight, nothing written since); then the leader deletes it. Every journal that holds
+    /// its entries keeps them.
+    #[arg(long, default_value = "24h", value_parser = super::parse_duration)]
+    incident_retention: Duration,
     /// The Lease's name.
     #[arg(long, default_value = "salve", requires = "leader_elect")]
     lease_name: String,
+    /// How long after the last renewal it saw a follower may take the lead over (whole
+    /// seconds). With `--renew-deadline`, `--retry-period`: client-go's leader election
+    /// timings, checked as it checks them (lease duration > renew deadline > 1.2 × retry
+    /// period).
+    #[arg(long, default_value = "15s", value_parser = super::parse_duration, requires = "leader_elect")]
+    lease_duration: Duration,
+    /// How long after the start of its last successful renewal the leader may act: a leader
+    /// that cannot renew stops acting at this deadline, `--lease-duration` minus this before
+    /// anyone may take over.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration, requires = "leader_elect")]
+    renew_deadline: Duration,
+    /// How often the leader renews and the followers look at the Lease.
+    #[arg(long, default_value = "2s", value_parser = super::parse_duration, requires = "leader_elect")]
+    retry_period: Duration,
     /// The Lease's namespace (default: `POD_NAMESPACE`, which the chart sets from the downward
     /// API). With `--node-local`, the Lease counting cordoned nodes (`salve-cordons`) lives
     /// there too.
@@ -241,7 +260,11 @@ impl Election {
             namespace,
             &self.lease_name,
             identity(),
-            Timings::default(),
+            Timings {
+                lease_duration: self.lease_duration,
+                renew_deadline: self.renew_deadline,
+                retry_period: self.retry_period,
+            },
         )
         .map(Some)
         .map_err(|e| e.to_string())
@@ -387,7 +410,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             }
         };
         // Under leader election the incidents are kept in the cluster too, beside the Lease.
-        let takeover = match args.election.state_namespace() {
+        let cluster = match args.election.state_namespace() {
             Ok(Some(namespace)) => {
                 let store = IncidentStore::new(client.clone(), namespace);
                 let writer = elector
@@ -404,7 +427,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
                 let mirror = ClusterMirror::start(config, namespace, writer.clone(), leadership)
                     .map_err(Error::Runtime)?;
                 journal.set_mirror(Arc::new(mirror));
-                Some(Takeover { store, writer })
+                Some(Importer::new(store, writer).retaining(args.election.incident_retention))
             }
             Ok(None) => None,
             Err(reason) => {
@@ -414,7 +437,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         };
         let settings = Settings {
             leadership: elector.as_ref().map(Elector::subscribe),
-            takeover,
+            cluster,
             metrics: metrics.clone(),
             poll: args.poll_interval,
             force_dry_run: args.dry_run,

@@ -165,9 +165,10 @@ pub struct Settings {
     /// Under leader election, the elector's view: no step runs unless this replica leads
     /// (`None`: a single replica, which always may).
     pub leadership: Option<tokio::sync::watch::Receiver<crate::lease::Leadership>>,
-    /// Under leader election, where the incidents the previous leader left are read from
-    /// when this replica takes the lead.
-    pub takeover: Option<crate::state::Takeover>,
+    /// With the incidents kept in the cluster, where they are read back from: at start and on
+    /// taking the lead (what the previous leader left in flight), and as other replicas write
+    /// them (an approval answered through another replica's API).
+    pub cluster: Option<crate::state::Importer>,
 }
 
 impl Default for Settings {
@@ -181,7 +182,7 @@ impl Default for Settings {
             advisor: Advisor::default(),
             metrics: crate::metrics::Metrics::default(),
             leadership: None,
-            takeover: None,
+            cluster: None,
         }
     }
 }
@@ -317,10 +318,10 @@ impl Executor {
     /// this replica's journal lacks (what the previous leader, or this pod before it was
     /// rescheduled, did), so that recovery sees them. Itself, for chaining.
     pub async fn take_over(&self) -> &Self {
-        let Some(takeover) = &self.inner.settings.takeover else {
+        let Some(cluster) = &self.inner.settings.cluster else {
             return self;
         };
-        match takeover.import(&self.inner.journal).await {
+        match cluster.import(&self.inner.journal).await {
             Ok(0) => {}
             Ok(imported) => {
                 tracing::info!(imported, "took over the previous leader's incident entries");
@@ -330,6 +331,48 @@ impl Executor {
             }
         }
         self
+    }
+
+    /// Until `cancel`, with the incidents kept in the cluster: imports the entries other
+    /// replicas write as they write them, and while this replica leads (or runs alone),
+    /// deletes the incidents over for longer than the retention ([`crate::state::Importer`]).
+    /// Returns at once without cluster state.
+    pub async fn follow_cluster(&self, cancel: tokio_util::sync::CancellationToken) {
+        let Some(cluster) = &self.inner.settings.cluster else {
+            return;
+        };
+        cluster
+            .follow(&self.inner.journal, || self.not_leading().is_none(), cancel)
+            .await;
+    }
+
+    /// Waits until this replica does not lead any more (never without leader election).
+    pub async fn until_not_leading(&self) {
+        match &self.inner.settings.leadership {
+            Some(leadership) => {
+                let mut leadership = leadership.clone();
+                // The lead's local deadline passes without any message: look again then.
+                loop {
+                    let until = leadership
+                        .borrow()
+                        .acting_until(tokio::time::Instant::now());
+                    match until {
+                        None => return,
+                        Some(deadline) => {
+                            tokio::select! {
+                                () = tokio::time::sleep_until(deadline) => {}
+                                changed = leadership.changed() => {
+                                    if changed.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 
     /// Waits until this replica leads (at once without leader election).
@@ -1061,7 +1104,22 @@ impl Executor {
                     )));
                 }
                 State::Pending if now >= approval.expires_at => {
-                    self.inner.approvals.expire(now)?;
+                    match self.inner.approvals.expire(now) {
+                        Ok(_) => {}
+                        // The cluster refused the expiry (an answer another replica took is
+                        // there and on its way here) or cannot be reached: look again.
+                        Err(crate::approval::Error::Journal(
+                            error @ journal::Error::Mirror { .. },
+                        )) => {
+                            tracing::warn!(approval = id, %error, "cannot record the expiry yet");
+                            self.inner
+                                .settings
+                                .clock
+                                .sleep(self.inner.settings.poll)
+                                .await;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
                 }
                 State::Pending => {
                     let left = (approval.expires_at - now).to_std().unwrap_or_default();
@@ -1459,6 +1517,16 @@ impl Executor {
                 Ok(None)
             }
         }
+    }
+
+    /// Forgets every target's claim: the remediations holding them were stopped (this replica
+    /// lost the lead), and whoever leads next recovers them from the journal.
+    pub fn release_all(&self) {
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     fn release(&self, target: &str) {

@@ -126,6 +126,7 @@ impl Executor {
         }
         entries.sort_by_key(|e| e.seq);
         let mut gate = self.gate();
+        gate.forget_actions();
         for entry in entries {
             let at = entry.record.at;
             match entry.record.kind {
@@ -167,27 +168,32 @@ impl Executor {
             })?;
             return Ok(finish);
         }
-        let finish = if let Some(reason) = &interrupted.rolling_back {
-            self.gate().incident_started(incident, self.now());
-            let finish = self
-                .rollback(context, plan, progress, reason.clone())
-                .await?;
-            self.finish(&context.playbook, incident, &finish)?;
-            finish
-        } else if interrupted.approval.is_some() || resume {
-            self.execute(context, plan, progress.clone()).await?
-        } else {
-            self.gate().incident_started(incident, self.now());
-            let at = interrupted.step.as_deref().map_or(String::new(), |step| {
-                format!(" during step {step}, whose effect is unknown")
-            });
-            let reason = format!("the engine stopped mid-remediation{at}");
-            let finish = self.rollback(context, plan, progress, reason).await?;
-            self.finish(&context.playbook, incident, &finish)?;
-            finish
-        };
+        let finish = async {
+            if let Some(reason) = &interrupted.rolling_back {
+                self.gate().incident_started(incident, self.now());
+                let finish = self
+                    .rollback(context, plan, progress, reason.clone())
+                    .await?;
+                self.finish(&context.playbook, incident, &finish)?;
+                Ok(finish)
+            } else if interrupted.approval.is_some() || resume {
+                self.execute(context, plan, progress.clone()).await
+            } else {
+                self.gate().incident_started(incident, self.now());
+                let at = interrupted.step.as_deref().map_or(String::new(), |step| {
+                    format!(" during step {step}, whose effect is unknown")
+                });
+                let reason = format!("the engine stopped mid-remediation{at}");
+                let finish = self.rollback(context, plan, progress, reason).await?;
+                self.finish(&context.playbook, incident, &finish)?;
+                Ok(finish)
+            }
+        }
+        .await;
+        // Released however it ended: stopped by the journal (this replica lost the lead), the
+        // remediation is another leader's to recover, or this one's when it leads again.
         self.release(&plan.target.to_string());
-        Ok(finish)
+        finish
     }
 }
 

@@ -1,0 +1,406 @@
+//! Two `salve run --leader-elect` processes, each with its own journal, against the fake API
+//! server through their own `kube::Client`, and a real Prometheus for the trigger: the
+//! follower keeps up with the leader's incidents (its API shows them and takes an approval the
+//! leader then acts on), and when the leader is killed (SIGKILL, mid-remediation) the other
+//! replica takes the lead and resumes from the recorded step — every step runs exactly once.
+//!
+//! # Against a real cluster
+//!
+//! With `SALVE_TEST_KUBECONFIG=/path/to/kubeconfig` the test runs against that cluster in a
+//! fresh namespace `salve-test-…` (deleted at the end) holding the Deployment, the Lease and
+//! the `SalveIncident`s; the CRDs must be installed first (`salve crds | kubectl apply -f -`).
+//! There, "exactly once" is read from the `SalveIncident`'s entries and the Deployment's
+//! replicas; against the fake, the scale writes it received are counted too.
+//!
+//! ```text
+//! SALVE_TEST_KUBECONFIG=~/.kube/kind cargo test --test tests -- failover:: --nocapture
+//! ```
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use reqwest::StatusCode;
+use salve::kube_fake::{FakeApiServer, ResourceType};
+use salve::prometheus::{self, Scenario};
+use salve::state::{IncidentState, KIND, PLURAL};
+use serde_json::{Value, json};
+
+use crate::api::{post, until};
+use crate::{Daemon, KUBECONFIG, free_port, real_config};
+
+/// An approver's token, and the token file naming her.
+const ANA: &str = "ana-0123456789abcdef";
+
+/// Three scale steps: the first runs on its own, the other two wait for a human (risk high
+/// above the policy's `medium`); interrupted, the remediation is resumed.
+const PLAYBOOK: &str = "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: heal}\nspec:\n  trigger:\n    promql: {expr: 'vector(1)'}\n    interval: 1s\n  target: {kind: Deployment, namespace: NAMESPACE, name: api}\n  cooldown: 1h\n  onInterrupt: resume\n  steps:\n    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: drain, action: scale, risk: high, params: {replicas: 2}}\n    - {name: settle, action: scale, risk: high, params: {replicas: 3}}\n";
+
+const POLICY: &str = "apiVersion: salve.dev/v1\nkind: AutonomyPolicy\nmetadata: {name: ha}\nspec:\n  maxAutonomousRisk: medium\n  dryRun: false\n  approval: {timeout: 10m}\n";
+
+/// The API server (the fake, or a real cluster's test namespace) and the files both replicas
+/// read.
+struct Env {
+    fake: Option<FakeApiServer>,
+    client: kube::Client,
+    namespace: String,
+    kubeconfig: PathBuf,
+    /// A real cluster's (to delete the namespace at the end).
+    real: bool,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deployment = |namespace: &str| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "api", "namespace": namespace},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "api"}},
+                    "template": {"metadata": {"labels": {"app": "api"}},
+                                 "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}},
+                },
+            })
+        };
+        let env = match std::env::var(KUBECONFIG).ok().filter(|p| !p.is_empty()) {
+            None => {
+                let (fake, client) = FakeApiServer::start().await.expect("the fake starts");
+                fake.register(ResourceType::custom("salve.dev/v1", KIND, PLURAL, true));
+                fake.insert(deployment("shop"))
+                    .expect("seed the deployment");
+                let kubeconfig = dir.path().join("kubeconfig");
+                fake.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+                Env {
+                    fake: Some(fake),
+                    client,
+                    namespace: "shop".into(),
+                    kubeconfig,
+                    real: false,
+                    dir,
+                }
+            }
+            Some(path) => {
+                let client = kube::Client::try_from(real_config(&path).await).expect("a client");
+                let crd = format!("{PLURAL}.salve.dev");
+                Api::<CustomResourceDefinition>::all(client.clone())
+                    .get_opt(&crd)
+                    .await
+                    .expect("read the CRDs")
+                    .unwrap_or_else(|| {
+                        panic!("{crd} is not installed: salve crds | kubectl apply -f -")
+                    });
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let namespace = format!("salve-test-{}-{nanos:x}", std::process::id());
+                let ns: Namespace =
+                    serde_json::from_value(json!({"metadata": {"name": namespace}}))
+                        .expect("a namespace");
+                Api::<Namespace>::all(client.clone())
+                    .create(&PostParams::default(), &ns)
+                    .await
+                    .expect("create the test namespace");
+                let object: DynamicObject =
+                    serde_json::from_value(deployment(&namespace)).expect("an object");
+                Api::<DynamicObject>::namespaced_with(
+                    client.clone(),
+                    &namespace,
+                    &ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment")),
+                )
+                .create(&PostParams::default(), &object)
+                .await
+                .expect("create the deployment");
+                Env {
+                    fake: None,
+                    client,
+                    namespace,
+                    kubeconfig: path.into(),
+                    real: true,
+                    dir,
+                }
+            }
+        };
+        let playbooks = env.dir.path().join("playbooks");
+        std::fs::create_dir(&playbooks).expect("mkdir");
+        std::fs::write(
+            playbooks.join("heal.yaml"),
+            PLAYBOOK.replace("NAMESPACE", &env.namespace),
+        )
+        .expect("the playbook");
+        std::fs::write(playbooks.join("policy.yaml"), POLICY).expect("the policy");
+        std::fs::write(env.dir.path().join("tokens"), format!("{ANA} ana\n")).expect("tokens");
+        env
+    }
+
+    /// Starts replica `pod`, its API on `port`, evaluating against `prometheus`.
+    fn replica(&self, pod: &str, port: u16, prometheus: &str) -> Daemon {
+        let dir = self.dir.path();
+        Daemon(
+            std::process::Command::new(env!("CARGO_BIN_EXE_salve"))
+                .arg("run")
+                .arg("--playbooks")
+                .arg(dir.join("playbooks"))
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .arg("--journal")
+                .arg(dir.join(format!("{pod}.db")))
+                .args(["--prometheus", prometheus])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .arg("--api-token-file")
+                .arg(dir.join("tokens"))
+                .arg("--leader-elect")
+                .args(["--lease-duration", "2s", "--renew-deadline", "1s"])
+                .args(["--retry-period", "200ms", "--poll-interval", "100ms"])
+                .args(["--lease-namespace", &self.namespace])
+                .env("POD_NAME", pod)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start salve run"),
+        )
+    }
+
+    fn incidents(&self) -> Api<DynamicObject> {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("salve.dev", "v1", KIND),
+            PLURAL,
+        );
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+    }
+
+    /// The one incident the cluster keeps, as its status tells it.
+    async fn incident(&self) -> IncidentState {
+        let mut objects = self
+            .incidents()
+            .list(&Default::default())
+            .await
+            .expect("list the incidents")
+            .items;
+        assert_eq!(objects.len(), 1, "one incident: {objects:#?}");
+        serde_json::from_value(objects.remove(0).data["status"].take()).expect("a status")
+    }
+
+    async fn replicas(&self) -> i64 {
+        let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
+            self.client.clone(),
+            &self.namespace,
+        );
+        let api = deployments.get("api").await.expect("the deployment");
+        api.spec.and_then(|s| s.replicas).map_or(-1, i64::from)
+    }
+
+    /// The holder of the Lease `salve`, if any.
+    async fn holder(&self) -> Option<String> {
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+            self.client.clone(),
+            &self.namespace,
+        )
+        .get_opt("salve")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !self.real {
+            return;
+        }
+        let (client, namespace) = (self.client.clone(), self.namespace.clone());
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                Api::<Namespace>::all(client)
+                    .delete(&namespace, &DeleteParams::default())
+                    .await
+                    .map(drop)
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!("delete the test namespace {} by hand", self.namespace);
+        }
+    }
+}
+
+/// Waits (30 s at most) until `api` shows the approval of step `step` pending: its id.
+async fn pending(api: &str, step: &str) -> String {
+    let body = until_for(
+        &format!("{api}/api/v1/approvals"),
+        &format!("the approval of {step} pending"),
+        Duration::from_secs(30),
+        |_, b| {
+            b["approvals"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["step"] == step))
+        },
+    )
+    .await;
+    let approvals = body["approvals"].as_array().cloned().unwrap_or_default();
+    let approval = approvals.iter().find(|x| x["step"] == step).expect("found");
+    approval["id"].as_str().expect("an id").to_string()
+}
+
+/// [`until`] with a longer wait than its 10 s (a failover takes a lease's duration).
+async fn until_for(
+    url: &str,
+    what: &str,
+    within: Duration,
+    done: impl Fn(StatusCode, &Value) -> bool + Copy,
+) -> Value {
+    let began = Instant::now();
+    loop {
+        if began.elapsed() + Duration::from_secs(10) >= within {
+            return until(url, what, done).await;
+        }
+        if let Ok(response) = reqwest::get(url).await {
+            let status = response.status();
+            let body = response.json().await.unwrap_or(Value::Null);
+            if done(status, &body) {
+                return body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `read` until it gives `want` (30 s at most).
+async fn until_equal<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    want: T,
+    read: impl AsyncFn() -> T,
+) {
+    let began = Instant::now();
+    loop {
+        let got = read().await;
+        if got == want {
+            return;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "{what}: {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Approves `approval` through the API at `api`.
+async fn approve(api: &str, approval: &str) {
+    let (status, body) = post(
+        &format!("{api}/api/v1/approvals/{approval}/approve"),
+        Some(ANA),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The steps the cluster's entries show started (forward, not rollback), in order.
+fn started(state: &IncidentState) -> Vec<String> {
+    state
+        .entries
+        .iter()
+        .filter(|e| e.kind == "step_started" && e.detail["phase"] != "rollback")
+        .map(|e| e.detail["step"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The scale writes the fake received (not dry runs).
+fn scalings(fake: &FakeApiServer, namespace: &str) -> usize {
+    let path = format!("/namespaces/{namespace}/deployments/api/scale");
+    fake.requests()
+        .iter()
+        .filter(|r| r.method != "GET" && r.path.ends_with(&path) && r.param("dryRun").is_none())
+        .count()
+}
+
+/// The leader runs the first step and asks for approval of the second; the follower's API
+/// shows that approval (it follows the cluster) and takes the answer, which the leader acts
+/// on. The leader, waiting on the third step's approval, is killed; the other replica takes the
+/// lead, resumes at that step (its answer, given through it while it still followed, is
+/// waiting) and runs it: each step ran exactly once, and the incident is remediated.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_leaders_remediation_is_resumed_by_the_other_replica_exactly_once() {
+    let env = Env::start().await;
+    let scenario = Scenario::new(Duration::from_secs(60))
+        .and_then(|s| s.series(r#"up{job="api"}"#, "1x10"))
+        .expect("a scenario");
+    let prometheus = prometheus::start(&scenario).expect("prometheus starts");
+    let (port_a, port_b) = (free_port(), free_port());
+    let (api_a, api_b) = (
+        format!("http://127.0.0.1:{port_a}"),
+        format!("http://127.0.0.1:{port_b}"),
+    );
+    let mut a = env.replica("pod-a", port_a, prometheus.url());
+    until_equal("the lease holder", true, async || {
+        env.holder().await.is_some_and(|h| h.starts_with("pod-a_"))
+    })
+    .await;
+    let _b = env.replica("pod-b", port_b, prometheus.url());
+
+    // The leader acts on the low step and asks about the next; the follower shows it.
+    let drain = pending(&api_a, "drain").await;
+    assert_eq!(
+        pending(&api_b, "drain").await,
+        drain,
+        "the follower follows"
+    );
+    assert_eq!(env.replicas().await, 5, "scale-up ran");
+    approve(&api_b, &drain).await;
+    until_equal("drain run by the leader", 2, async || env.replicas().await).await;
+    let settle = pending(&api_a, "settle").await;
+    assert_eq!(pending(&api_b, "settle").await, settle);
+
+    // The leader dies waiting; the answer goes to the follower, which takes over.
+    let killed = Instant::now();
+    a.0.kill().expect("kill the leader");
+    let _ = a.0.wait();
+    approve(&api_b, &settle).await;
+    until_equal("settle run by the new leader", 3, async || {
+        env.replicas().await
+    })
+    .await;
+    println!(
+        "leader killed → the other replica resumed and ran the approved step: {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        env.holder().await.is_some_and(|h| h.starts_with("pod-b_")),
+        "the other replica leads"
+    );
+    let finished = |s: &IncidentState| {
+        s.entries
+            .iter()
+            .any(|e| e.kind == "remediation_finished" && e.detail["outcome"] == "remediated")
+    };
+    until_equal("the incident remediated", true, async || {
+        finished(&env.incident().await)
+    })
+    .await;
+    let state = env.incident().await;
+    assert_eq!(
+        started(&state),
+        ["scale-up", "drain", "settle"],
+        "each step started once: {:#?}",
+        state.entries
+    );
+    if let Some(fake) = &env.fake {
+        assert_eq!(
+            scalings(fake, &env.namespace),
+            3,
+            "one scale write per step"
+        );
+    }
+}
