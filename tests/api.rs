@@ -173,6 +173,7 @@ async fn health_readiness_metrics_and_json_errors() {
     let webhook = api::Webhook {
         store: salve::alertmanager::AlertStore::new(),
         token: Some("hook-token".into()),
+        relay: None,
     };
     api::serve(
         listener,

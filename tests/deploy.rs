@@ -25,11 +25,12 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount,
 };
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use salve::playbook::load::{Loaded, load_text};
 use salve::rbac::{self, Scope};
 use serde_json::Value;
@@ -248,6 +249,7 @@ where
 #[derive(Default)]
 struct Seen {
     configmaps: BTreeMap<String, ConfigMap>,
+    network_policies: Vec<NetworkPolicy>,
     pods: Vec<(String, PodSpec)>,
     roles: Vec<(String, String, Vec<PolicyRule>)>,
     cluster_roles: usize,
@@ -306,7 +308,8 @@ fn check_types(objects: &[Value], findings: &mut Findings) -> Seen {
                 drop(typed::<RoleBinding>(object, findings));
             }
             ("networking.k8s.io/v1", "NetworkPolicy") => {
-                drop(typed::<NetworkPolicy>(object, findings));
+                seen.network_policies
+                    .extend(typed::<NetworkPolicy>(object, findings));
             }
             ("policy/v1", "PodDisruptionBudget") => {
                 drop(typed::<PodDisruptionBudget>(object, findings));
@@ -520,6 +523,52 @@ fn check_salve(seen: &Seen, expect: Expect, findings: &mut Vec<String>) -> usize
                 && env.get("SALVE_NODE_NAME").map(String::as_str) != Some("fieldRef:spec.nodeName")
             {
                 fail("no SALVE_NODE_NAME from spec.nodeName".into());
+            }
+            if expect.leader
+                && env.get("POD_IP").map(String::as_str) != Some("fieldRef:status.podIP")
+            {
+                fail("no POD_IP from status.podIP: a follower cannot relay alerts".into());
+            }
+            // Under leader election a follower relays Alertmanager's payloads to the leader:
+            // every NetworkPolicy lets the replicas reach each other's API port.
+            if expect.leader {
+                for policy in &seen.network_policies {
+                    let spec = policy.spec.clone().unwrap_or_default();
+                    let own = |peers: &Option<Vec<NetworkPolicyPeer>>| {
+                        peers.iter().flatten().any(|p| {
+                            p.namespace_selector.is_none()
+                                && p.pod_selector.as_ref().is_some_and(|s| {
+                                    s.match_labels.as_ref()
+                                        == spec
+                                            .pod_selector
+                                            .as_ref()
+                                            .and_then(|s| s.match_labels.as_ref())
+                                })
+                        })
+                    };
+                    let on_port = |ports: &Option<Vec<NetworkPolicyPort>>| {
+                        ports
+                            .iter()
+                            .flatten()
+                            .any(|p| p.port == Some(IntOrString::Int(9464)))
+                    };
+                    if !spec
+                        .ingress
+                        .iter()
+                        .flatten()
+                        .any(|r| own(&r.from) && on_port(&r.ports))
+                    {
+                        fail("the NetworkPolicy admits no replica on the API port".into());
+                    }
+                    if !spec
+                        .egress
+                        .iter()
+                        .flatten()
+                        .any(|r| own(&r.to) && on_port(&r.ports))
+                    {
+                        fail("the NetworkPolicy lets no replica reach another's API port".into());
+                    }
+                }
             }
             let listen = flag(&args, "--listen").unwrap_or_default();
             if listen != "0.0.0.0:9464" {

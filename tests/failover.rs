@@ -3,6 +3,8 @@
 //! follower keeps up with the leader's incidents (its API shows them and takes an approval the
 //! leader then acts on), and when the leader is killed (SIGKILL, mid-remediation) the other
 //! replica takes the lead and resumes from the recorded step — every step runs exactly once.
+//! An alert Alertmanager posts to a follower (a Service picks any replica) is relayed to the
+//! leader, which acts on it.
 //!
 //! # Against a real cluster
 //!
@@ -54,7 +56,9 @@ struct Env {
 }
 
 impl Env {
-    async fn start() -> Env {
+    /// Starts the API server with the Deployment `api`, and writes `playbook` (its
+    /// `NAMESPACE` replaced by the test's) beside the policy.
+    async fn start(playbook: &str) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let deployment = |namespace: &str| {
             json!({
@@ -130,7 +134,7 @@ impl Env {
         std::fs::create_dir(&playbooks).expect("mkdir");
         std::fs::write(
             playbooks.join("heal.yaml"),
-            PLAYBOOK.replace("NAMESPACE", &env.namespace),
+            playbook.replace("NAMESPACE", &env.namespace),
         )
         .expect("the playbook");
         std::fs::write(playbooks.join("policy.yaml"), POLICY).expect("the policy");
@@ -152,6 +156,7 @@ impl Env {
                 .arg(dir.join(format!("{pod}.db")))
                 .args(["--prometheus", prometheus])
                 .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--advertise-address", &format!("127.0.0.1:{port}")])
                 .arg("--api-token-file")
                 .arg(dir.join("tokens"))
                 .arg("--leader-elect")
@@ -333,7 +338,7 @@ fn scalings(fake: &FakeApiServer, namespace: &str) -> usize {
 /// waiting) and runs it: each step ran exactly once, and the incident is remediated.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_leaders_remediation_is_resumed_by_the_other_replica_exactly_once() {
-    let env = Env::start().await;
+    let env = Env::start(PLAYBOOK).await;
     let scenario = Scenario::new(Duration::from_secs(60))
         .and_then(|s| s.series(r#"up{job="api"}"#, "1x10"))
         .expect("a scenario");
@@ -403,4 +408,69 @@ async fn a_killed_leaders_remediation_is_resumed_by_the_other_replica_exactly_on
             "one scale write per step"
         );
     }
+}
+
+/// A playbook on an alert, with one step the policy lets run.
+const ON_ALERT: &str = "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: heal}\nspec:\n  trigger:\n    alert: {alertname: ApiDown}\n  target: {kind: Deployment, namespace: NAMESPACE, name: api}\n  cooldown: 1h\n  steps:\n    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n";
+
+/// Alertmanager posts to a Service, which may pick a follower: the follower relays the payload
+/// to the leader (named on the Lease with its address), which remediates; the follower keeps
+/// the alert too. Without a leader to relay to, the follower answers 503, so that
+/// Alertmanager retries.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_posted_to_a_follower_is_relayed_to_the_leader() {
+    let env = Env::start(ON_ALERT).await;
+    let scenario = Scenario::new(Duration::from_secs(60))
+        .and_then(|s| s.series(r#"up{job="api"}"#, "1x10"))
+        .expect("a scenario");
+    let prometheus = prometheus::start(&scenario).expect("prometheus starts");
+    let (port_a, port_b) = (free_port(), free_port());
+    let api_b = format!("http://127.0.0.1:{port_b}");
+    let mut a = env.replica("pod-a", port_a, prometheus.url());
+    until_equal("the lease holder", true, async || {
+        env.holder().await.is_some_and(|h| h.starts_with("pod-a_"))
+    })
+    .await;
+    let _b = env.replica("pod-b", port_b, prometheus.url());
+    until(&format!("{api_b}/readyz"), "the follower ready", |s, _| {
+        s == StatusCode::OK
+    })
+    .await;
+    let payload = json!({
+        "version": "4", "status": "firing", "receiver": "salve",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "ApiDown", "namespace": env.namespace},
+            "startsAt": chrono::Utc::now().to_rfc3339(),
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": "0123456789abcdef",
+        }],
+    })
+    .to_string();
+    let webhook = format!("{api_b}/api/v1/alerts/alertmanager");
+    let (status, body) = post(&webhook, None, &payload).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["relayedTo"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("pod-a_")),
+        "{body}"
+    );
+    until_equal("scale-up run by the leader", 5, async || {
+        env.replicas().await
+    })
+    .await;
+    let state = env.incident().await;
+    assert_eq!(started(&state), ["scale-up"]);
+    assert!(
+        state.entries.iter().all(|e| e.id.starts_with("pod-a_")),
+        "the leader remediated: {:#?}",
+        state.entries
+    );
+
+    // No leader: the follower keeps the alert and asks Alertmanager to retry.
+    a.0.kill().expect("kill the leader");
+    let _ = a.0.wait();
+    let (status, body) = post(&webhook, None, &payload).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }

@@ -461,7 +461,13 @@ pub struct Elector {
     /// The largest `leaseTransitions` seen, so terms only grow.
     max_transitions: i32,
     lead: Option<Lead>,
+    /// Where this replica's API is reached, written on the Lease it holds ([`ADDRESS`]).
+    address: Option<String>,
 }
+
+/// The Lease annotation naming where the holder's API is reached (`host:port`): a follower's
+/// Alertmanager webhook relays each payload there ([`crate::alertmanager::relay`]).
+pub const ADDRESS: &str = "salve.dev/api-address";
 
 impl Elector {
     /// A candidate `identity` (unique per process) for Lease `namespace/lease_name`. Nothing is
@@ -490,7 +496,28 @@ impl Elector {
             seen_existing: false,
             max_transitions: 0,
             lead: None,
+            address: None,
         })
+    }
+
+    /// The same candidate, writing `address` (`host:port`, where its API is reached) on the
+    /// Lease while it holds it.
+    pub fn advertising(self, address: impl Into<String>) -> Self {
+        Elector {
+            address: Some(address.into()),
+            ..self
+        }
+    }
+
+    /// `metadata` with this candidate's address in its annotations, if it advertises one.
+    fn annotated(&self, mut metadata: ObjectMeta) -> ObjectMeta {
+        if let Some(address) = &self.address {
+            metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(ADDRESS.to_owned(), address.clone());
+        }
+        metadata
     }
 
     /// A receiver of this elector's [`Leadership`] (a follower until the first round). It
@@ -604,10 +631,10 @@ impl Elector {
             0
         };
         let lease = Lease {
-            metadata: ObjectMeta {
+            metadata: self.annotated(ObjectMeta {
                 name: Some(self.name.clone()),
                 ..ObjectMeta::default()
-            },
+            }),
             spec: Some(acquired_spec(
                 None,
                 &self.identity,
@@ -635,6 +662,9 @@ impl Elector {
 
     /// Replaces the Lease with `spec`, conditional on `lease`'s `resourceVersion`.
     async fn replace(&mut self, mut lease: Lease, spec: LeaseSpec) -> Result<()> {
+        if spec.holder_identity.as_deref() == Some(&self.identity) {
+            lease.metadata = self.annotated(lease.metadata);
+        }
         lease.spec = Some(spec);
         let written = self
             .api

@@ -24,10 +24,13 @@
 //! resolve) wait for the group's next `group_interval` tick. Alertmanager retries a
 //! notification only on a 5xx answer.
 //!
+//! Under leader election, a follower's webhook relays each payload to the leader ([`relay`]).
+//!
 //! [`harness`] starts a real Alertmanager for tests and benches.
 
 pub mod harness;
 mod receiver;
+pub mod relay;
 mod store;
 mod webhook;
 
@@ -36,7 +39,7 @@ use std::time::Duration;
 
 use crate::process;
 
-pub use receiver::{MAX_BODY, WEBHOOK_PATH, routes, routes_with_token};
+pub use receiver::{MAX_BODY, WEBHOOK_PATH, relaying, routes, routes_with_token, with_token};
 pub use store::{AlertStore, Applied, RESOLVED_RETENTION};
 pub use webhook::{Alert, Status, VERSION, Webhook};
 

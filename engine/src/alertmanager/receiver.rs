@@ -4,11 +4,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use chrono::Utc;
 
+use super::relay::{RELAYED, Relay, Relayed};
 use super::store::AlertStore;
 use super::webhook::Webhook;
 
@@ -26,10 +27,24 @@ pub const MAX_BODY: usize = 1 << 20;
 /// webhook payload; 413 for a body over [`MAX_BODY`]; 405 for another method. Alertmanager
 /// retries only on 5xx, so a refused payload is not sent again.
 pub fn routes(store: AlertStore) -> Router {
+    relaying(store, None)
+}
+
+/// [`routes`] that, under leader election, relay each payload to the leader when this replica
+/// does not lead ([`Relay`]): 503 when that fails (Alertmanager retries), with the payload
+/// applied here all the same.
+pub fn relaying(store: AlertStore, relay: Option<Relay>) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(store)
+        .with_state(Receiver { store, relay })
+}
+
+/// What the webhook's handler holds.
+#[derive(Debug, Clone)]
+struct Receiver {
+    store: AlertStore,
+    relay: Option<Relay>,
 }
 
 /// [`routes`] that answer only requests carrying `Authorization: Bearer <token>`: anyone who
@@ -37,8 +52,14 @@ pub fn routes(store: AlertStore) -> Router {
 /// give Alertmanager a token (`http_config: {authorization: {credentials_file: ...}}`).
 /// Others get 401.
 pub fn routes_with_token(store: AlertStore, token: String) -> Router {
+    with_token(routes(store), token)
+}
+
+/// `webhook` (as [`routes`] or [`relaying`] make it) answering only requests with `token`, as
+/// [`routes_with_token`] does.
+pub fn with_token(webhook: Router, token: String) -> Router {
     let expected = std::sync::Arc::new(format!("Bearer {token}"));
-    routes(store).layer(axum::middleware::from_fn(
+    webhook.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let expected = std::sync::Arc::clone(&expected);
             async move {
@@ -69,7 +90,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-async fn receive(State(store): State<AlertStore>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn receive(
+    State(Receiver { store, relay }): State<Receiver>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -80,8 +105,30 @@ async fn receive(State(store): State<AlertStore>, body: Result<Bytes, BytesRejec
     match Webhook::parse(&body) {
         Ok(payload) => {
             let applied = store.apply(&payload, Utc::now());
-            let body = serde_json::json!({"accepted": applied.accepted, "stale": applied.stale});
-            (StatusCode::OK, Json(body)).into_response()
+            let mut answer =
+                serde_json::json!({"accepted": applied.accepted, "stale": applied.stale});
+            // Relayed once at most: a replica that took the lead meanwhile keeps it.
+            if let Some(relay) = relay.filter(|_| !headers.contains_key(RELAYED)) {
+                match relay
+                    .relay(body, headers.get(axum::http::header::AUTHORIZATION))
+                    .await
+                {
+                    Ok(Relayed::Leading) => {}
+                    Ok(Relayed::To { holder }) => answer["relayedTo"] = holder.into(),
+                    Err(why) => {
+                        tracing::warn!(
+                            why,
+                            "an alertmanager webhook reached a replica that does not lead, \
+                             and could not be relayed to the leader; Alertmanager retries"
+                        );
+                        return refuse(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("this replica does not lead, and {why}"),
+                        );
+                    }
+                }
+            }
+            (StatusCode::OK, Json(answer)).into_response()
         }
         Err(error) => {
             let message = crate::diagnostic::chain(&error);

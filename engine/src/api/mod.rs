@@ -102,6 +102,8 @@ pub struct Webhook {
     pub store: AlertStore,
     /// The bearer token it requires, if any.
     pub token: Option<String>,
+    /// Under leader election, how a follower hands each payload to the leader.
+    pub relay: Option<crate::alertmanager::relay::Relay>,
 }
 
 /// Every route: health, metrics, `/api/v1/`, the webhook when given, and a JSON 404 for the
@@ -122,14 +124,20 @@ pub fn router(state: ApiState, webhook: Option<Webhook>) -> Router {
     let api = match webhook {
         Some(Webhook {
             store,
-            token: Some(token),
-        }) => api.merge(crate::alertmanager::routes_with_token(store, token)),
-        Some(Webhook { store, token: None }) => {
-            tracing::warn!(
-                "the webhook takes alerts from anyone who can reach it; \
-                 set --webhook-token-file outside a trusted network"
-            );
-            api.merge(crate::alertmanager::routes(store))
+            token,
+            relay,
+        }) => {
+            let routes = crate::alertmanager::relaying(store, relay);
+            api.merge(match token {
+                Some(token) => crate::alertmanager::with_token(routes, token),
+                None => {
+                    tracing::warn!(
+                        "the webhook takes alerts from anyone who can reach it; \
+                         set --webhook-token-file outside a trusted network"
+                    );
+                    routes
+                }
+            })
         }
         None => api,
     };

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Error, Result, read_token, start_reloader};
 use crate::advisor::ask::Advisor;
 use crate::alertmanager::AlertStore;
+use crate::alertmanager::relay::Relay;
 use crate::api::{self, ApiState, Approvers, PlaybookStatus, Tokens};
 use crate::app::{self, DEFAULT_POLICY, PolicyChoice};
 use crate::executor::{Executor, Settings};
@@ -141,6 +142,17 @@ struct Election {
     /// How often the leader renews and the followers look at the Lease.
     #[arg(long, default_value = "2s", value_parser = super::parse_duration, requires = "leader_elect")]
     retry_period: Duration,
+    /// Where the other replicas reach this one's API (`HOST:PORT`), written on the Lease while
+    /// it leads: a follower's Alertmanager webhook relays each payload there, since only the
+    /// leader acts. Default: `POD_IP` (the chart sets it from the downward API) with the
+    /// `--listen` port.
+    #[arg(
+        long,
+        env = "SALVE_ADVERTISE_ADDRESS",
+        value_name = "HOST:PORT",
+        requires = "leader_elect"
+    )]
+    advertise_address: Option<String>,
     /// The Lease's namespace (default: `POD_NAMESPACE`, which the chart sets from the downward
     /// API). With `--node-local`, the Lease counting cordoned nodes (`salve-cordons`) lives
     /// there too.
@@ -250,7 +262,11 @@ fn is_dns_label(name: &str) -> bool {
 
 impl Election {
     /// The elector `--leader-elect` asks for, named by [`identity`].
-    fn elector(&self, client: kube::Client) -> std::result::Result<Option<Elector>, String> {
+    fn elector(
+        &self,
+        client: kube::Client,
+        listen: Option<std::net::SocketAddr>,
+    ) -> std::result::Result<Option<Elector>, String> {
         if !self.enabled {
             return Ok(None);
         }
@@ -266,8 +282,22 @@ impl Election {
                 retry_period: self.retry_period,
             },
         )
-        .map(Some)
+        .map(|elector| match self.address(listen) {
+            Some(address) => Some(elector.advertising(address)),
+            None => Some(elector),
+        })
         .map_err(|e| e.to_string())
+    }
+
+    /// Where the other replicas reach this one's API: `--advertise-address`, else `POD_IP`
+    /// with the port of `listen`; `None` without an API.
+    fn address(&self, listen: Option<std::net::SocketAddr>) -> Option<String> {
+        let listen = listen?;
+        if let Some(address) = &self.advertise_address {
+            return Some(address.clone());
+        }
+        let ip = std::env::var("POD_IP").ok()?.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, listen.port()).to_string())
     }
 
     /// Where the `SalveIncident`s are kept, when they are (`--cluster-state` or
@@ -402,7 +432,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             }
         };
         let metrics = crate::metrics::Metrics::default();
-        let elector = match args.election.elector(client.clone()) {
+        let elector = match args.election.elector(client.clone(), args.listen) {
             Ok(elector) => elector,
             Err(reason) => {
                 eprintln!("salve run: {reason}");
@@ -477,9 +507,20 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
                     approvers,
                 )
                 .rehearsing(executor.clone());
+                let relay = match (&elector, args.election.namespace("--leader-elect")) {
+                    (Some(elector), Ok(namespace)) => Some(Relay::new(
+                        client.clone(),
+                        namespace,
+                        &args.election.lease_name,
+                        elector.identity(),
+                        elector.subscribe(),
+                    )),
+                    _ => None,
+                };
                 let webhook = api::Webhook {
                     store: store.clone(),
                     token: webhook_token,
+                    relay,
                 };
                 tracing::info!(%address, "serving the API and Alertmanager's webhook");
                 let router = api::router(state, Some(webhook));

@@ -152,6 +152,12 @@ seccompProfile:
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
     - name: POD_NAMESPACE
       valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+    {{- if include "salve.leaderElect" . }}
+    # Where the other replicas reach this one (written on the Lease while it leads): a
+    # follower's Alertmanager webhook relays each payload to the leader.
+    - name: POD_IP
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    {{- end }}
     {{- if eq .Values.mode "daemonset" }}
     - name: SALVE_NODE_NAME
       valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
