@@ -17,6 +17,9 @@
 //! ```text
 //! SALVE_TEST_KUBECONFIG=~/.kube/kind cargo test --test tests -- failover:: --nocapture
 //! ```
+//!
+//! `--nocapture` prints how long after the kill the other replica ran the step left; with
+//! `SALVE_TEST_LEASE_TIMINGS=15s,10s,2s` the replicas use `salve run`'s default timings.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -160,8 +163,8 @@ impl Env {
                 .arg("--api-token-file")
                 .arg(dir.join("tokens"))
                 .arg("--leader-elect")
-                .args(["--lease-duration", "2s", "--renew-deadline", "1s"])
-                .args(["--retry-period", "200ms", "--poll-interval", "100ms"])
+                .args(timings())
+                .args(["--poll-interval", "100ms"])
                 .args(["--lease-namespace", &self.namespace])
                 .env("POD_NAME", pod)
                 .stdout(std::process::Stdio::null())
@@ -238,6 +241,23 @@ impl Drop for Env {
             eprintln!("delete the test namespace {} by hand", self.namespace);
         }
     }
+}
+
+/// The replicas' leader election timings: short (lease 2 s, renew deadline 1 s, retry
+/// 200 ms), or `SALVE_TEST_LEASE_TIMINGS=LEASE,RENEW,RETRY` (`15s,10s,2s` are the defaults
+/// of `salve run`, to measure a failover as it will be).
+fn timings() -> [String; 6] {
+    let given = std::env::var("SALVE_TEST_LEASE_TIMINGS").unwrap_or_default();
+    let mut given = given.split(',').filter(|t| !t.is_empty());
+    let mut next = |default: &str| given.next().unwrap_or(default).to_string();
+    [
+        "--lease-duration".into(),
+        next("2s"),
+        "--renew-deadline".into(),
+        next("1s"),
+        "--retry-period".into(),
+        next("200ms"),
+    ]
 }
 
 /// Waits (30 s at most) until `api` shows the approval of step `step` pending: its id.
