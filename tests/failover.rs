@@ -24,18 +24,16 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use reqwest::StatusCode;
-use salve::kube_fake::{FakeApiServer, ResourceType};
+use salve::kube_fake::FakeApiServer;
 use salve::prometheus::{self, Scenario};
 use salve::state::{IncidentState, KIND, PLURAL};
 use serde_json::{Value, json};
 
 use crate::api::{post, until};
-use crate::{Daemon, KUBECONFIG, free_port, real_config};
+use crate::{Daemon, TestCluster, free_port};
 
 /// An approver's token, and the token file naming her.
 const ANA: &str = "ana-0123456789abcdef";
@@ -49,12 +47,8 @@ const POLICY: &str = "apiVersion: salve.dev/v1\nkind: AutonomyPolicy\nmetadata: 
 /// The API server (the fake, or a real cluster's test namespace) and the files both replicas
 /// read.
 struct Env {
-    fake: Option<FakeApiServer>,
-    client: kube::Client,
-    namespace: String,
+    cluster: TestCluster,
     kubeconfig: PathBuf,
-    /// A real cluster's (to delete the namespace at the end).
-    real: bool,
     dir: tempfile::TempDir,
 }
 
@@ -62,87 +56,43 @@ impl Env {
     /// Starts the API server with the Deployment `api`, and writes `playbook` (its
     /// `NAMESPACE` replaced by the test's) beside the policy.
     async fn start(playbook: &str) -> Env {
+        let cluster = TestCluster::start("shop").await;
+        let namespace = cluster.namespace.clone();
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "api", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "api"}},
+                "template": {"metadata": {"labels": {"app": "api"}},
+                             "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}},
+            },
+        });
+        let object: DynamicObject = serde_json::from_value(deployment).expect("an object");
+        Api::<DynamicObject>::namespaced_with(
+            cluster.client.clone(),
+            &namespace,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment")),
+        )
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create the deployment");
         let dir = tempfile::tempdir().expect("tempdir");
-        let deployment = |namespace: &str| {
-            json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "api", "namespace": namespace},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": "api"}},
-                    "template": {"metadata": {"labels": {"app": "api"}},
-                                 "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}},
-                },
-            })
-        };
-        let env = match std::env::var(KUBECONFIG).ok().filter(|p| !p.is_empty()) {
-            None => {
-                let (fake, client) = FakeApiServer::start().await.expect("the fake starts");
-                fake.register(ResourceType::custom("salve.dev/v1", KIND, PLURAL, true));
-                fake.insert(deployment("shop"))
-                    .expect("seed the deployment");
-                let kubeconfig = dir.path().join("kubeconfig");
-                fake.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-                Env {
-                    fake: Some(fake),
-                    client,
-                    namespace: "shop".into(),
-                    kubeconfig,
-                    real: false,
-                    dir,
-                }
-            }
-            Some(path) => {
-                let client = kube::Client::try_from(real_config(&path).await).expect("a client");
-                let crd = format!("{PLURAL}.salve.dev");
-                Api::<CustomResourceDefinition>::all(client.clone())
-                    .get_opt(&crd)
-                    .await
-                    .expect("read the CRDs")
-                    .unwrap_or_else(|| {
-                        panic!("{crd} is not installed: salve crds | kubectl apply -f -")
-                    });
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
-                let namespace = format!("salve-test-{}-{nanos:x}", std::process::id());
-                let ns: Namespace =
-                    serde_json::from_value(json!({"metadata": {"name": namespace}}))
-                        .expect("a namespace");
-                Api::<Namespace>::all(client.clone())
-                    .create(&PostParams::default(), &ns)
-                    .await
-                    .expect("create the test namespace");
-                let object: DynamicObject =
-                    serde_json::from_value(deployment(&namespace)).expect("an object");
-                Api::<DynamicObject>::namespaced_with(
-                    client.clone(),
-                    &namespace,
-                    &ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment")),
-                )
-                .create(&PostParams::default(), &object)
-                .await
-                .expect("create the deployment");
-                Env {
-                    fake: None,
-                    client,
-                    namespace,
-                    kubeconfig: path.into(),
-                    real: true,
-                    dir,
-                }
-            }
-        };
-        let playbooks = env.dir.path().join("playbooks");
+        let kubeconfig = cluster.kubeconfig(dir.path());
+        let playbooks = dir.path().join("playbooks");
         std::fs::create_dir(&playbooks).expect("mkdir");
         std::fs::write(
             playbooks.join("heal.yaml"),
-            playbook.replace("NAMESPACE", &env.namespace),
+            playbook.replace("NAMESPACE", &namespace),
         )
         .expect("the playbook");
         std::fs::write(playbooks.join("policy.yaml"), POLICY).expect("the policy");
-        std::fs::write(env.dir.path().join("tokens"), format!("{ANA} ana\n")).expect("tokens");
-        env
+        std::fs::write(dir.path().join("tokens"), format!("{ANA} ana\n")).expect("tokens");
+        Env {
+            cluster,
+            kubeconfig,
+            dir,
+        }
     }
 
     /// Starts replica `pod`, its API on `port`, evaluating against `prometheus`.
@@ -165,7 +115,7 @@ impl Env {
                 .arg("--leader-elect")
                 .args(timings())
                 .args(["--poll-interval", "100ms"])
-                .args(["--lease-namespace", &self.namespace])
+                .args(["--lease-namespace", &self.cluster.namespace])
                 .env("POD_NAME", pod)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -179,7 +129,11 @@ impl Env {
             &GroupVersionKind::gvk("salve.dev", "v1", KIND),
             PLURAL,
         );
-        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+        Api::namespaced_with(
+            self.cluster.client.clone(),
+            &self.cluster.namespace,
+            &resource,
+        )
     }
 
     /// The one incident the cluster keeps, as its status tells it.
@@ -196,8 +150,8 @@ impl Env {
 
     async fn replicas(&self) -> i64 {
         let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
-            self.client.clone(),
-            &self.namespace,
+            self.cluster.client.clone(),
+            &self.cluster.namespace,
         );
         let api = deployments.get("api").await.expect("the deployment");
         api.spec.and_then(|s| s.replicas).map_or(-1, i64::from)
@@ -206,8 +160,8 @@ impl Env {
     /// The holder of the Lease `salve`, if any.
     async fn holder(&self) -> Option<String> {
         Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
-            self.client.clone(),
-            &self.namespace,
+            self.cluster.client.clone(),
+            &self.cluster.namespace,
         )
         .get_opt("salve")
         .await
@@ -215,31 +169,6 @@ impl Env {
         .flatten()
         .and_then(|l| l.spec)
         .and_then(|s| s.holder_identity)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if !self.real {
-            return;
-        }
-        let (client, namespace) = (self.client.clone(), self.namespace.clone());
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                Api::<Namespace>::all(client)
-                    .delete(&namespace, &DeleteParams::default())
-                    .await
-                    .map(drop)
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!("delete the test namespace {} by hand", self.namespace);
-        }
     }
 }
 
@@ -421,9 +350,9 @@ async fn a_killed_leaders_remediation_is_resumed_by_the_other_replica_exactly_on
         "each step started once: {:#?}",
         state.entries
     );
-    if let Some(fake) = &env.fake {
+    if let Some(fake) = &env.cluster.fake {
         assert_eq!(
-            scalings(fake, &env.namespace),
+            scalings(fake, &env.cluster.namespace),
             3,
             "one scale write per step"
         );
@@ -460,7 +389,7 @@ async fn an_alert_posted_to_a_follower_is_relayed_to_the_leader() {
         "version": "4", "status": "firing", "receiver": "salve",
         "alerts": [{
             "status": "firing",
-            "labels": {"alertname": "ApiDown", "namespace": env.namespace},
+            "labels": {"alertname": "ApiDown", "namespace": env.cluster.namespace},
             "startsAt": chrono::Utc::now().to_rfc3339(),
             "endsAt": "0001-01-01T00:00:00Z",
             "fingerprint": "0123456789abcdef",

@@ -109,3 +109,113 @@ fn built_step(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// The API server a test talks to: the in-process fake (with Salve's `SalveIncident` kind), or
+/// with [`KUBECONFIG`] a real cluster, in a fresh namespace `salve-test-…` deleted when this is
+/// dropped (Salve's CRDs must be installed there: `salve crds | kubectl apply -f -`).
+struct TestCluster {
+    /// The fake, or `None` on a real cluster.
+    fake: Option<salve::kube_fake::FakeApiServer>,
+    client: kube::Client,
+    /// The fake's `fake_namespace`, or the real cluster's fresh one.
+    namespace: String,
+    /// The real cluster's kubeconfig.
+    kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl TestCluster {
+    /// Starts the fake (its objects in `fake_namespace`) or opens the real cluster.
+    async fn start(fake_namespace: &str) -> TestCluster {
+        use kube::Api;
+        use salve::state::{KIND, PLURAL};
+        let Some(path) = std::env::var(KUBECONFIG).ok().filter(|p| !p.is_empty()) else {
+            let (fake, client) = salve::kube_fake::FakeApiServer::start()
+                .await
+                .expect("the fake starts");
+            fake.register(salve::kube_fake::ResourceType::custom(
+                "salve.dev/v1",
+                KIND,
+                PLURAL,
+                true,
+            ));
+            return TestCluster {
+                fake: Some(fake),
+                client,
+                namespace: fake_namespace.into(),
+                kubeconfig: None,
+            };
+        };
+        let client = kube::Client::try_from(real_config(&path).await).expect("a client");
+        let crd = format!("{PLURAL}.salve.dev");
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .get_opt(&crd)
+            .await
+            .expect("read the CRDs")
+            .unwrap_or_else(|| panic!("{crd} is not installed: salve crds | kubectl apply -f -"));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let namespace = format!("salve-test-{}-{nanos:x}", std::process::id());
+        let object: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": namespace, "labels": {"salve.dev/test": "true"}}}),
+        )
+        .expect("a namespace");
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .create(&Default::default(), &object)
+            .await
+            .expect("create the test namespace");
+        TestCluster {
+            fake: None,
+            client,
+            namespace,
+            kubeconfig: Some(path.into()),
+        }
+    }
+
+    /// A kubeconfig for a `salve` process: the real cluster's, or one for the fake written in
+    /// `dir`.
+    fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        match (&self.fake, &self.kubeconfig) {
+            (Some(fake), _) => {
+                let path = dir.join("kubeconfig");
+                fake.write_kubeconfig(&path).expect("write the kubeconfig");
+                path
+            }
+            (None, Some(path)) => path.clone(),
+            (None, None) => unreachable!("a real cluster has its kubeconfig"),
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.fake.is_some() {
+            return;
+        }
+        // The test's runtime may be shutting down, and a client belongs to the runtime it was
+        // made on: delete through a client and a runtime of their own.
+        let (Some(path), namespace) = (self.kubeconfig.clone(), self.namespace.clone()) else {
+            return;
+        };
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let config = real_config(&path.to_string_lossy()).await;
+                let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+                kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+                    .delete(&namespace, &Default::default())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!("delete the test namespace {} by hand", self.namespace);
+        }
+    }
+}
