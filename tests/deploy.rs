@@ -434,6 +434,7 @@ fn expected_rules(annotation: &str) -> Option<Vec<PolicyRule>> {
         "engine" => rbac::rules(Scope::Cluster),
         "namespaced" => rbac::rules(Scope::Namespace),
         "leader-election" => rbac::lease_rules(),
+        "cordons" => rbac::cordon_rules(),
         "approver" => rbac::approver_rules(),
         "viewer" => rbac::viewer_rules(),
         _ => return None,
@@ -715,6 +716,7 @@ fn check(what: &str, yaml: &str, expect: Expect) -> Vec<String> {
     }
     let wanted: &[&str] = match (expect.mode, expect.leader) {
         (Mode::Sidecar, _) => &["namespaced"],
+        (Mode::DaemonSet, _) => &["engine", "cordons", "approver", "viewer"],
         (_, _) => &["engine", "leader-election", "approver", "viewer"],
     };
     let mut kinds_sorted = kinds.clone();
@@ -1073,6 +1075,7 @@ fn salve_rbac_prints_the_generated_roles() {
     let salve = env!("CARGO_BIN_EXE_salve");
     for (args, wanted) in [
         (&[][..], &["engine", "leader-election"][..]),
+        (&["--node-local"][..], &["engine", "cordons"][..]),
         (&["--namespaced"][..], &["namespaced"][..]),
         (&["--people"][..], &["approver", "viewer"][..]),
     ] {

@@ -12,8 +12,9 @@
 //!   (`playbook::resources`);
 //! - in cluster scope, the reviews that authenticate approvers with their Kubernetes
 //!   credentials ([`REVIEWS`]);
-//! - what Salve keeps in its own namespace ([`LEASES`]): the Leases of leader election and of
-//!   the cordon count, and the `SalveIncident`s of leader election.
+//! - what Salve keeps in its own namespace: the Leases of leader election and of the cordon
+//!   count ([`LEASES`]), and the `SalveIncident`s of `--cluster-state` ([`STATE`]) — not in
+//!   node-local mode, which keeps its incidents in its own journal.
 //!
 //! Rules are merged per (API group, resource), verbs sorted and deduplicated, so the output is
 //! stable and a test can compare it exactly with the committed manifests (`tests/deploy.rs`).
@@ -72,17 +73,24 @@ pub const REVIEWS: &[Grant] = &[
     ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
 ];
 
-/// What Salve keeps in its own namespace: Leases — leader election (`--leader-elect`) and, for
-/// a node-local Salve, the count of nodes cordoned at once (`--max-cordoned`) — and, under
-/// leader election, one `SalveIncident` per incident (`crate::state`: created, read, listed
-/// by a new leader, its status replaced).
-pub const LEASES: &[Grant] = &[
+/// The Leases Salve keeps in its own namespace: leader election (`--leader-elect`, which a
+/// follower's webhook relay also reads) and, for a node-local Salve, the count of nodes
+/// cordoned at once (`--max-cordoned`).
+pub const LEASES: &[Grant] = &[(
+    "coordination.k8s.io",
+    "leases",
+    &["create", "get", "update"],
+)];
+
+/// The `SalveIncident`s Salve keeps in its own namespace with `--cluster-state` (and under
+/// leader election): one per incident (`crate::state`), created, read, listed and watched by
+/// every replica, its status replaced, deleted by the leader once the incident is over.
+pub const STATE: &[Grant] = &[
     (
-        "coordination.k8s.io",
-        "leases",
-        &["create", "get", "update"],
+        GROUP,
+        "salveincidents",
+        &["create", "delete", "get", "list", "watch"],
     ),
-    (GROUP, "salveincidents", &["create", "get", "list"]),
     (GROUP, "salveincidents/status", &["get", "update"]),
 ];
 
@@ -133,6 +141,7 @@ pub fn grants(scope: Scope) -> Vec<Grant> {
         Scope::Namespace => all
             .into_iter()
             .chain(LEASES.iter().copied())
+            .chain(STATE.iter().copied())
             .filter(|(group, resource, _)| !CLUSTER_SCOPED.contains(&(*group, *resource)))
             .collect(),
     }
@@ -167,8 +176,15 @@ pub fn rules(scope: Scope) -> Vec<PolicyRule> {
     merge(grants(scope))
 }
 
-/// The rules of the leader-election Role beside the ClusterRole (cluster scope).
+/// The rules of the leader-election Role beside the ClusterRole (cluster scope): the Lease and
+/// the `SalveIncident`s.
 pub fn lease_rules() -> Vec<PolicyRule> {
+    merge(LEASES.iter().chain(STATE).copied())
+}
+
+/// The rules of a node-local Salve's Role beside the ClusterRole: the Lease counting cordoned
+/// nodes, and no `SalveIncident`s.
+pub fn cordon_rules() -> Vec<PolicyRule> {
     merge(LEASES.iter().copied())
 }
 

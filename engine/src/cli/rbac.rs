@@ -17,6 +17,10 @@ pub struct RbacArgs {
     /// sidecar) instead of the ClusterRole and the leader-election Role.
     #[arg(long, conflicts_with = "people")]
     namespaced: bool,
+    /// Print the roles of a node-local Salve (`salve run --node-local`, the DaemonSet): the
+    /// ClusterRole and a Role on the Lease counting cordoned nodes, without `SalveIncident`s.
+    #[arg(long, conflicts_with_all = ["people", "namespaced"])]
+    node_local: bool,
     /// Print the ClusterRoles for people instead: `<name>-approver` (answer approvals) and
     /// `<name>-viewer` (read-only).
     #[arg(long)]
@@ -55,12 +59,17 @@ pub(super) fn run(args: RbacArgs) -> Result<ExitCode> {
             rbac::rules(Scope::Namespace),
         ))?]
     } else {
+        let (own, rules) = if args.node_local {
+            ("cordons", rbac::cordon_rules())
+        } else {
+            ("leader-election", rbac::lease_rules())
+        };
         vec![
             yaml(&rbac::cluster_role(&args.name, rbac::rules(Scope::Cluster)))?,
             yaml(&rbac::role(
-                &format!("{}-leader-election", args.name),
+                &format!("{}-{own}", args.name),
                 &args.namespace,
-                rbac::lease_rules(),
+                rules,
             ))?,
         ]
     };
