@@ -729,6 +729,37 @@ async fn a_triggered_rehearsal_dry_runs_the_plan_and_leaves_real_remediations_al
         "every write was a server-side dry run: {sent:#?}"
     );
 
+    // The same through `salve trigger --wait`: the rehearsal's id, then its timeline; refused
+    // without a token.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tokens"), TOKEN_FILE).expect("tokens");
+    let cli = |token: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_salve"));
+        command.args(["trigger", "heal", "--label", "namespace=shop", "--label"]);
+        command.args(["deployment=api", "--server", &api, "--wait"]);
+        if token {
+            command.arg("--token-file").arg(dir.path().join("tokens"));
+        }
+        command
+    };
+    let mut with_token = cli(true);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || crate::run(&mut with_token))
+        .await
+        .expect("ran");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("rehearsing heal as incident reh-"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("scale-up"), "the timeline: {stdout}");
+    let mut without = cli(false);
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || crate::run(&mut without))
+        .await
+        .expect("ran");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    assert_eq!(replicas(&s.fake), 3, "still nothing changed");
+
     // A real incident of the same target right after: its step runs (the hour's one action
     // is still there, the target is neither cooling down nor claimed).
     let signal = SignalEvent {

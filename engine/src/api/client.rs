@@ -1,10 +1,12 @@
-//! A client of the API, for `salve incidents|approvals|approve|reject --server URL`.
+//! A client of the API, for `salve incidents|approvals|approve|reject --server URL` and
+//! `salve trigger`.
 
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::approvals::{AnswerBody, ApprovalList, ApprovalView};
 use super::incidents::{IncidentList, IncidentTimeline};
+use super::trigger::{TriggerBody, Triggered};
 
 /// Why a call to the API failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,24 @@ impl Client {
         let mut request = self.http.post(&url).json(&AnswerBody {
             reason: rejection.unwrap_or_default(),
         });
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        decode(url, request.send().await).await
+    }
+
+    /// Rehearses `playbook` as if its trigger had fired with `labels` (every step a dry run).
+    pub async fn trigger(
+        &self,
+        playbook: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Triggered> {
+        let url = format!(
+            "{}/api/v1/playbooks/{}/trigger",
+            self.base,
+            segment(playbook)
+        );
+        let mut request = self.http.post(&url).json(&TriggerBody { labels });
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -10,19 +10,29 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Verb};
 use super::{ApiState, error, journal_error};
 
 /// The request's body: the labels of the signal to rehearse with.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TriggerBody {
+pub struct TriggerBody {
     /// The signal's labels (its target's templates read them: `${labels.namespace}`).
     #[serde(default)]
-    labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The answer to a trigger: the rehearsal started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Triggered {
+    /// The rehearsal's incident id (`reh-...`).
+    pub incident: String,
+    /// Always true: a trigger only ever rehearses.
+    pub rehearsal: bool,
+    /// Where its timeline is read (`/api/v1/incidents/{id}`).
+    pub timeline: String,
 }
 
 /// Starts a rehearsal of playbook `name`.
@@ -100,11 +110,12 @@ pub(super) async fn trigger(
                 "rehearsal started"
             );
             let location = format!("/api/v1/incidents/{id}");
-            let mut response = (
-                StatusCode::ACCEPTED,
-                Json(json!({"incident": id, "rehearsal": true, "timeline": location})),
-            )
-                .into_response();
+            let answer = Triggered {
+                incident: id,
+                rehearsal: true,
+                timeline: location.clone(),
+            };
+            let mut response = (StatusCode::ACCEPTED, Json(answer)).into_response();
             if let Ok(value) = location.parse() {
                 response.headers_mut().insert(header::LOCATION, value);
             }

@@ -64,7 +64,7 @@ pub(super) fn answer_remote(
 
 /// The bearer token in a token file: the first word of its first line that is not blank or a
 /// `#` comment (so a line of the server's `TOKEN NAME` file works as it is).
-fn read_token(path: &Path) -> std::result::Result<String, String> {
+pub(super) fn read_token(path: &Path) -> std::result::Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     text.lines()
         .map(str::trim)

@@ -9,6 +9,7 @@ mod incidents;
 mod rbac;
 mod run;
 mod step;
+mod trigger;
 
 pub use incidents::line as timeline_line;
 
@@ -156,6 +157,9 @@ pub enum Command {
         /// Show this incident's timeline.
         id: Option<String>,
     },
+    /// Rehearse a playbook through a running Salve's API, as if its trigger had fired with the
+    /// labels given: the real diagnosis, plan and gate verdicts, every step a dry run.
+    Trigger(trigger::TriggerArgs),
     /// Print the full reasoning trail of one incident: its signals, the correlation, what the
     /// advisor was shown and answered (or why it was not used), the gate's verdicts and the
     /// steps.
@@ -441,6 +445,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             who,
             reason,
         } => answer(&id, from, who, Answer::Reject(reason), "reject"),
+        Command::Trigger(args) => trigger::run(args),
         Command::Incidents { from, id } => match from.pick() {
             Some(Place::Journal(journal)) => {
                 incidents::run(&Journal::open(&journal)?, id.as_deref())
