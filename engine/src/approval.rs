@@ -21,8 +21,11 @@ use serde_json::json;
 use crate::journal::{self, Entry, Journal, Kind, Record};
 use crate::risk::Risk;
 
-/// One approval request and where it stands.
-#[derive(Debug, Clone, PartialEq)]
+/// One approval request and where it stands (as the API shows it, in camelCase, its state
+/// flattened: `"state": "pending" | "approved" | "rejected" | "expired"`, with who decided and
+/// when, `decidedAt`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Approval {
     /// Its id (`apr-` and 32 hex digits from the system's random source).
     pub id: String,
@@ -44,11 +47,13 @@ pub struct Approval {
     /// When no answer means rejected.
     pub expires_at: DateTime<Utc>,
     /// Where it stands.
+    #[serde(flatten)]
     pub state: State,
 }
 
 /// Where an approval stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
 pub enum State {
     /// Waiting for a person.
     Pending,
@@ -57,6 +62,7 @@ pub enum State {
         /// Who approved.
         by: String,
         /// When.
+        #[serde(rename = "decidedAt")]
         at: DateTime<Utc>,
     },
     /// Rejected by a person.
@@ -64,13 +70,16 @@ pub enum State {
         /// Who rejected.
         by: String,
         /// When.
+        #[serde(rename = "decidedAt")]
         at: DateTime<Utc>,
         /// Why, if they said.
+        #[serde(rename = "rejection")]
         reason: String,
     },
     /// Nobody answered in time: rejected.
     Expired {
         /// When that was noted.
+        #[serde(rename = "decidedAt")]
         at: DateTime<Utc>,
     },
 }

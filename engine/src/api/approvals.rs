@@ -10,141 +10,19 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Verb};
 use super::{ApiState, blocking, error, journal_error};
 use crate::approval::{self, Answer, Approval, Approvals};
 use crate::journal::{self, Journal, Kind};
-use crate::risk::Risk;
-
-/// One approval request as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalView {
-    /// Its id (`apr-...`).
-    pub id: String,
-    /// The incident.
-    pub incident: String,
-    /// The playbook.
-    pub playbook: String,
-    /// The step waiting.
-    pub step: String,
-    /// Its risk.
-    pub risk: Risk,
-    /// Why it waits.
-    pub reason: String,
-    /// The account for the person deciding.
-    pub situation: String,
-    /// When it was asked.
-    pub requested_at: DateTime<Utc>,
-    /// When no answer means rejected.
-    pub expires_at: DateTime<Utc>,
-    /// Where it stands.
-    #[serde(flatten)]
-    pub state: StateView,
-}
-
-/// Where an approval stands: `"state": "pending" | "approved" | "rejected" | "expired"`, with
-/// who decided and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum StateView {
-    /// Waiting for a person.
-    Pending,
-    /// Approved.
-    #[serde(rename_all = "camelCase")]
-    Approved {
-        /// Who approved.
-        by: String,
-        /// When.
-        decided_at: DateTime<Utc>,
-    },
-    /// Rejected by a person.
-    #[serde(rename_all = "camelCase")]
-    Rejected {
-        /// Who rejected.
-        by: String,
-        /// When.
-        decided_at: DateTime<Utc>,
-        /// Why.
-        rejection: String,
-    },
-    /// Nobody answered in time: rejected.
-    #[serde(rename_all = "camelCase")]
-    Expired {
-        /// When that was noted.
-        decided_at: DateTime<Utc>,
-    },
-}
-
-impl From<&Approval> for ApprovalView {
-    fn from(a: &Approval) -> Self {
-        use approval::State;
-        ApprovalView {
-            id: a.id.clone(),
-            incident: a.incident.clone(),
-            playbook: a.playbook.clone(),
-            step: a.step.clone(),
-            risk: a.risk,
-            reason: a.reason.clone(),
-            situation: a.situation.clone(),
-            requested_at: a.requested_at,
-            expires_at: a.expires_at,
-            state: match &a.state {
-                State::Pending => StateView::Pending,
-                State::Approved { by, at } => StateView::Approved {
-                    by: by.clone(),
-                    decided_at: *at,
-                },
-                State::Rejected { by, at, reason } => StateView::Rejected {
-                    by: by.clone(),
-                    decided_at: *at,
-                    rejection: reason.clone(),
-                },
-                State::Expired { at } => StateView::Expired { decided_at: *at },
-            },
-        }
-    }
-}
-
-impl From<ApprovalView> for Approval {
-    fn from(view: ApprovalView) -> Self {
-        use approval::State;
-        Approval {
-            id: view.id,
-            incident: view.incident,
-            playbook: view.playbook,
-            step: view.step,
-            risk: view.risk,
-            reason: view.reason,
-            situation: view.situation,
-            requested_at: view.requested_at,
-            expires_at: view.expires_at,
-            state: match view.state {
-                StateView::Pending => State::Pending,
-                StateView::Approved { by, decided_at } => State::Approved { by, at: decided_at },
-                StateView::Rejected {
-                    by,
-                    decided_at,
-                    rejection,
-                } => State::Rejected {
-                    by,
-                    at: decided_at,
-                    reason: rejection,
-                },
-                StateView::Expired { decided_at } => State::Expired { at: decided_at },
-            },
-        }
-    }
-}
 
 /// `GET /api/v1/approvals`'s answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalList {
     /// The requests waiting, oldest first.
-    pub approvals: Vec<ApprovalView>,
+    pub approvals: Vec<Approval>,
 }
 
 /// The body of an answer (optional; empty means `{}`).
@@ -160,10 +38,7 @@ pub struct AnswerBody {
 pub(super) async fn list(State(state): State<ApiState>) -> Response {
     let approvals = Approvals::new(Arc::clone(&state.journal));
     match blocking(move || approvals.pending()).await {
-        Ok(Ok(pending)) => Json(ApprovalList {
-            approvals: pending.iter().map(ApprovalView::from).collect(),
-        })
-        .into_response(),
+        Ok(Ok(pending)) => Json(ApprovalList { approvals: pending }).into_response(),
         Ok(Err(e)) => approval_error(e),
         Err(response) => response,
     }
@@ -238,7 +113,7 @@ async fn answer(
                 answer = if reject { "reject" } else { "approve" },
                 "approval answered over the API"
             );
-            Json(ApprovalView::from(&approval)).into_response()
+            Json(approval).into_response()
         }
         Ok(Err(e)) => approval_error(e),
         Err(response) => response,

@@ -4,9 +4,10 @@
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::approvals::{AnswerBody, ApprovalList, ApprovalView};
+use super::approvals::{AnswerBody, ApprovalList};
 use super::incidents::{IncidentList, IncidentTimeline};
 use super::trigger::{TriggerBody, Triggered};
+use crate::approval::Approval;
 
 /// Why a call to the API failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +87,7 @@ impl Client {
     }
 
     /// Approves request `id`, or rejects it when `rejection` is given.
-    pub async fn answer(&self, id: &str, rejection: Option<String>) -> Result<ApprovalView> {
+    pub async fn answer(&self, id: &str, rejection: Option<String>) -> Result<Approval> {
         let verb = if rejection.is_some() {
             "reject"
         } else {

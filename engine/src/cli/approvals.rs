@@ -26,7 +26,7 @@ pub(super) fn list_remote(server: &str) -> Result<ExitCode> {
     let fetched = runtime.block_on(async { Client::new(server, None)?.approvals().await });
     match fetched {
         Ok(list) => {
-            let pending: Vec<Approval> = list.approvals.into_iter().map(Into::into).collect();
+            let pending = list.approvals;
             print(&pending)
         }
         Err(e) => refused("salve approvals", &e),
@@ -55,7 +55,7 @@ pub(super) fn answer_remote(
     match answered {
         Ok(view) => {
             let mut out = io::stdout().lock();
-            writeln!(out, "{}", describe(&view.into())).map_err(stdout_error)?;
+            writeln!(out, "{}", describe(&view)).map_err(stdout_error)?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => refused("salve", &e),
