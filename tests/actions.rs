@@ -178,23 +178,16 @@ impl Drop for Env {
             return;
         };
         let namespace = self.namespace.clone();
-        // A fresh runtime on its own thread: Drop cannot await, and may run during a panic.
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let client = kube::Client::try_from(real_config(&path).await)?;
+        crate::clean_up(
+            path,
+            &format!("the test namespace {namespace}"),
+            move |client| async move {
                 Api::<Namespace>::all(client)
                     .delete(&namespace, &DeleteParams::background())
                     .await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!("could not delete the test namespace {}", self.namespace);
-        }
+                Ok(())
+            },
+        );
     }
 }
 

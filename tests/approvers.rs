@@ -214,25 +214,18 @@ impl Drop for Env {
             return;
         };
         let namespaces = [self.namespace.clone(), self.other.clone()];
-        // A fresh runtime on its own thread: Drop cannot await, and may run during a panic.
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let client = kube::Client::try_from(real_config(&path).await)?;
+        crate::clean_up(
+            path,
+            &format!("the test namespaces {}", namespaces.join(", ")),
+            move |client| async move {
                 for namespace in namespaces {
                     Api::<Namespace>::all(client.clone())
                         .delete(&namespace, &DeleteParams::background())
                         .await?;
                 }
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!("could not delete the test namespaces {}", self.namespace);
-        }
+                Ok(())
+            },
+        );
     }
 }
 

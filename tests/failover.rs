@@ -172,6 +172,47 @@ impl Env {
     }
 }
 
+/// Two replicas running `playbook` against the same cluster and Prometheus: `a` leads, `b`
+/// follows (its API ready).
+struct Pair {
+    env: Env,
+    _prometheus: prometheus::RunningPrometheus,
+    a: Daemon,
+    _b: Daemon,
+    api_a: String,
+    api_b: String,
+}
+
+impl Pair {
+    async fn start(playbook: &str) -> Pair {
+        let env = Env::start(playbook).await;
+        let scenario = Scenario::new(Duration::from_secs(60))
+            .and_then(|s| s.series(r#"up{job="api"}"#, "1x10"))
+            .expect("a scenario");
+        let prometheus = prometheus::start(&scenario).expect("prometheus starts");
+        let (port_a, port_b) = (free_port(), free_port());
+        let a = env.replica("pod-a", port_a, prometheus.url());
+        until_equal("the lease holder", true, async || {
+            env.holder().await.is_some_and(|h| h.starts_with("pod-a_"))
+        })
+        .await;
+        let b = env.replica("pod-b", port_b, prometheus.url());
+        let api_b = format!("http://127.0.0.1:{port_b}");
+        until(&format!("{api_b}/readyz"), "the follower ready", |s, _| {
+            s == StatusCode::OK
+        })
+        .await;
+        Pair {
+            env,
+            _prometheus: prometheus,
+            a,
+            _b: b,
+            api_a: format!("http://127.0.0.1:{port_a}"),
+            api_b,
+        }
+    }
+}
+
 /// The replicas' leader election timings: short (lease 2 s, renew deadline 1 s, retry
 /// 200 ms), or `SALVE_TEST_LEASE_TIMINGS=LEASE,RENEW,RETRY` (`15s,10s,2s` are the defaults
 /// of `salve run`, to measure a failover as it will be).
@@ -287,22 +328,9 @@ fn scalings(fake: &FakeApiServer, namespace: &str) -> usize {
 /// waiting) and runs it: each step ran exactly once, and the incident is remediated.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_leaders_remediation_is_resumed_by_the_other_replica_exactly_once() {
-    let env = Env::start(PLAYBOOK).await;
-    let scenario = Scenario::new(Duration::from_secs(60))
-        .and_then(|s| s.series(r#"up{job="api"}"#, "1x10"))
-        .expect("a scenario");
-    let prometheus = prometheus::start(&scenario).expect("prometheus starts");
-    let (port_a, port_b) = (free_port(), free_port());
-    let (api_a, api_b) = (
-        format!("http://127.0.0.1:{port_a}"),
-        format!("http://127.0.0.1:{port_b}"),
-    );
-    let mut a = env.replica("pod-a", port_a, prometheus.url());
-    until_equal("the lease holder", true, async || {
-        env.holder().await.is_some_and(|h| h.starts_with("pod-a_"))
-    })
-    .await;
-    let _b = env.replica("pod-b", port_b, prometheus.url());
+    // Bound whole: what is not used must live to the end (the follower, Prometheus).
+    let mut pair = Pair::start(PLAYBOOK).await;
+    let (env, api_a, api_b) = (&pair.env, pair.api_a.clone(), pair.api_b.clone());
 
     // The leader acts on the low step and asks about the next; the follower shows it.
     let drain = pending(&api_a, "drain").await;
@@ -319,8 +347,8 @@ async fn a_killed_leaders_remediation_is_resumed_by_the_other_replica_exactly_on
 
     // The leader dies waiting; the answer goes to the follower, which takes over.
     let killed = Instant::now();
-    a.0.kill().expect("kill the leader");
-    let _ = a.0.wait();
+    pair.a.0.kill().expect("kill the leader");
+    let _ = pair.a.0.wait();
     approve(&api_b, &settle).await;
     until_equal("settle run by the new leader", 3, async || {
         env.replicas().await
@@ -368,23 +396,8 @@ const ON_ALERT: &str = "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {nam
 /// Alertmanager retries.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_posted_to_a_follower_is_relayed_to_the_leader() {
-    let env = Env::start(ON_ALERT).await;
-    let scenario = Scenario::new(Duration::from_secs(60))
-        .and_then(|s| s.series(r#"up{job="api"}"#, "1x10"))
-        .expect("a scenario");
-    let prometheus = prometheus::start(&scenario).expect("prometheus starts");
-    let (port_a, port_b) = (free_port(), free_port());
-    let api_b = format!("http://127.0.0.1:{port_b}");
-    let mut a = env.replica("pod-a", port_a, prometheus.url());
-    until_equal("the lease holder", true, async || {
-        env.holder().await.is_some_and(|h| h.starts_with("pod-a_"))
-    })
-    .await;
-    let _b = env.replica("pod-b", port_b, prometheus.url());
-    until(&format!("{api_b}/readyz"), "the follower ready", |s, _| {
-        s == StatusCode::OK
-    })
-    .await;
+    let mut pair = Pair::start(ON_ALERT).await;
+    let (env, api_b) = (&pair.env, pair.api_b.clone());
     let payload = json!({
         "version": "4", "status": "firing", "receiver": "salve",
         "alerts": [{
@@ -418,8 +431,8 @@ async fn an_alert_posted_to_a_follower_is_relayed_to_the_leader() {
     );
 
     // No leader: the follower keeps the alert and asks Alertmanager to retry.
-    a.0.kill().expect("kill the leader");
-    let _ = a.0.wait();
+    pair.a.0.kill().expect("kill the leader");
+    let _ = pair.a.0.wait();
     let (status, body) = post(&webhook, None, &payload).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }

@@ -140,24 +140,16 @@ impl Drop for Env {
             return;
         };
         let (namespace, lease) = (self.namespace.clone(), self.lease.clone());
-        let name = lease.clone();
-        // A fresh runtime on its own thread: Drop cannot await, and may run during a panic.
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let client = kube::Client::try_from(real_config(&path).await)?;
+        crate::clean_up(
+            path,
+            &format!("Lease {namespace}/{lease}"),
+            move |client| async move {
                 Api::<Lease>::namespaced(client, &namespace)
                     .delete(&lease, &DeleteParams::default())
                     .await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!("could not delete Lease {name}: delete it by hand");
-        }
+                Ok(())
+            },
+        );
     }
 }
 

@@ -297,13 +297,10 @@ impl Drop for Env {
         };
         let namespaces = std::mem::take(&mut self.namespaces);
         let nodes = std::mem::take(self.nodes.get_mut().unwrap_or_else(PoisonError::into_inner));
-        // A fresh runtime on its own thread: Drop cannot await, and may run during a panic.
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let client = kube::Client::try_from(real_config(&path).await)?;
+        crate::clean_up(
+            path,
+            "the test's namespaces and nodes",
+            move |client| async move {
                 let mut left = Vec::new();
                 // The namespaces first: their pods, bound to the phantom Nodes, go with them.
                 for namespace in namespaces {
@@ -323,16 +320,13 @@ impl Drop for Env {
                         Err(e) => left.push(format!("node {node}: {e}")),
                     }
                 }
-                anyhow::Ok(left)
-            })
-        })
-        .join();
-        match deleted {
-            Ok(Ok(left)) if left.is_empty() => {}
-            Ok(Ok(left)) => eprintln!("could not delete: {}", left.join("; ")),
-            Ok(Err(e)) => eprintln!("could not delete the test's namespaces and nodes: {e}"),
-            Err(_) => eprintln!("could not delete the test's namespaces and nodes"),
-        }
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(left.join("; ")))
+                }
+            },
+        );
     }
 }
 

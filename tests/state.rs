@@ -399,8 +399,14 @@ async fn take_over_and_approve(replica: &Replica) -> Vec<(String, salve::executo
         let executor = replica.executor.clone();
         tokio::spawn(async move { executor.take_over().await.recover(|_| true).await })
     };
-    let approval = waiting(&replica.journal).await;
-    salve::approval::Approvals::new(std::sync::Arc::clone(&replica.journal))
+    approve_waiting(&replica.journal).await;
+    recovery.await.expect("task").expect("journaled")
+}
+
+/// Approves, as ana, the approval `journal` shows waiting, once there is one.
+async fn approve_waiting(journal: &std::sync::Arc<salve::journal::Journal>) {
+    let approval = waiting(journal).await;
+    salve::approval::Approvals::new(std::sync::Arc::clone(journal))
         .answer(
             &approval.id,
             salve::approval::Answer::Approve,
@@ -408,7 +414,6 @@ async fn take_over_and_approve(replica: &Replica) -> Vec<(String, salve::executo
             chrono::Utc::now(),
         )
         .expect("answered");
-    recovery.await.expect("task").expect("journaled")
 }
 
 /// The fake API server with the remediation tests' Deployment and the `SalveIncident` kind.
@@ -539,15 +544,7 @@ async fn losing_the_lead_stops_what_runs_and_taking_it_back_recovers_it_once() {
     until_waiting_for(&a, 0.0).await;
     to_a.send(leading(2)).expect("send");
     until_waiting_for(&a, 1.0).await;
-    let approval = waiting(&a.journal).await;
-    salve::approval::Approvals::new(std::sync::Arc::clone(&a.journal))
-        .answer(
-            &approval.id,
-            salve::approval::Answer::Approve,
-            "ana",
-            chrono::Utc::now(),
-        )
-        .expect("answered");
+    approve_waiting(&a.journal).await;
     let began = std::time::Instant::now();
     while !a
         .journal

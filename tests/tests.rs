@@ -190,32 +190,45 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        if self.fake.is_some() {
-            return;
-        }
-        // The test's runtime may be shutting down, and a client belongs to the runtime it was
-        // made on: delete through a client and a runtime of their own.
-        let (Some(path), namespace) = (self.kubeconfig.clone(), self.namespace.clone()) else {
+        let Some(path) = self.kubeconfig.clone() else {
             return;
         };
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let config = real_config(&path.to_string_lossy()).await;
-                let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+        let namespace = self.namespace.clone();
+        clean_up(
+            path.to_string_lossy().into_owned(),
+            &format!("the test namespace {namespace}"),
+            move |client| async move {
                 kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
-                    .delete(&namespace, &Default::default())
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            })
+                    .delete(&namespace, &kube::api::DeleteParams::background())
+                    .await?;
+                Ok(())
+            },
+        );
+    }
+}
+
+/// Runs `cleanup` with a client of the real cluster whose kubeconfig is at `path`, from a
+/// `Drop`: on a fresh runtime on a thread of its own (`Drop` cannot await, may run during a
+/// panic, and a client belongs to the runtime it was made on). Says so when `what` could not
+/// be deleted.
+fn clean_up<F, Fut>(path: String, what: &str, cleanup: F)
+where
+    F: FnOnce(kube::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let done = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let client = kube::Client::try_from(real_config(&path).await)?;
+            cleanup(client).await
         })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!("delete the test namespace {} by hand", self.namespace);
-        }
+    })
+    .join();
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("could not delete {what}: {e}; delete it by hand"),
+        Err(_) => eprintln!("could not delete {what}; delete it by hand"),
     }
 }

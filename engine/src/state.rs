@@ -182,6 +182,16 @@ impl IncidentStore {
         self.write(incident, playbook, entry, None).await
     }
 
+    /// Every `SalveIncident` of the namespace.
+    async fn list(&self) -> Result<Vec<DynamicObject>, Error> {
+        let listed = self
+            .api
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(api("*"))?;
+        Ok(listed.items)
+    }
+
     /// Deletes `incident`'s object if its `resourceVersion` is still `version` (nothing was
     /// appended since it was read); whether it was (a changed or missing object is not).
     pub async fn delete(&self, incident: &str, version: &str) -> Result<bool, Error> {
@@ -496,14 +506,8 @@ impl Importer {
     /// Imports into `journal` the entries of every `SalveIncident` it lacks, in their order;
     /// how many.
     pub async fn import(&self, journal: &Journal) -> Result<usize, Error> {
-        let objects = self
-            .store
-            .api
-            .list(&kube::api::ListParams::default())
-            .await
-            .map_err(api("*"))?;
         let mut imported = 0;
-        for object in &objects {
+        for object in &self.store.list().await? {
             imported += self.import_object(journal, object).await?;
         }
         Ok(imported)
@@ -576,12 +580,7 @@ impl Importer {
     /// or its end recorded) whose last entry is older than the retention at `now`, each only
     /// if unchanged since read; how many. Their entries stay in every journal that has them.
     pub async fn collect(&self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, Error> {
-        let objects = self
-            .store
-            .api
-            .list(&kube::api::ListParams::default())
-            .await
-            .map_err(api("*"))?;
+        let objects = self.store.list().await?;
         let retention =
             chrono::TimeDelta::from_std(self.retention).unwrap_or(chrono::TimeDelta::MAX);
         let mut deleted = 0;
