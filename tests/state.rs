@@ -135,6 +135,45 @@ async fn an_older_term_is_fenced() {
     assert_eq!(state.term, 2);
 }
 
+/// A status that does not read as Salve's (edited by hand) is never written over: the append
+/// fails and the status is as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_salve_cannot_read_is_left_alone() {
+    let (cluster, store) = store().await;
+    if cluster.fake.is_none() {
+        eprintln!("skipped against a real cluster: the CRD's schema refuses such an edit there");
+        return;
+    }
+    store
+        .append("inc-1", "heal", &entry("a", 1, "remediation_planned"), 1)
+        .await
+        .expect("created");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("salve.dev", "v1", KIND),
+        PLURAL,
+    );
+    let api = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &resource,
+    );
+    let mut object = api.get("inc-1").await.expect("read");
+    let edited = json!({"term": 1, "entries": "moved to a ticket"});
+    object.data["status"] = edited.clone();
+    api.replace_status("inc-1", &Default::default(), &object)
+        .await
+        .expect("edited by hand");
+    let refused = store
+        .append("inc-1", "heal", &entry("a", 2, "step_started"), 1)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Unreadable { .. })),
+        "{refused:?}"
+    );
+    let object = api.get("inc-1").await.expect("read");
+    assert_eq!(object.data["status"], edited, "left as it was");
+}
+
 /// An entry `id` of `kind` at `at`, with `detail`.
 fn entry_at(id: &str, kind: &str, at: &str, detail: serde_json::Value) -> StateEntry {
     StateEntry {

@@ -112,6 +112,14 @@ pub enum Error {
         /// The incident.
         incident: String,
     },
+    /// The object's status does not read as Salve's: nothing is written over it.
+    #[error("incident {incident}: its status is not Salve's ({reason}); left as it is")]
+    Unreadable {
+        /// The incident.
+        incident: String,
+        /// What did not read.
+        reason: String,
+    },
     /// The local journal could not take an imported entry.
     #[error("journal: {0}")]
     Journal(String),
@@ -153,7 +161,7 @@ impl IncidentStore {
     /// What the cluster holds of `incident` (`None`: nothing yet).
     pub async fn read(&self, incident: &str) -> Result<Option<IncidentState>, Error> {
         let object = self.api.get_opt(incident).await.map_err(api(incident))?;
-        Ok(object.map(|o| state_of(&o)))
+        object.map(|o| state_of(&o)).transpose()
     }
 
     /// Appends `entry` to `incident` of `playbook` as a leader of `term`: created when
@@ -230,7 +238,7 @@ impl IncidentStore {
                     Err(e) => return Err(e),
                 },
             };
-            let mut state = state_of(&object);
+            let mut state = state_of(&object)?;
             if state.entries.iter().any(|e| e.id == entry.id) {
                 return Ok(());
             }
@@ -298,9 +306,17 @@ impl IncidentStore {
     }
 }
 
-/// The status of `object`, empty when it has none (just created) or it does not read.
-fn state_of(object: &DynamicObject) -> IncidentState {
-    serde_json::from_value(object.data["status"].clone()).unwrap_or_default()
+/// The status of `object`, empty when it has none (just created); an error when it does not
+/// read (edited by hand, or written by a newer Salve): appending to it would overwrite it.
+fn state_of(object: &DynamicObject) -> Result<IncidentState, Error> {
+    let status = &object.data["status"];
+    if status.is_null() {
+        return Ok(IncidentState::default());
+    }
+    serde_json::from_value(status.clone()).map_err(|e| Error::Unreadable {
+        incident: object.metadata.name.clone().unwrap_or_default(),
+        reason: e.to_string(),
+    })
 }
 
 fn api(incident: &str) -> impl Fn(kube::Error) -> Error + '_ {
@@ -590,7 +606,9 @@ impl Importer {
             else {
                 continue;
             };
-            let state = state_of(object);
+            let Ok(state) = state_of(object) else {
+                continue;
+            };
             let last = state
                 .entries
                 .iter()
@@ -633,7 +651,7 @@ impl Importer {
             })
             .collect();
         let mut imported = 0;
-        for entry in state_of(object).entries {
+        for entry in state_of(object)?.entries {
             if known.contains(&entry.id) {
                 continue;
             }
