@@ -603,3 +603,86 @@ async fn losing_the_lead_stops_what_runs_and_taking_it_back_recovers_it_once() {
     assert_eq!(crate::remediation::replicas(&s.fake), 2, "drain ran");
     assert_eq!(scalings(&s.fake), 2, "scale-up once, drain once");
 }
+
+/// An incident that opened while this replica followed (no leader then, so nobody began to
+/// remediate it) is remediated when it takes the lead — not left open until it resolves and
+/// opens again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incident_no_leader_began_is_remediated_on_taking_the_lead() {
+    let s = cluster().await;
+    let (client, url) = (s.fake.client().expect("a client"), s.fake.url().to_string());
+    let (to_a, lead_a) = tokio::sync::watch::channel(salve::lease::Leadership::default());
+    let a = replica(client, &url, "a", Some(lead_a));
+    let text = "apiVersion: salve.dev/v1\nkind: Playbook\nmetadata: {name: heal}\nspec:\n  trigger:\n    alert: {alertname: ApiDown}\n  target: {kind: Deployment, namespace: shop, name: api}\n  steps:\n    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n";
+    let set = salve::playbook::PlaybookSet::from_loaded(crate::remediation::load(text))
+        .expect("a valid set");
+    let alerts = salve::alertmanager::AlertStore::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let engine = tokio::spawn(salve::app::run(
+        std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(set)),
+        salve::signal::evaluation::Sources {
+            alerts: salve::signal::evaluation::Alerts::Webhook(alerts.clone()),
+            ..Default::default()
+        },
+        std::sync::Arc::clone(&a.journal),
+        Some(a.executor.clone()),
+        salve::app::Options {
+            live: salve::signal::live::LiveOptions {
+                tick: std::time::Duration::from_millis(50),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        cancel.clone(),
+    ));
+    let payload = json!({
+        "version": "4", "status": "firing", "receiver": "salve",
+        "alerts": [{
+            "status": "firing", "labels": {"alertname": "ApiDown"},
+            "startsAt": chrono::Utc::now().to_rfc3339(),
+            "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "0123456789abcdef",
+        }],
+    });
+    let webhook =
+        salve::alertmanager::Webhook::parse(payload.to_string().as_bytes()).expect("a payload");
+    alerts.apply(&webhook, chrono::Utc::now());
+    let opened = async || {
+        a.journal
+            .by_kind(salve::journal::Kind::IncidentOpened)
+            .expect("read")
+            .pop()
+    };
+    let began = std::time::Instant::now();
+    let incident = loop {
+        if let Some(entry) = opened().await {
+            break entry.record.incident.expect("an incident");
+        }
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "no incident"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(scalings(&s.fake), 0, "a follower does not remediate");
+
+    to_a.send(leading(1)).expect("send");
+    let began = std::time::Instant::now();
+    while !a
+        .journal
+        .timeline(&incident)
+        .expect("timeline")
+        .iter()
+        .any(|e| e.record.kind == salve::journal::Kind::RemediationFinished)
+    {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "not remediated on taking the lead"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    engine.await.expect("the engine stops");
+    assert_eq!(crate::remediation::replicas(&s.fake), 5, "scale-up ran");
+    assert_eq!(scalings(&s.fake), 1, "once");
+}

@@ -26,13 +26,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{Executor, Finish};
-use crate::incident::{IncidentEvent, IncidentTransition, Incidents, describe};
+use crate::incident::{Incident, IncidentEvent, IncidentTransition, Incidents, describe};
 use crate::journal::{Journal, Record};
 use crate::playbook::{Playbook, PlaybookSet};
 use crate::policy::Policy;
 use crate::signal::evaluation::{PlaybookEvent, Sources};
 use crate::signal::live::{self, LiveOptions};
-use crate::signal::state::Transition;
+use crate::signal::state::{SignalEvent, Transition};
 
 /// The policy Salve runs under when none is given: the shipped `policies/default.yaml` (dry
 /// run, ceiling `medium`).
@@ -195,10 +195,17 @@ pub async fn run(
                 match change {
                     LeadChange::Gained => {
                         tracing::info!("leading: recovering the remediations in flight");
+                        let open: Vec<(Arc<Playbook>, Incident)> = incidents
+                            .open()
+                            .filter_map(|i| {
+                                let playbook = active.load().playbook(&i.playbook).cloned()?;
+                                Some((playbook, i.clone()))
+                            })
+                            .collect();
                         let (executor, active) = (executor.clone(), Arc::clone(&active));
                         remediations.spawn(async move {
                             executor.take_over().await;
-                            recover(&executor, &active).await;
+                            take_the_lead(&executor, &active, open).await;
                         });
                     }
                     LeadChange::Lost => {
@@ -257,12 +264,57 @@ async fn watch_lead(
     }
 }
 
-/// Prepares and runs the recovery of the remediations in flight.
-async fn recover(executor: &Executor, active: &Arc<ArcSwap<PlaybookSet>>) {
-    match executor.prepare_recovery() {
-        Ok(recovery) => run_recovery(recovery, active).await,
-        Err(error) => tracing::error!(%error, "cannot read the remediations in flight"),
+/// What a replica does on taking the lead (having read what the cluster keeps): recovers the
+/// remediations in flight, and remediates the incidents it saw open while it followed that no
+/// leader began to remediate (one opened while there was no leader, or just before the leader
+/// died), as if they had just opened — their targets claimed by the recovery first.
+async fn take_the_lead(
+    executor: &Executor,
+    active: &Arc<ArcSwap<PlaybookSet>>,
+    open: Vec<(Arc<Playbook>, Incident)>,
+) {
+    let recovery = match executor.prepare_recovery() {
+        Ok(recovery) => recovery,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the remediations in flight");
+            return;
+        }
+    };
+    let mut orphans = Vec::new();
+    for (playbook, incident) in open {
+        match executor.begun(&incident.id) {
+            Ok(true) => {}
+            Ok(false) => orphans.push((playbook, incident)),
+            Err(error) => {
+                tracing::error!(incident = incident.id, %error, "cannot read the journal")
+            }
+        }
     }
+    let remediate = orphans.iter().map(|(playbook, incident)| async move {
+        tracing::info!(
+            incident = incident.id,
+            "open, and no leader began to remediate it: remediating it now"
+        );
+        let signal = SignalEvent {
+            at: executor.now(),
+            labels: incident.root.clone(),
+            transition: Transition::Firing,
+            value: None,
+            values: Default::default(),
+            active_at: incident.active_at,
+        };
+        match executor.remediate(playbook, incident, &signal).await {
+            Ok(finish) => log_finish(&incident.id, &finish),
+            Err(error) => tracing::error!(
+                incident = incident.id, %error,
+                "remediation stopped: the journal failed; nothing acts unjournaled"
+            ),
+        }
+    });
+    tokio::join!(
+        run_recovery(recovery, active),
+        futures_util::future::join_all(remediate)
+    );
 }
 
 /// Resumes or rolls back each remediation of `recovery` (resumed when its playbook, as now

@@ -346,6 +346,17 @@ impl Executor {
             .await;
     }
 
+    /// Whether a remediation of `incident` was begun (here, or by another replica whose
+    /// entries were imported): diagnosed, correlated, planned or finished.
+    pub fn begun(&self, incident: &str) -> Result<bool> {
+        Ok(self.inner.journal.timeline(incident)?.iter().any(|e| {
+            matches!(
+                e.record.kind,
+                Kind::Diagnosed | Kind::Correlated | Kind::Planned | Kind::RemediationFinished
+            )
+        }))
+    }
+
     /// Waits until this replica does not lead any more (never without leader election).
     pub async fn until_not_leading(&self) {
         match &self.inner.settings.leadership {
