@@ -161,6 +161,9 @@ pub async fn run(
         events_tx,
     ));
     let mut incidents = Incidents::new();
+    // The incidents that opened while this replica did not lead (not remediated here), until
+    // they resolve: on taking the lead, those no leader began are remediated.
+    let mut skipped = std::collections::HashSet::new();
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -168,11 +171,17 @@ pub async fn run(
                 let playbook = active.load().playbook(&event.playbook).cloned();
                 let change =
                     note(&mut incidents, playbook.as_deref(), &event, &journal, &metrics).await;
+                if let Some(change) = &change
+                    && change.transition == IncidentTransition::Resolved
+                {
+                    skipped.remove(&change.incident.id);
+                }
                 if let (Some(change), Some(playbook), Some(executor)) = (change, playbook, &executor)
                     && change.transition == IncidentTransition::Opened
                 {
                     if let Some(why) = executor.not_leading() {
                         tracing::info!(incident = change.incident.id, "not remediated here: {why}");
+                        skipped.insert(change.incident.id.clone());
                         continue;
                     }
                     let executor = executor.clone();
@@ -197,6 +206,7 @@ pub async fn run(
                         tracing::info!("leading: recovering the remediations in flight");
                         let open: Vec<(Arc<Playbook>, Incident)> = incidents
                             .open()
+                            .filter(|i| skipped.remove(&i.id))
                             .filter_map(|i| {
                                 let playbook = active.load().playbook(&i.playbook).cloned()?;
                                 Some((playbook, i.clone()))
@@ -265,9 +275,10 @@ async fn watch_lead(
 }
 
 /// What a replica does on taking the lead (having read what the cluster keeps): recovers the
-/// remediations in flight, and remediates the incidents it saw open while it followed that no
-/// leader began to remediate (one opened while there was no leader, or just before the leader
-/// died), as if they had just opened — their targets claimed by the recovery first.
+/// remediations in flight, and remediates the incidents `open` (still open, opened while it
+/// followed) that no leader began to remediate (one opened while there was no leader, or just
+/// before the leader died), as if they had just opened — their targets claimed by the
+/// recovery first.
 async fn take_the_lead(
     executor: &Executor,
     active: &Arc<ArcSwap<PlaybookSet>>,
@@ -282,7 +293,7 @@ async fn take_the_lead(
     };
     let mut orphans = Vec::new();
     for (playbook, incident) in open {
-        match executor.begun(&incident.id) {
+        match executor.begun(&incident) {
             Ok(true) => {}
             Ok(false) => orphans.push((playbook, incident)),
             Err(error) => {

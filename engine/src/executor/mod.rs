@@ -187,6 +187,11 @@ impl Default for Settings {
     }
 }
 
+/// How long before an incident opened here a remediation of its target that another replica
+/// planned is taken for the same problem's ([`Executor::begun`]): replicas evaluate at their
+/// own times, and one may see a problem open a few evaluations before another.
+pub const SAME_PROBLEM: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 /// Runs remediations. Cloning it is cheap: clones share the gate, the journal and the claims.
 #[derive(Debug, Clone)]
 pub struct Executor {
@@ -347,14 +352,36 @@ impl Executor {
     }
 
     /// Whether a remediation of `incident` was begun (here, or by another replica whose
-    /// entries were imported): diagnosed, correlated, planned or finished.
-    pub fn begun(&self, incident: &str) -> Result<bool> {
-        Ok(self.inner.journal.timeline(incident)?.iter().any(|e| {
+    /// entries were imported): the incident diagnosed, correlated, planned or finished — or,
+    /// as another replica may have seen the same problem open under an id of its own (at
+    /// another evaluation's time, earlier or later), a remediation of its target planned or
+    /// correlated since [`SAME_PROBLEM`] before it began.
+    pub fn begun(&self, incident: &Incident) -> Result<bool> {
+        let journal = &self.inner.journal;
+        let own = journal.timeline(&incident.id)?.iter().any(|e| {
             matches!(
                 e.record.kind,
                 Kind::Diagnosed | Kind::Correlated | Kind::Planned | Kind::RemediationFinished
             )
-        }))
+        });
+        if own {
+            return Ok(true);
+        }
+        let Some(target) = &incident.target else {
+            return Ok(false);
+        };
+        let since = incident.active_at.unwrap_or(incident.opened_at) - SAME_PROBLEM;
+        for kind in [Kind::Planned, Kind::Correlated] {
+            let seen = journal.by_kind(kind)?.into_iter().any(|e| {
+                e.record.at >= since
+                    && e.record.detail["target"].as_str() == Some(target)
+                    && !e.record.incident.as_deref().is_some_and(is_rehearsal)
+            });
+            if seen {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Waits until this replica does not lead any more (never without leader election).
