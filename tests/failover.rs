@@ -114,6 +114,8 @@ impl Env {
                 .arg(dir.join("tokens"))
                 .arg("--leader-elect")
                 .args(timings())
+                // Remediations in flight on SIGTERM are parked after a second.
+                .args(["--grace", "1s"])
                 .args(["--poll-interval", "100ms"])
                 .args(["--lease-namespace", &self.cluster.namespace])
                 .env("POD_NAME", pod)
@@ -443,4 +445,39 @@ async fn an_alert_posted_to_a_follower_is_relayed_to_the_leader() {
     let _ = pair.a.0.wait();
     let (status, body) = post(&webhook, None, &payload).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+/// A rolling update: the leader gets SIGTERM while its remediation waits for an approval; it
+/// parks the remediation after its grace period, releases the Lease and exits 0; the other
+/// replica leads at once, resumes at the waiting step (answered through it meanwhile) and
+/// finishes the remediation — each step once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminated_leader_hands_its_remediation_over() {
+    let mut pair = Pair::start(PLAYBOOK).await;
+    let (env, api_a, api_b) = (&pair.env, pair.api_a.clone(), pair.api_b.clone());
+    let drain = pending(&api_a, "drain").await;
+    assert_eq!(env.replicas().await, 5, "scale-up ran");
+
+    let stopped = Instant::now();
+    let exit = crate::terminate(&mut pair.a.0).await;
+    assert!(exit.success(), "a graceful stop exits 0: {exit}");
+    approve(&api_b, &drain).await;
+    until_equal("drain run by the new leader", 2, async || {
+        env.replicas().await
+    })
+    .await;
+    println!(
+        "SIGTERM to the leader (grace 1 s) → the other replica ran the approved step: {:?}",
+        stopped.elapsed()
+    );
+    let settle = pending(&api_b, "settle").await;
+    approve(&api_b, &settle).await;
+    until_equal("settle run", 3, async || env.replicas().await).await;
+    let state = env.incident().await;
+    assert_eq!(
+        started(&state),
+        ["scale-up", "drain", "settle"],
+        "each step started once: {:#?}",
+        state.entries
+    );
 }
