@@ -535,6 +535,23 @@ async fn a_rescheduled_pod_resumes_from_the_cluster() {
     assert_eq!(scalings(&s.fake), 2, "scale-up once, drain once");
 }
 
+/// Waits (10 s at most) until `journal` shows `incident`'s remediation finished.
+async fn until_finished(journal: &salve::journal::Journal, incident: &str, what: &str) {
+    let began = std::time::Instant::now();
+    while !journal
+        .timeline(incident)
+        .expect("timeline")
+        .iter()
+        .any(|e| e.record.kind == salve::journal::Kind::RemediationFinished)
+    {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "{what}: not finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// How many approvals `replica`'s engine waits for (`salve_approvals_pending`).
 fn waiting_for(replica: &Replica) -> f64 {
     let text = replica.metrics.encode();
@@ -584,20 +601,7 @@ async fn losing_the_lead_stops_what_runs_and_taking_it_back_recovers_it_once() {
     to_a.send(leading(2)).expect("send");
     until_waiting_for(&a, 1.0).await;
     approve_waiting(&a.journal).await;
-    let began = std::time::Instant::now();
-    while !a
-        .journal
-        .timeline(&incident.id)
-        .expect("timeline")
-        .iter()
-        .any(|e| e.record.kind == salve::journal::Kind::RemediationFinished)
-    {
-        assert!(
-            began.elapsed() < std::time::Duration::from_secs(10),
-            "not finished"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_finished(&a.journal, &incident.id, "the recovered remediation").await;
     cancel.cancel();
     engine.await.expect("the engine stops");
     assert_eq!(crate::remediation::replicas(&s.fake), 2, "drain ran");
@@ -667,20 +671,7 @@ async fn an_incident_no_leader_began_is_remediated_on_taking_the_lead() {
     assert_eq!(scalings(&s.fake), 0, "a follower does not remediate");
 
     to_a.send(leading(1)).expect("send");
-    let began = std::time::Instant::now();
-    while !a
-        .journal
-        .timeline(&incident)
-        .expect("timeline")
-        .iter()
-        .any(|e| e.record.kind == salve::journal::Kind::RemediationFinished)
-    {
-        assert!(
-            began.elapsed() < std::time::Duration::from_secs(10),
-            "not remediated on taking the lead"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_finished(&a.journal, &incident, "the remediation on taking the lead").await;
     cancel.cancel();
     engine.await.expect("the engine stops");
     assert_eq!(crate::remediation::replicas(&s.fake), 5, "scale-up ran");
