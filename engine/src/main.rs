@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use salve::cli::{self, Cli};
 
+/// The static (musl) build's allocator: musl's own serializes threads (see engine/Cargo.toml).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     salve::check::quiet_caught_parser_panics();
