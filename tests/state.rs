@@ -598,8 +598,18 @@ async fn losing_the_lead_stops_what_runs_and_taking_it_back_recovers_it_once() {
     to_a.send(salve::lease::Leadership::default())
         .expect("send");
     until_waiting_for(&a, 0.0).await;
+    assert_eq!(
+        a.executor.gate().active_incidents(),
+        0,
+        "the stopped remediation no longer counts against concurrentIncidents"
+    );
     to_a.send(leading(2)).expect("send");
     until_waiting_for(&a, 1.0).await;
+    assert_eq!(
+        a.executor.gate().actions_in_last_hour(chrono::Utc::now()),
+        1,
+        "scale-up counted once in the hourly budget, however many times the lead was taken"
+    );
     approve_waiting(&a.journal).await;
     until_finished(&a.journal, &incident.id, "the recovered remediation").await;
     cancel.cancel();

@@ -229,7 +229,7 @@ pub async fn run(
                             );
                         }
                         remediations.shutdown().await;
-                        executor.release_all();
+                        executor.forget_running();
                     }
                 }
             }

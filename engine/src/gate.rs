@@ -373,6 +373,12 @@ impl Gate {
         self.breaker = BreakerMemory::default();
     }
 
+    /// Forgets the incidents in progress: their remediations were stopped (the replica lost
+    /// the lead); the next leader's recovery counts them again.
+    pub fn forget_incidents(&mut self) {
+        self.incidents.clear();
+    }
+
     /// The same gate, denying every step whose target is outside `scope`.
     pub fn scoped(self, scope: Scope) -> Self {
         Gate {

@@ -1557,14 +1557,16 @@ impl Executor {
         }
     }
 
-    /// Forgets every target's claim: the remediations holding them were stopped (this replica
-    /// lost the lead), and whoever leads next recovers them from the journal.
-    pub fn release_all(&self) {
+    /// Forgets the remediations that were running: every target's claim, and the incidents
+    /// the gate counts as in progress (for `concurrentIncidents`). They were stopped (this
+    /// replica lost the lead), and whoever leads next recovers them from the journal.
+    pub fn forget_running(&self) {
         self.inner
             .claims
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.gate().forget_incidents();
     }
 
     fn release(&self, target: &str) {
