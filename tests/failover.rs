@@ -312,6 +312,13 @@ async fn approve(api: &str, approval: &str) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// Approves `approval` through the API at `api`, then waits until the Deployment has
+/// `replicas` (the approved step ran).
+async fn approve_until(env: &Env, api: &str, approval: &str, replicas: i64, what: &str) {
+    approve(api, approval).await;
+    until_equal(what, replicas, async || env.replicas().await).await;
+}
+
 /// The steps the cluster's entries show started (forward, not rollback), in order.
 fn started(state: &IncidentState) -> Vec<String> {
     state
@@ -350,8 +357,7 @@ async fn a_killed_leaders_remediation_is_resumed_by_the_other_replica_exactly_on
         "the follower follows"
     );
     assert_eq!(env.replicas().await, 5, "scale-up ran");
-    approve(&api_b, &drain).await;
-    until_equal("drain run by the leader", 2, async || env.replicas().await).await;
+    approve_until(env, &api_b, &drain, 2, "drain run by the leader").await;
     let settle = pending(&api_a, "settle").await;
     assert_eq!(pending(&api_b, "settle").await, settle);
 
@@ -359,11 +365,7 @@ async fn a_killed_leaders_remediation_is_resumed_by_the_other_replica_exactly_on
     let killed = Instant::now();
     pair.a.0.kill().expect("kill the leader");
     let _ = pair.a.0.wait();
-    approve(&api_b, &settle).await;
-    until_equal("settle run by the new leader", 3, async || {
-        env.replicas().await
-    })
-    .await;
+    approve_until(env, &api_b, &settle, 3, "settle run by the new leader").await;
     println!(
         "leader killed → the other replica resumed and ran the approved step: {:?}",
         killed.elapsed()
@@ -461,18 +463,13 @@ async fn a_terminated_leader_hands_its_remediation_over() {
     let stopped = Instant::now();
     let exit = crate::terminate(&mut pair.a.0).await;
     assert!(exit.success(), "a graceful stop exits 0: {exit}");
-    approve(&api_b, &drain).await;
-    until_equal("drain run by the new leader", 2, async || {
-        env.replicas().await
-    })
-    .await;
+    approve_until(env, &api_b, &drain, 2, "drain run by the new leader").await;
     println!(
         "SIGTERM to the leader (grace 1 s) → the other replica ran the approved step: {:?}",
         stopped.elapsed()
     );
     let settle = pending(&api_b, "settle").await;
-    approve(&api_b, &settle).await;
-    until_equal("settle run", 3, async || env.replicas().await).await;
+    approve_until(env, &api_b, &settle, 3, "settle run").await;
     let state = env.incident().await;
     assert_eq!(
         started(&state),
