@@ -635,11 +635,11 @@ fn elected_executor(
     )
 }
 
-/// A lead valid for `for_`, as the elector publishes one.
-fn lead(for_: Duration) -> Leadership {
+/// A lead of `term` valid for `for_`, as the elector publishes one.
+pub(crate) fn lead(term: u64, for_: Duration) -> Leadership {
     let now = Instant::now();
     Leadership::Leader(Lead {
-        term: FencingTerm(1),
+        term: FencingTerm(term),
         acquired_at: now,
         renewed_at: now,
         valid_until: now + for_,
@@ -653,7 +653,7 @@ fn lead(for_: Duration) -> Leadership {
 async fn a_replica_acts_only_while_it_leads() {
     let s = crate::remediation::setup(crate::remediation::POLICY, None).await;
     let client = s.fake.client().expect("a client");
-    let (tx, rx) = watch::channel(lead(Duration::from_secs(60)));
+    let (tx, rx) = watch::channel(lead(1, Duration::from_secs(60)));
     let executor = elected_executor(client.clone(), &s.journal, rx);
     let playbook = crate::remediation::playbook(
         "    - {name: scale-up, action: scale, risk: low, params: {replicas: 5}}\n    - {name: drain, action: scale, risk: high, params: {replicas: 0}}\n",
@@ -667,17 +667,7 @@ async fn a_replica_acts_only_while_it_leads() {
     // The first step ran; the second waits for a human. The lead is lost meanwhile, then the
     // human approves.
     let approvals = salve::approval::Approvals::new(std::sync::Arc::clone(&s.journal));
-    let began = Instant::now();
-    let pending = loop {
-        if let Some(approval) = approvals.pending().expect("pending").pop() {
-            break approval;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(10),
-            "no approval asked"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pending = crate::state::waiting(&s.journal).await;
     assert_eq!(
         crate::remediation::replicas(&s.fake),
         5,
@@ -703,7 +693,7 @@ async fn a_replica_acts_only_while_it_leads() {
     assert_eq!(crate::remediation::replicas(&s.fake), 5, "drain never ran");
 
     // A lead whose deadline passed without a renewal counts as lost, whatever was published.
-    let (_tx, stale) = watch::channel(lead(Duration::ZERO));
+    let (_tx, stale) = watch::channel(lead(1, Duration::ZERO));
     let lapsed = elected_executor(client, &s.journal, stale);
     let (incident, signal) = crate::remediation::opened(&playbook, "api-2");
     let writes = crate::remediation::writes(&s.fake);

@@ -366,13 +366,7 @@ fn replica(
 
 /// A lead of `term`, valid for a minute.
 fn leading(term: u64) -> salve::lease::Leadership {
-    let now = tokio::time::Instant::now();
-    salve::lease::Leadership::Leader(salve::lease::Lead {
-        term: salve::lease::FencingTerm(term),
-        acquired_at: now,
-        renewed_at: now,
-        valid_until: now + std::time::Duration::from_secs(60),
-    })
+    crate::lease::lead(term, std::time::Duration::from_secs(60))
 }
 
 /// The writes to the Deployment's scale that were not dry runs.
@@ -401,7 +395,9 @@ fn two_steps_set() -> salve::playbook::load::Loaded {
 }
 
 /// The approval `journal` shows waiting, once there is one (10 s at most).
-async fn waiting(journal: &std::sync::Arc<salve::journal::Journal>) -> salve::approval::Approval {
+pub(crate) async fn waiting(
+    journal: &std::sync::Arc<salve::journal::Journal>,
+) -> salve::approval::Approval {
     let approvals = salve::approval::Approvals::new(std::sync::Arc::clone(journal));
     let began = std::time::Instant::now();
     loop {
